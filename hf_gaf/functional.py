@@ -1,0 +1,176 @@
+r"""Gradient activation functions (GAF) as pure tensor functions.
+
+GAF (Liu et al., "Activated Gradients for Deep Neural Networks", arXiv 2107.04228) maps every
+gradient coordinate through an odd, monotone function ``f`` before the optimizer uses it:
+
+=========  ==================================  ================  ==============
+kind       f(x)                                gain f'(0)        bound sup|f|
+=========  ==================================  ================  ==============
+``atan``   α · atan(β·x)                       α·β               α·π/2
+``tanh``   α · tanh(β·x)                       α·β               α
+``log``    α · sign(x) · log(1 + β·|x|)        α·β               unbounded
+=========  ==================================  ================  ==============
+
+Small coordinates are multiplied by about α·β (enlarged when α·β > 1), large ones are squashed
+towards the bound. A user callable may stand in for ``kind``; it must be elementwise.
+
+Non-finite policy: NaN stays NaN, so a loss scaler still sees an overflow after GAF ran; ±inf maps
+to ±bound for the bounded kinds (``atan``, ``tanh``) and stays ±inf for ``log``.
+
+bf16/fp16 tensors are computed in float32 and rounded once at the end.
+
+Three forms share the math: :func:`gaf` (out of place), :func:`gaf_` (in place) and
+:func:`foreach_gaf_` (in place over a list with ``torch._foreach_*`` kernels).
+
+Example:
+    >>> import torch
+    >>> from hf_gaf.functional import gaf
+    >>> g = torch.tensor([1e-4, 0.5, 100.0])
+    >>> gaf(g, "atan", alpha=0.1, beta=20.0)  # 1e-4 is doubled, 100 is capped near 0.1*pi/2
+    tensor([0.0002, 0.1471, 0.1570])
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import Tensor
+
+GAF_KINDS = ("atan", "tanh", "log")
+GAFKind = Union[str, Callable[[Tensor], Tensor]]
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class GAFSpec:
+    """A validated GAF: ``kind`` (name or callable), ``alpha`` and ``beta``."""
+
+    kind: GAFKind
+    alpha: float
+    beta: float
+
+    @property
+    def gain(self) -> float:
+        """Slope at zero, f'(0) = α·β (for the named kinds)."""
+        return self.alpha * self.beta
+
+    @property
+    def bound(self) -> float:
+        """sup |f|: α·π/2 for atan, α for tanh, inf for log and callables."""
+        return gaf_bound(self.kind, self.alpha)
+
+
+def gaf_bound(kind: GAFKind, alpha: float) -> float:
+    """The supremum of |f| for ``kind`` with scale ``alpha`` (``inf`` when unbounded or unknown)."""
+    if kind == "atan":
+        return alpha * math.pi / 2
+    if kind == "tanh":
+        return float(alpha)
+    return math.inf
+
+
+def validate_gaf(kind: GAFKind, alpha: float, beta: float, *, warn: bool = True) -> GAFSpec:
+    """Check a GAF setting and return it as a :class:`GAFSpec`.
+
+    Raises ``ValueError`` (naming the offending value) for an unknown kind or an α/β that is not
+    a finite number > 0. Warns when α·β <= 1 for a named kind: then f enlarges no gradient.
+    """
+    if not callable(kind) and kind not in GAF_KINDS:
+        raise ValueError(f"unknown GAF kind {kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"GAF {name} must be a number, got {value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"GAF {name} must be finite and > 0, got {name}={value!r}")
+    if warn and not callable(kind) and alpha * beta <= 1:
+        warnings.warn(
+            f"GAF gain alpha*beta = {alpha}*{beta} = {alpha * beta:g} <= 1: {kind} then enlarges no "
+            "gradient and only compresses large ones (the paper uses alpha*beta = 2, e.g. alpha=0.1, beta=20)",
+            stacklevel=2,
+        )
+    return GAFSpec(kind, float(alpha), float(beta))
+
+
+def _apply_inplace(x: Tensor, kind: GAFKind, alpha: float, beta: float) -> Tensor:
+    """f applied to ``x`` in place; ``x`` is float32 or float64."""
+    if callable(kind):
+        return x.copy_(kind(x))
+    if kind == "atan":
+        return x.mul_(beta).atan_().mul_(alpha)
+    if kind == "tanh":
+        return x.mul_(beta).tanh_().mul_(alpha)
+    magnitude = x.abs().mul_(beta).log1p_().mul_(alpha)
+    return x.copy_(torch.copysign(magnitude, x))
+
+
+def gaf_(x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0) -> Tensor:
+    """Apply f to ``x`` in place and return ``x`` (see the module docstring for f)."""
+    if x.dtype in _LOW_PRECISION:
+        return x.copy_(_apply_inplace(x.float(), kind, alpha, beta))
+    return _apply_inplace(x, kind, alpha, beta)
+
+
+def gaf(x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0) -> Tensor:
+    """Return f(x) as a new tensor of ``x``'s dtype; ``x`` is left unchanged."""
+    work = x.float() if x.dtype in _LOW_PRECISION else x.clone()
+    return _apply_inplace(work, kind, alpha, beta).to(x.dtype)
+
+
+def _foreach_magnitude(tensors: list[Tensor], alpha: float, beta: float) -> list[Tensor]:
+    """α·log(1 + β·|x|) for every tensor of the list, as new tensors."""
+    magnitudes = torch._foreach_abs(tensors)
+    torch._foreach_mul_(magnitudes, beta)
+    torch._foreach_log1p_(magnitudes)
+    torch._foreach_mul_(magnitudes, alpha)
+    return magnitudes
+
+
+def _foreach_apply(tensors: list[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool) -> list[Tensor]:
+    """f over a list of float32/float64 tensors, in place or into new tensors."""
+    if callable(kind):
+        return [t.copy_(kind(t)) if inplace else kind(t) for t in tensors]
+    if kind in ("atan", "tanh"):
+        out = tensors if inplace else torch._foreach_mul(tensors, beta)
+        if inplace:
+            torch._foreach_mul_(out, beta)
+        (torch._foreach_atan_ if kind == "atan" else torch._foreach_tanh_)(out)
+        torch._foreach_mul_(out, alpha)
+        return out
+    magnitudes = _foreach_magnitude(tensors, alpha, beta)
+    out = tensors if inplace else magnitudes
+    for target, magnitude, sign in zip(out, magnitudes, tensors):
+        torch.copysign(magnitude, sign, out=target)
+    return out
+
+
+def _foreach_dispatch(tensors: Sequence[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool) -> list[Tensor]:
+    """List kernels for float32/float64 tensors, the per-tensor path for bf16/fp16; order kept."""
+    tensors = list(tensors)
+    fast_index = [i for i, t in enumerate(tensors) if t.dtype not in _LOW_PRECISION]
+    out = list(tensors)
+    for i, t in enumerate(tensors):
+        if t.dtype in _LOW_PRECISION:
+            out[i] = gaf_(t, kind, alpha, beta) if inplace else gaf(t, kind, alpha, beta)
+    if fast_index:
+        fast_out = _foreach_apply([tensors[i] for i in fast_index], kind, alpha, beta, inplace)
+        for i, t in zip(fast_index, fast_out):
+            out[i] = t
+    return out
+
+
+def foreach_gaf_(tensors: Sequence[Tensor], kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0) -> None:
+    """Apply f in place to every tensor of ``tensors`` with ``torch._foreach_*`` list kernels.
+
+    Gives the same numbers as :func:`gaf_` on each tensor (bf16/fp16 tensors take that path).
+    """
+    _foreach_dispatch(tensors, kind, alpha, beta, inplace=True)
+
+
+def foreach_gaf(tensors: Sequence[Tensor], kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0) -> list[Tensor]:
+    """Return f of every tensor of ``tensors`` as new tensors; the same numbers as :func:`gaf`."""
+    return _foreach_dispatch(tensors, kind, alpha, beta, inplace=False)

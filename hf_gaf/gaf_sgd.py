@@ -1,0 +1,354 @@
+r"""GAFSGD: ``torch.optim.SGD`` with a gradient activation function.
+
+For one parameter ``p`` with gradient ``g`` (``-g`` when ``maximize``), weight decay λ, momentum μ,
+dampening τ, learning rate η and ``f`` from :mod:`hf_gaf.functional`:
+
+placement ``"grad"`` (the reference ``SGD_atan``)::
+
+    d = f(g) + λ·p
+    b = μ·b + (1-τ)·d            (b = d on the first step)
+    u = d + μ·b if nesterov else b
+    p = p - η·u
+
+placement ``"update"`` (the reference ``SGD_atanMom``, the paper's ImageNet setting)::
+
+    d = g + λ·p
+    b = μ·b + (1-τ)·d            (the buffer stays raw)
+    u = d + μ·b if nesterov else b
+    p = p - η·f(u)
+
+With ``gaf=None`` this is exactly ``torch.optim.SGD`` (bit for bit). Every setting, GAF included,
+lives in ``param_groups`` (a group may set ``gaf=None`` to leave norms, biases or a head alone) and
+is saved by ``state_dict``; the state key is ``momentum_buffer``, so a torch SGD checkpoint loads.
+``p.grad`` is never written.
+
+Three code paths compute the same update: a per-tensor loop (``foreach=False``), ``torch._foreach``
+list kernels (``foreach=True``) and one fused pass per group compiled with ``torch.compile``
+(``fused=True``; Inductor C++ on CPU, Triton on CUDA). The first two agree bit for bit; the fused
+pass agrees to float rounding. ``fused=None`` (default) picks the fused pass for dense float
+parameters when ``torch.compile`` works here and the environment variable ``HF_GAF_FUSED`` is not
+``0``, else the list kernels; it falls back to them, with one warning, if compiling fails.
+
+Example:
+    >>> import torch
+    >>> from hf_gaf import GAFSGD
+    >>> model = torch.nn.Linear(4, 2)
+    >>> opt = GAFSGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
+    ...              gaf="atan", alpha=0.1, beta=20.0, placement="update", fused=False)
+    >>> model(torch.randn(8, 4)).square().mean().backward()
+    >>> opt.step()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .functional import GAFKind, foreach_gaf, foreach_gaf_, gaf, gaf_, validate_gaf
+
+logger = logging.getLogger(__name__)
+
+PLACEMENTS = ("grad", "update")
+GAF_GROUP_KEYS = ("gaf", "alpha", "beta", "placement")
+
+
+def check_placement(placement: str) -> str:
+    """Return ``placement`` if it is ``"grad"`` or ``"update"``, else raise ``ValueError``."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown GAF placement {placement!r}: expected 'grad' or 'update'")
+    return placement
+
+
+def gaf_sgd_update(
+    param: Tensor,
+    grad: Tensor,
+    momentum_buffer: Tensor | None,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    maximize: bool = False,
+    gaf_kind: GAFKind | None = "atan",
+    alpha: float = 0.1,
+    beta: float = 20.0,
+    placement: str = "update",
+) -> Tensor | None:
+    """One GAFSGD step for one tensor (the math of the module docstring), in place on ``param``.
+
+    Returns the momentum buffer (a new one on the first step, ``None`` without momentum).
+    ``grad`` is read, never written.
+    """
+    d, owned = (-grad, True) if maximize else (grad, False)
+    if gaf_kind is not None and placement == "grad":
+        d = gaf_(d, gaf_kind, alpha, beta) if owned else gaf(d, gaf_kind, alpha, beta)
+        owned = True
+    if weight_decay != 0:
+        d, owned = d.add(param, alpha=weight_decay), True
+    if momentum != 0:
+        if momentum_buffer is None:
+            momentum_buffer = d.detach().clone()
+        else:
+            momentum_buffer.mul_(momentum).add_(d, alpha=1 - dampening)
+        d, owned = (d.add(momentum_buffer, alpha=momentum), True) if nesterov else (momentum_buffer, False)
+    if gaf_kind is not None and placement == "update":
+        d = gaf_(d, gaf_kind, alpha, beta) if owned else gaf(d, gaf_kind, alpha, beta)
+    param.add_(d, alpha=-lr)
+    return momentum_buffer
+
+
+def _multi_tensor_gaf_sgd(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    gaf_kind: GAFKind | None,
+    alpha: float,
+    beta: float,
+    placement: str,
+) -> None:
+    """:func:`gaf_sgd_update` for a list of same-device tensors with ``torch._foreach`` kernels."""
+    d, owned = (torch._foreach_neg(grads), True) if maximize else (grads, False)
+    if gaf_kind is not None and placement == "grad":
+        if owned:
+            foreach_gaf_(d, gaf_kind, alpha, beta)
+        else:
+            d = foreach_gaf(d, gaf_kind, alpha, beta)
+        owned = True
+    if weight_decay != 0:
+        d, owned = torch._foreach_add(d, params, alpha=weight_decay), True
+    if momentum != 0:
+        if all(b is not None for b in momentum_buffers):
+            bufs = momentum_buffers
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, d, alpha=1 - dampening)
+        else:
+            bufs = []
+            for i, b in enumerate(momentum_buffers):
+                if b is None:
+                    b = momentum_buffers[i] = d[i].detach().clone()
+                else:
+                    b.mul_(momentum).add_(d[i], alpha=1 - dampening)
+                bufs.append(b)
+        if nesterov:
+            d, owned = torch._foreach_add(d, bufs, alpha=momentum), True
+        else:
+            d, owned = bufs, False
+    if gaf_kind is not None and placement == "update":
+        if owned:
+            foreach_gaf_(d, gaf_kind, alpha, beta)
+        else:
+            d = foreach_gaf(d, gaf_kind, alpha, beta)
+    torch._foreach_add_(params, d, alpha=-lr)
+
+
+def _fused_body(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize, gaf_kind, alpha, beta, placement):
+    """The steady-state step (all momentum buffers exist) written for ``torch.compile`` to fuse."""
+    for p, g, b in zip(params, grads, bufs):
+        d = -g if maximize else g
+        if gaf_kind is not None and placement == "grad":
+            d = gaf(d, gaf_kind, alpha, beta)
+        if weight_decay != 0:
+            d = d + weight_decay * p
+        if momentum != 0:
+            b.mul_(momentum).add_(d, alpha=1 - dampening)
+            d = d + momentum * b if nesterov else b
+        if gaf_kind is not None and placement == "update":
+            d = gaf(d, gaf_kind, alpha, beta)
+        p.sub_(lr * d.to(p.dtype))
+
+
+_compiled_fused_body = None
+
+
+def _get_compiled_fused_body():
+    global _compiled_fused_body
+    if _compiled_fused_body is None:
+        _compiled_fused_body = torch.compile(_fused_body, fullgraph=True, dynamic=False)
+    return _compiled_fused_body
+
+
+def _fused_supported(params: list[Tensor], gaf_kind: Any) -> bool:
+    """The fused pass takes dense float tensors on CPU or CUDA, plain (not DTensor), named kinds."""
+    if callable(gaf_kind) or os.environ.get("HF_GAF_FUSED", "1") == "0":
+        return False
+    if torch.compiler.is_compiling() or not torch._dynamo.is_dynamo_supported():
+        return False
+    device = params[0].device
+    return all(
+        type(p) in (torch.nn.Parameter, Tensor) and p.device == device and device.type in ("cpu", "cuda")
+        and p.dtype.is_floating_point
+        for p in params
+    )
+
+
+class GAFSGD(Optimizer):
+    """SGD with momentum and a gradient activation function; see the module docstring for the math.
+
+    Args:
+        params: parameters or parameter groups (a group may override any setting below).
+        lr, momentum, dampening, weight_decay, nesterov, maximize, foreach: as ``torch.optim.SGD``.
+        gaf: ``"atan"``, ``"tanh"``, ``"log"``, an elementwise callable, or ``None`` (plain SGD).
+        alpha, beta: f's scale α and slope β; gain at zero α·β, bound α·π/2 for atan.
+        placement: ``"update"`` (f on the momentum update) or ``"grad"`` (f on the raw gradient).
+        fused: ``True`` one compiled pass per group, ``False`` eager kernels, ``None`` automatic.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        gaf: GAFKind | None = "atan",
+        alpha: float = 0.1,
+        beta: float = 20.0,
+        placement: str = "update",
+        fused: bool | None = None,
+    ) -> None:
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: lr={lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: momentum={momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: weight_decay={weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        if fused and foreach:
+            raise ValueError("`fused` and `foreach` cannot both be True")
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+            maximize=maximize, foreach=foreach, fused=fused, gaf=gaf, alpha=alpha, beta=beta, placement=placement,
+        )
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._check_group(group)
+        self._fused_failed = False
+
+    @staticmethod
+    def _check_group(group: dict) -> None:
+        check_placement(group["placement"])
+        if group["gaf"] is not None:
+            validate_gaf(group["gaf"], group["alpha"], group["beta"])
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        if hasattr(self, "_fused_failed"):
+            self._check_group(self.param_groups[-1])
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("fused", None)
+        self.__dict__.setdefault("_fused_failed", False)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a GAFSGD or ``torch.optim.SGD`` checkpoint. GAF settings saved in the checkpoint win;
+        a torch SGD checkpoint has none, so each group keeps this optimizer's GAF settings."""
+        current = [{k: g[k] for k in GAF_GROUP_KEYS} for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, settings in zip(self.param_groups, current):
+            for key, value in settings.items():
+                group.setdefault(key, value)
+            self._check_group(group)
+
+    def _init_group(self, group: dict, params: list, grads: list, momentum_buffers: list) -> None:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("GAFSGD does not support sparse gradients")
+            params.append(p)
+            grads.append(p.grad)
+            if group["momentum"] != 0:
+                momentum_buffers.append(self.state[p].get("momentum_buffer"))
+
+    def _use_fused(self, group: dict, params: list[Tensor], momentum_buffers: list) -> bool:
+        if group["fused"] is False or group["foreach"] or self._fused_failed:
+            return False
+        if group["momentum"] != 0 and any(b is None for b in momentum_buffers):
+            return False  # the first step creates buffers eagerly, as torch.optim.SGD does
+        return _fused_supported(params, group["gaf"]) if group["fused"] is None else True
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            momentum_buffers: list[Tensor | None] = []
+            self._init_group(group, params, grads, momentum_buffers)
+            if not params:
+                continue
+            hyper = dict(
+                lr=float(group["lr"]), momentum=group["momentum"], dampening=group["dampening"],
+                weight_decay=group["weight_decay"], nesterov=group["nesterov"], maximize=group["maximize"],
+                gaf_kind=group["gaf"], alpha=group["alpha"], beta=group["beta"], placement=group["placement"],
+            )
+            if self._use_fused(group, params, momentum_buffers) and self._fused_step(params, grads, momentum_buffers, hyper):
+                continue
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = all(p.device.type in ("cpu", "cuda") for p in params) and not callable(group["gaf"])
+            if foreach:
+                for (dev_params, dev_grads, dev_bufs), indices in Optimizer._group_tensors_by_device_and_dtype(
+                    [params, grads, momentum_buffers if group["momentum"] != 0 else [None] * len(params)],
+                    with_indices=True,
+                ).values():
+                    dev_bufs = list(dev_bufs)
+                    _multi_tensor_gaf_sgd(list(dev_params), list(dev_grads), dev_bufs, **hyper)
+                    for i, b in zip(indices, dev_bufs):
+                        if group["momentum"] != 0:
+                            momentum_buffers[i] = b
+            else:
+                for i, (p, g) in enumerate(zip(params, grads)):
+                    b = gaf_sgd_update(p, g, momentum_buffers[i] if group["momentum"] != 0 else None, **hyper)
+                    if group["momentum"] != 0:
+                        momentum_buffers[i] = b
+            if group["momentum"] != 0:
+                for p, b in zip(params, momentum_buffers):
+                    self.state[p]["momentum_buffer"] = b
+        return loss
+
+    def _fused_step(self, params, grads, momentum_buffers, hyper) -> bool:
+        """Run the compiled pass; on a compile error warn once, disable it and return False."""
+        bufs = momentum_buffers if hyper["momentum"] != 0 else [torch.empty(0)] * len(params)
+        # lr as a 0-dim tensor: a python float would be baked into the graph and every scheduler
+        # step would recompile it
+        lr = torch.tensor(hyper["lr"], dtype=torch.float64, device=params[0].device)
+        try:
+            _get_compiled_fused_body()(
+                params, grads, bufs, lr, hyper["momentum"], hyper["dampening"], hyper["weight_decay"],
+                hyper["nesterov"], hyper["maximize"], hyper["gaf_kind"], hyper["alpha"], hyper["beta"],
+                hyper["placement"],
+            )
+            return True
+        except Exception as err:  # torch.compile can fail for toolchain reasons; eager is always right
+            self._fused_failed = True
+            warnings.warn(f"GAFSGD: the fused (torch.compile) step failed, using foreach kernels instead: {err}")
+            return False

@@ -1,0 +1,20 @@
+"""Shared test settings: fixed seeds, eager optimizer paths unless a test asks for the fused one."""
+
+import os
+
+# The compiled (fused) GAFSGD pass costs seconds of compilation per new model; the suite checks it in
+# test_gaf_sgd.py with fused=True and runs every other test on the eager paths.
+os.environ.setdefault("HF_GAF_FUSED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield

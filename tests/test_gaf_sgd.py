@@ -1,0 +1,255 @@
+import copy
+import math
+
+import pytest
+import torch
+
+from hf_gaf import GAFSGD
+
+F = {"atan": lambda x, a, b: a * torch.atan(b * x), "tanh": lambda x, a, b: a * torch.tanh(b * x),
+     "log": lambda x, a, b: a * torch.sign(x) * torch.log1p(b * x.abs())}
+
+
+def make_params(dtype=torch.float64):
+    g = torch.Generator().manual_seed(1)
+    shapes = [(5, 3), (7,), (), (4, 2, 3), (6,)]
+    return [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype)) for s in shapes]
+
+
+def fake_grads(params, step, none_at=None):
+    g = torch.Generator().manual_seed(100 + step)
+    for i, p in enumerate(params):
+        p.grad = None if (none_at is not None and i in none_at) else torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3
+
+
+def run(optimizer, params, steps=7, none_schedule=None):
+    for s in range(steps):
+        fake_grads(params, s, (none_schedule or {}).get(s))
+        optimizer.step()
+
+
+GROUPS = [
+    dict(gaf="atan", alpha=0.1, beta=20.0, placement="update", momentum=0.9, weight_decay=5e-4),
+    dict(gaf="tanh", alpha=0.3, beta=4.5, placement="grad", momentum=0.8, dampening=0.1, weight_decay=1e-3),
+    dict(gaf="log", alpha=0.5, beta=3.0, placement="update", momentum=0.9, nesterov=True),
+    dict(gaf=None, momentum=0.0, weight_decay=1e-2, maximize=True),
+]
+
+
+def groups_for(params):
+    return [dict(params=params[:2], **GROUPS[0]), dict(params=[params[2]], **GROUPS[1]),
+            dict(params=[params[3]], **GROUPS[2]), dict(params=[params[4]], **GROUPS[3])]
+
+
+def naive_step(params, state, group, lr):
+    """The module docstring's formulas, written independently, one coordinate block at a time."""
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        g = -p.grad if group.get("maximize") else p.grad
+        f = (lambda x: F[group["gaf"]](x, group["alpha"], group["beta"])) if group.get("gaf") else (lambda x: x)
+        if group.get("placement") == "grad":
+            g = f(g)
+        d = g + group.get("weight_decay", 0.0) * p.detach()
+        mom = group.get("momentum", 0.0)
+        if mom:
+            if id(p) not in state:
+                state[id(p)] = d.clone()
+            else:
+                state[id(p)] = mom * state[id(p)] + (1 - group.get("dampening", 0.0)) * d
+            u = d + mom * state[id(p)] if group.get("nesterov") else state[id(p)]
+        else:
+            u = d
+        if group.get("placement") == "update":
+            u = f(u)
+        with torch.no_grad():
+            p -= lr * u
+
+
+NONES = {2: {1, 3}, 4: {0}}
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_matches_naive_formulas(foreach):
+    params = make_params()
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt = GAFSGD(groups_for(params), lr=0.05, foreach=foreach, fused=False)
+    ref_groups, state = groups_for(ref), {}
+    for s in range(7):
+        fake_grads(params, s, NONES.get(s))
+        fake_grads(ref, s, NONES.get(s))
+        opt.step()
+        for g in ref_groups:
+            naive_step(ref, state, g, 0.05)
+    for p, r in zip(params, ref):
+        torch.testing.assert_close(p, r, rtol=1e-12, atol=1e-12)
+        if id(r) in state:
+            torch.testing.assert_close(opt.state[p]["momentum_buffer"], state[id(r)], rtol=1e-12, atol=1e-12)
+
+
+def test_per_tensor_and_multi_tensor_identical():
+    a, b = make_params(), make_params()
+    oa = GAFSGD(groups_for(a), lr=0.05, foreach=False, fused=False)
+    ob = GAFSGD(groups_for(b), lr=0.05, foreach=True)
+    run(oa, a, none_schedule=NONES)
+    run(ob, b, none_schedule=NONES)
+    for pa, pb in zip(a, b):
+        assert torch.equal(pa, pb)
+        if "momentum_buffer" in oa.state[pa]:
+            assert torch.equal(oa.state[pa]["momentum_buffer"], ob.state[pb]["momentum_buffer"])
+
+
+def test_fused_pass_matches_eager():
+    a, b = make_params(torch.float32), make_params(torch.float32)
+    settings = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, gaf="atan", alpha=0.1, beta=20.0)
+    oa = GAFSGD(a, **settings, fused=False)
+    ob = GAFSGD(b, **settings, fused=True)
+    sched = torch.optim.lr_scheduler.StepLR(ob, step_size=2, gamma=0.5)
+    sched_a = torch.optim.lr_scheduler.StepLR(oa, step_size=2, gamma=0.5)
+    for s in range(6):
+        fake_grads(a, s)
+        fake_grads(b, s)
+        oa.step()
+        ob.step()
+        sched.step()
+        sched_a.step()
+    assert not ob._fused_failed
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("cfg", [
+    dict(momentum=0.9), dict(momentum=0.9, nesterov=True), dict(momentum=0.9, dampening=0.3),
+    dict(momentum=0.5, weight_decay=1e-2, maximize=True), dict(weight_decay=1e-3), dict(),
+])
+def test_gaf_none_is_torch_sgd_bit_for_bit(foreach, cfg):
+    a, b = make_params(torch.float32), make_params(torch.float32)
+    oa = GAFSGD(a, lr=0.1, gaf=None, foreach=foreach, fused=False, **cfg)
+    ob = torch.optim.SGD(b, lr=0.1, foreach=foreach, **cfg)
+    run(oa, a, none_schedule=NONES)
+    run(ob, b, none_schedule=NONES)
+    for pa, pb in zip(a, b):
+        assert torch.equal(pa, pb)
+
+
+def test_never_writes_grad():
+    params = make_params()
+    opt = GAFSGD(groups_for(params), lr=0.1, fused=False)
+    fake_grads(params, 0)
+    before = [p.grad.clone() for p in params]
+    opt.step()
+    opt.step()
+    for p, g in zip(params, before):
+        assert torch.equal(p.grad, g)
+
+
+def test_state_dict_resume_exact():
+    a, b = make_params(), make_params()
+    oa = GAFSGD(groups_for(a), lr=0.05, fused=False)
+    for s in range(20):
+        fake_grads(a, s)
+        oa.step()
+    ob = GAFSGD(groups_for(b), lr=0.05, fused=False)
+    for s in range(10):
+        fake_grads(b, s)
+        ob.step()
+    saved = copy.deepcopy(ob.state_dict())
+    assert saved["param_groups"][1]["gaf"] == "tanh" and saved["param_groups"][1]["placement"] == "grad"
+    c = [torch.nn.Parameter(p.detach().clone()) for p in b]
+    groups = groups_for(c)
+    for g in groups:  # a fresh optimizer built with other GAF settings: the checkpoint wins
+        g.update(gaf="atan", alpha=1.0, beta=2.0) if g["gaf"] else None
+    oc = GAFSGD(groups, lr=0.05, fused=False)
+    oc.load_state_dict(saved)
+    assert oc.param_groups[2]["gaf"] == "log"
+    for s in range(10, 20):
+        fake_grads(c, s)
+        oc.step()
+    for pa, pc in zip(a, c):
+        assert torch.equal(pa, pc)
+
+
+def test_torch_sgd_state_dict_loads():
+    a, b = make_params(), make_params()
+    sgd = torch.optim.SGD(a, lr=0.1, momentum=0.9)
+    fake_grads(a, 0)
+    sgd.step()
+    g = GAFSGD(b, lr=0.1, momentum=0.9, gaf=None, fused=False)
+    g.load_state_dict(copy.deepcopy(sgd.state_dict()))
+    assert torch.equal(g.state[b[0]]["momentum_buffer"], sgd.state[a[0]]["momentum_buffer"])
+    for p, q in zip(a, b):
+        q.data.copy_(p.data)
+    fake_grads(a, 1)
+    fake_grads(b, 1)
+    sgd.step()
+    g.step()
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+
+
+def test_torch_sgd_checkpoint_keeps_constructor_gaf_settings():
+    a = make_params()
+    sgd = torch.optim.SGD(a, lr=0.1, momentum=0.9)
+    fake_grads(a, 0)
+    sgd.step()
+    g = GAFSGD(make_params(), lr=0.1, momentum=0.9, gaf="tanh", alpha=0.2, beta=10.0, placement="grad")
+    g.load_state_dict(copy.deepcopy(sgd.state_dict()))
+    group = g.param_groups[0]
+    assert (group["gaf"], group["alpha"], group["beta"], group["placement"]) == ("tanh", 0.2, 10.0, "grad")
+
+
+def test_bad_arguments():
+    p = make_params()
+    with pytest.raises(ValueError, match="placement"):
+        GAFSGD(p, lr=0.1, placement="middle")
+    with pytest.raises(ValueError, match="alpha"):
+        GAFSGD(p, lr=0.1, alpha=-1.0)
+    with pytest.raises(ValueError, match="unknown GAF kind"):
+        GAFSGD(p, lr=0.1, gaf="relu")
+    with pytest.raises(ValueError, match="placement"):
+        GAFSGD([dict(params=p[:1], placement="x")], lr=0.1)
+
+
+def test_bf16_parameters():
+    a = [torch.nn.Parameter(torch.randn(64, dtype=torch.bfloat16))]
+    ref = a[0].detach().float().clone()
+    opt = GAFSGD(a, lr=0.1, momentum=0.9, fused=False)
+    a[0].grad = torch.full((64,), 1e-3, dtype=torch.bfloat16)
+    opt.step()
+    assert a[0].dtype == torch.bfloat16 and torch.isfinite(a[0]).all()
+    expected = ref - 0.1 * 0.1 * math.atan(20 * 1e-3)
+    torch.testing.assert_close(a[0].float(), expected, rtol=1e-2, atol=1e-2)
+    b = [torch.nn.Parameter(a[0].detach().clone())]
+    a[0].grad = torch.randn(64, dtype=torch.bfloat16)
+    b[0].grad = a[0].grad.clone()
+    ob = GAFSGD(b, lr=0.1, momentum=0.9, foreach=True)
+    ob.load_state_dict(copy.deepcopy(opt.state_dict()))
+    opt.step()
+    ob.step()
+    assert torch.equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("placement", ["update", "grad"])
+def test_converges_on_quadratic(placement):
+    target = torch.linspace(-3, 3, 20)
+    x = torch.nn.Parameter(torch.zeros(20))
+    opt = GAFSGD([x], lr=0.1, momentum=0.9, placement=placement, fused=False)
+    for _ in range(400):
+        opt.zero_grad()
+        ((x - target) ** 2).sum().backward()
+        opt.step()
+    assert (x - target).abs().max() < 1e-2
+
+
+def test_converges_on_rosenbrock():
+    xy = torch.nn.Parameter(torch.tensor([-1.5, 2.0]))
+    opt = GAFSGD([xy], lr=2e-3, momentum=0.9, alpha=0.5, beta=4.0, fused=False)
+    start = None
+    for _ in range(3000):
+        opt.zero_grad()
+        loss = (1 - xy[0]) ** 2 + 100 * (xy[1] - xy[0] ** 2) ** 2
+        start = start if start is not None else loss.item()
+        loss.backward()
+        opt.step()
+    assert torch.allclose(xy.detach(), torch.tensor([1.0, 1.0]), atol=5e-2), xy

@@ -1,0 +1,115 @@
+import pytest
+import torch
+
+from hf_gaf import GAFSGD, attach_gaf, attached_gaf, unwrap_optimizer
+
+
+def model_and_batches(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).to(dtype)
+    g = torch.Generator().manual_seed(7)
+    batches = [(torch.randn(5, 6, generator=g, dtype=dtype), torch.randn(5, 3, generator=g, dtype=dtype)) for _ in range(6)]
+    return model, batches
+
+
+def train(model, opt, batches, scaler=None):
+    for x, y in batches:
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_attach_on_sgd_equals_gafsgd_grad_placement():
+    m1, batches = model_and_batches(dtype=torch.float64)
+    m2, _ = model_and_batches(dtype=torch.float64)
+    sgd = torch.optim.SGD(m1.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=False)
+    hook = attach_gaf(sgd, gaf="atan", alpha=0.3, beta=4.5)
+    gafsgd = GAFSGD(m2.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, gaf="atan", alpha=0.3, beta=4.5,
+                    placement="grad", foreach=False, fused=False)
+    for a, b in zip(train(m1, sgd, batches), train(m2, gafsgd, batches)):
+        assert torch.equal(a, b)
+    assert hook.calls == len(batches)
+
+
+def test_attach_on_adamw_differs_and_remove_restores():
+    runs = []
+    for mode in ("plain", "gaf", "removed"):
+        m, batches = model_and_batches()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+        if mode != "plain":
+            h = attach_gaf(opt, alpha=0.1, beta=20.0)
+            assert attached_gaf(opt) is h
+            if mode == "removed":
+                h.remove()
+                assert attached_gaf(opt) is None
+        runs.append(train(m, opt, batches))
+    plain, with_gaf, removed = runs
+    assert any(not torch.equal(a, b) for a, b in zip(plain, with_gaf))
+    assert all(torch.equal(a, b) for a, b in zip(plain, removed))
+
+
+def test_second_attach_refused_and_wrappers_unwrapped():
+    from accelerate import Accelerator
+
+    m, _ = model_and_batches()
+    inner = torch.optim.SGD(m.parameters(), lr=0.1)
+    _, wrapped = Accelerator(cpu=True).prepare(m, inner)
+    assert type(wrapped).__name__ == "AcceleratedOptimizer"
+    assert unwrap_optimizer(wrapped) is inner
+    h = attach_gaf(wrapped)
+    assert h.optimizer is inner
+    with pytest.raises(RuntimeError, match="already attached"):
+        attach_gaf(inner)
+    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+        attach_gaf(object())
+
+
+def test_params_subset_left_alone():
+    m, batches = model_and_batches()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    attach_gaf(opt, params=list(m[0].parameters()))
+    x, y = batches[0]
+    torch.nn.functional.mse_loss(m(x), y).backward()
+    raw_head = [p.grad.clone() for p in m[2].parameters()]
+    raw_first = m[0].weight.grad.clone()
+    opt.step()
+    assert all(torch.equal(p.grad, g) for p, g in zip(m[2].parameters(), raw_head))
+    assert torch.equal(m[0].weight.grad, 0.1 * torch.atan(20.0 * raw_first))
+
+
+def test_grad_scaler_with_fused_optimizer_sees_unscaled_gradients():
+    m1, batches = model_and_batches()
+    m2, _ = model_and_batches()
+    o1 = torch.optim.SGD(m1.parameters(), lr=0.1, momentum=0.9, fused=True)
+    o2 = torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9, fused=True)
+    attach_gaf(o1)
+    h2 = attach_gaf(o2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1000)
+    for a, b in zip(train(m1, o1, batches), train(m2, o2, batches, scaler)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert h2.calls == len(batches)
+
+
+def test_grad_scaler_overflow_step_skipped_without_gaf():
+    m, batches = model_and_batches()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, fused=True)
+    h = attach_gaf(opt)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    before = [p.detach().clone() for p in m.parameters()]
+    x, y = batches[0]
+    scaler.scale(torch.nn.functional.mse_loss(m(x), y)).backward()
+    m[0].weight.grad[0, 0] = float("inf")
+    scaled = m[2].weight.grad.clone()
+    scaler.step(opt)
+    scaler.update()
+    assert h.calls == 0
+    assert torch.equal(m[2].weight.grad, scaled), "GAF must not touch gradients on an overflow step"
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+    assert scaler.get_scale() == 2.0**9
