@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .functional import GAFKind, foreach_gaf, foreach_gaf_, gaf, gaf_, validate_gaf
+from .functional import GAFKind, GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, validate_gaf
 
 logger = logging.getLogger(__name__)
 
@@ -334,6 +334,31 @@ class GAFSGD(Optimizer):
                 for p, b in zip(params, momentum_buffers):
                     self.state[p]["momentum_buffer"] = b
         return loss
+
+    @torch.no_grad()
+    def gaf_inputs(self) -> list[tuple[list[Tensor], GAFSpec]]:
+        """What f will be applied to on the next ``step()``, per group with GAF on, computed without
+        changing any state: the gradient (placement ``grad``) or the momentum update (``update``)."""
+        out = []
+        for group in self.param_groups:
+            if group["gaf"] is None:
+                continue
+            spec = GAFSpec(group["gaf"], group["alpha"], group["beta"])
+            inputs = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d = -p.grad if group["maximize"] else p.grad
+                if group["placement"] == "update":
+                    if group["weight_decay"] != 0:
+                        d = d.add(p, alpha=group["weight_decay"])
+                    if group["momentum"] != 0:
+                        buf = self.state[p].get("momentum_buffer")
+                        b = d if buf is None else buf.mul(group["momentum"]).add_(d, alpha=1 - group["dampening"])
+                        d = d.add(b, alpha=group["momentum"]) if group["nesterov"] else b
+                inputs.append(d)
+            out.append((inputs, spec))
+        return out
 
     def _fused_step(self, params, grads, momentum_buffers, hyper) -> bool:
         """Run the compiled pass; on a compile error warn once, disable it and return False."""

@@ -36,14 +36,17 @@ _HANDLE_ATTR = "_hf_gaf_hook"
 
 
 def unwrap_optimizer(optimizer) -> Optimizer:
-    """The innermost ``torch.optim.Optimizer`` under wrappers with an ``.optimizer`` attribute
-    (accelerate's ``AcceleratedOptimizer``, transformers' and DeepSpeed's wrappers)."""
-    inner = optimizer
-    while isinstance(getattr(inner, "optimizer", None), Optimizer) and inner.optimizer is not inner:
-        inner = inner.optimizer
-    if not isinstance(inner, Optimizer):
+    """The innermost ``torch.optim.Optimizer`` under wrappers that keep it as ``.optimizer``
+    (accelerate's ``AcceleratedOptimizer``, DeepSpeed's ZeRO optimizers, SageMaker's wrapper)."""
+    found, inner, seen = None, optimizer, set()
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        if isinstance(inner, Optimizer):
+            found = inner
+        inner = getattr(inner, "optimizer", None)
+    if found is None:
         raise TypeError(f"expected a torch.optim.Optimizer or a wrapper of one, got {type(optimizer).__name__}")
-    return inner
+    return found
 
 
 class GAFHook:

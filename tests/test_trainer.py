@@ -1,0 +1,247 @@
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import HfArgumentParser, TrainerCallback
+
+from hf_gaf import GAFSGD, GAFTrainingArguments, attached_gaf, unwrap_optimizer
+from hf_gaf.functional import GAFSpec
+from hf_gaf.stats import gaf_stats
+from tests.helpers.tiny import SequentialGAFTrainer, TinyData, TinyRegressor, params_of, tiny_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hand_loop(batch_size, steps_data, placement, lr=0.05, momentum=0.9, wd=0.01):
+    """GAFSGD over the same batches, the Trainer's decay/no-decay groups, no Trainer."""
+    model = TinyRegressor()
+    decay = [p for n, p in model.named_parameters() if "bias" not in n and "norm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if "bias" in n or "norm" in n]
+    opt = GAFSGD([dict(params=decay, weight_decay=wd), dict(params=no_decay, weight_decay=0.0)], lr=lr,
+                 momentum=momentum, gaf="atan", alpha=0.1, beta=20.0, placement=placement, fused=False)
+    data = TinyData(64)
+    for start in range(0, steps_data, batch_size):
+        opt.zero_grad()
+        batch = data[start:start + batch_size]
+        model(batch["x"], batch["labels"])["loss"].backward()
+        opt.step()
+    return params_of(model)
+
+
+@pytest.mark.parametrize("placement", ["update", "grad"])
+def test_trainer_equals_hand_written_gafsgd_loop(tmp_path, placement):
+    model = TinyRegressor()
+    trainer = SequentialGAFTrainer(model=model, args=tiny_args(tmp_path, gaf_placement=placement),
+                                   train_dataset=TinyData(64))
+    trainer.train()
+    assert isinstance(unwrap_optimizer(trainer.optimizer), GAFSGD)
+    expected = hand_loop(8, 64, placement)
+    for name, p in params_of(model).items():
+        torch.testing.assert_close(p, expected[name], rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_gradient_accumulation_equals_large_batch_and_hook_fires_once_per_step(tmp_path):
+    runs = {}
+    for bs, acc in ((8, 1), (2, 4)):
+        model = TinyRegressor()
+        trainer = SequentialGAFTrainer(
+            model=model, train_dataset=TinyData(64),
+            args=tiny_args(tmp_path / f"{bs}", per_device_train_batch_size=bs, gradient_accumulation_steps=acc,
+                           optim="adamw_torch", optim_args=None, learning_rate=1e-2, gaf_placement="grad"))
+        trainer.train()
+        hook = attached_gaf(trainer.optimizer)
+        assert hook is not None and hook.calls == trainer.state.global_step == 8
+        runs[bs] = params_of(model)
+    for name in runs[8]:
+        torch.testing.assert_close(runs[2][name], runs[8][name], rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_exclude_patterns_leave_parameters_plain(tmp_path):
+    trainer = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(16),
+                                   args=tiny_args(tmp_path, gaf_exclude=["norm", r"^head\."]))
+    trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            excluded = "norm" in names[id(p)] or names[id(p)].startswith("head.")
+            assert (group["gaf"] is None) == excluded, names[id(p)]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    script = ROOT / "tests" / "helpers" / "ddp_train.py"
+    env = {**os.environ, "HF_GAF_FUSED": "0", "PYTHONPATH": str(ROOT)}
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml"),
+           "--main_process_port", str(free_port()), str(script), "--out", str(tmp_path / "ddp"), "--batch", "4"]
+    (tmp_path / "ddp").mkdir()
+    (tmp_path / "one").mkdir()
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, timeout=300, capture_output=True)
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "one"), "--batch", "8"], check=True,
+                   env=env, cwd=ROOT, timeout=300, capture_output=True)
+    r0, r1 = (torch.load(tmp_path / "ddp" / f"params_rank{r}.pt") for r in (0, 1))
+    one = torch.load(tmp_path / "one" / "params_rank0.pt")
+    for name in r0:
+        assert torch.equal(r0[name], r1[name]), f"ranks disagree on {name}"
+        torch.testing.assert_close(r0[name], one[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    model = TinyRegressor()
+    before = params_of(model)
+    trainer = SequentialGAFTrainer(model=model, train_dataset=TinyData(32), args=tiny_args(tmp_path, bf16=True))
+    result = trainer.train()
+    assert math.isfinite(result.training_loss)
+    assert any(not torch.equal(before[n], p) for n, p in params_of(model).items())
+
+
+class InjectInf(TrainerCallback):
+    """Puts an inf into one gradient before optimizer step number ``at`` (1-based)."""
+
+    def __init__(self, model, at):
+        self.model, self.at = model, at
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if state.global_step + 1 == self.at:
+            self.model.body.weight.grad[0, 0] = float("inf")
+
+
+def scaled_run(tmp_path, scale, inject_at=None, optim="sgd"):
+    model = TinyRegressor()
+    extra = {} if optim == "sgd" else dict(optim=optim, optim_args=None, gaf_placement="grad", learning_rate=1e-2)
+    trainer = SequentialGAFTrainer(model=model, train_dataset=TinyData(48),
+                                   args=tiny_args(tmp_path, lr_scheduler_type="linear", **extra))
+    if scale is not None:  # the CUDA fp16 path of accelerate, with a CPU GradScaler
+        trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=scale, growth_interval=10_000)
+    if inject_at:
+        trainer.add_callback(InjectInf(model, inject_at))
+    counter = {"n": 0}
+
+    def count(*_):
+        counter["n"] += 1
+
+    trainer.create_optimizer()
+    unwrap_optimizer(trainer.optimizer).register_step_post_hook(count)
+    trainer.train()
+    return trainer, params_of(model), counter["n"]
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adamw_torch_fused"])
+def test_grad_scaler_updates_equal_unscaled_run(tmp_path, optim):
+    _, plain, _ = scaled_run(tmp_path / "a", None, optim=optim)
+    trainer, scaled, _ = scaled_run(tmp_path / "b", 2.0**10, optim=optim)
+    assert trainer.accelerator.scaler._scale is not None, "the scaler was never used"
+    assert trainer.accelerator.scaler.get_scale() == 2.0**10
+    for name in plain:
+        torch.testing.assert_close(scaled[name], plain[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_overflow_step_skipped_without_gaf_or_scheduler(tmp_path):
+    trainer, _, steps_run = scaled_run(tmp_path, 2.0**10, inject_at=3, optim="adamw_torch")
+    hook = attached_gaf(trainer.optimizer)
+    assert trainer.state.global_step == 6
+    assert steps_run == 5 and hook.calls == 5, "GAF ran on the overflow step"
+    assert trainer.lr_scheduler.last_epoch == 5, "the scheduler advanced on a skipped step"
+    assert trainer.accelerator.scaler.get_scale() == 2.0**9
+
+
+def test_resume_from_checkpoint_is_exact(tmp_path):
+    def make(out, **kw):
+        model = TinyRegressor()
+        args = tiny_args(out, num_train_epochs=1, save_strategy="steps", save_steps=3, lr_scheduler_type="linear", **kw)
+        return model, SequentialGAFTrainer(model=model, args=args, train_dataset=TinyData(48))
+
+    model_a, trainer_a = make(tmp_path / "full")
+    trainer_a.train()
+    checkpoint = tmp_path / "full" / "checkpoint-3"
+    saved = json.loads((checkpoint / "gaf_config.json").read_text())
+    assert saved["gaf"] == "atan" and saved["gaf_beta"] == 20.0
+    model_b, trainer_b = make(tmp_path / "resumed")
+    trainer_b.train(resume_from_checkpoint=str(checkpoint))
+    for name, p in params_of(model_a).items():
+        assert torch.equal(p, params_of(model_b)[name]), name
+
+
+def test_resume_with_other_gaf_settings_warns_and_uses_the_run_settings(tmp_path):
+    model = TinyRegressor()
+    args = tiny_args(tmp_path / "a", save_strategy="steps", save_steps=3, max_steps=3)
+    SequentialGAFTrainer(model=model, args=args, train_dataset=TinyData(48)).train()
+    trainer = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(48),
+                                   args=tiny_args(tmp_path / "b", max_steps=5, gaf_beta=30.0))
+    with pytest.warns(UserWarning, match="DIFFERENT GAF SETTINGS"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-3"))
+    assert unwrap_optimizer(trainer.optimizer).param_groups[0]["beta"] == 30.0
+
+
+def test_stats_equal_hand_computed_values():
+    g = torch.tensor([0.001, -0.002, 0.05, -1.0, 3.0, 0.0])
+    spec = GAFSpec("atan", 0.1, 20.0)
+    f = 0.1 * torch.atan(20.0 * g)
+    bound = 0.1 * math.pi / 2
+    stats = gaf_stats([([g[:2], g[2:]], spec)])
+    assert stats["gaf/norm_before"] == pytest.approx(g.norm().item(), rel=1e-6)
+    assert stats["gaf/norm_after"] == pytest.approx(f.norm().item(), rel=1e-6)
+    # |f| > |g| for 0.001, -0.002, 0.05 (gain 2 near 0); |f| < |g| for -1 and 3; equal at 0
+    assert stats["gaf/amplified"] == pytest.approx(3 / 6)
+    assert stats["gaf/compressed"] == pytest.approx(2 / 6)
+    assert stats["gaf/saturated"] == pytest.approx(2 / 6)  # 0.1*atan(20) and 0.1*atan(60) exceed 0.9*bound
+    assert (f.abs() > 0.9 * bound).sum().item() == 2
+
+
+def test_stats_logged_on_logging_steps_only(tmp_path):
+    trainer = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(64),
+                                   args=tiny_args(tmp_path, logging_steps=4, gaf_log_stats=True))
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "gaf/norm_before" in entry]
+    assert [e["step"] for e in logged] == [4, 8]
+    assert all(0 <= e["gaf/amplified"] <= 1 and e["gaf/norm_after"] > 0 for e in logged)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(gaf="sigmoid"), "--gaf 'sigmoid'"),
+    (dict(gaf_alpha=0.0), "alpha"),
+    (dict(gaf_beta=-2.0), "beta"),
+    (dict(gaf_placement="middle"), "placement"),
+    (dict(optim="adamw_torch", gaf_placement="update"), "needs --optim sgd"),
+    (dict(gaf_exclude=["(unclosed"]), "--gaf_exclude"),
+])
+def test_bad_input_fails_before_training(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_args(tmp_path, **overrides)
+
+
+def test_parse_from_command_line_json_and_yaml(tmp_path):
+    parser = HfArgumentParser(GAFTrainingArguments)
+    (cli,) = parser.parse_args_into_dataclasses([
+        "--output_dir", str(tmp_path), "--gaf", "tanh", "--gaf_alpha", "0.2", "--gaf_beta", "10",
+        "--gaf_placement", "grad", "--gaf_exclude", "bias", "norm", "--optim", "adamw_torch", "--use_cpu", "true"])
+    assert (cli.gaf, cli.gaf_alpha, cli.gaf_beta, cli.gaf_placement) == ("tanh", 0.2, 10.0, "grad")
+    assert cli.gaf_exclude == ["bias", "norm"] and cli.max_grad_norm == 0.0
+    settings = dict(output_dir=str(tmp_path), gaf="atan", gaf_alpha=0.3, gaf_beta=4.5, optim="sgd", use_cpu=True)
+    (tmp_path / "a.json").write_text(json.dumps(settings))
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(settings))
+    (from_json,) = parser.parse_json_file(str(tmp_path / "a.json"))
+    (from_yaml,) = parser.parse_yaml_file(str(tmp_path / "a.yaml"))
+    for parsed in (from_json, from_yaml):
+        assert (parsed.gaf, parsed.gaf_alpha, parsed.gaf_placement, parsed.max_grad_norm) == ("atan", 0.3, "update", 0.0)
+    (plain,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--use_cpu", "true"])
+    assert plain.max_grad_norm == 1.0
+
+
+def test_clipping_with_gaf_warns(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="hf_gaf.trainer"):
+        args = tiny_args(tmp_path, max_grad_norm=1.0)
+    assert args.max_grad_norm == 1.0
+    assert "clipped to norm 1.0 FIRST" in caplog.text
