@@ -1,0 +1,183 @@
+"""PASCAL VOC detection data as a ``datasets.Dataset``.
+
+Layout read (the same for VOC2012)::
+
+    ROOT/VOC2007/Annotations/<id>.xml
+    ROOT/VOC2007/JPEGImages/<id>.jpg
+    ROOT/VOC2007/ImageSets/Main/{train,val,trainval,test}.txt
+
+``ROOT`` may be the ``VOCdevkit`` folder or the folder that holds it. VOC boxes are 1-based and
+inclusive; they are returned as continuous 0-based ``xyxy`` = (xmin-1, ymin-1, xmax, ymax), so
+ordinary IoU equals VOC's "+1" IoU. Each object's own ``bndbox`` is read; the ``part`` boxes of
+person objects are ignored. XML is parsed with ``defusedxml``: entity-expansion attacks are refused.
+
+Example:
+    >>> from hf_gaf.data.synthetic_voc import make_voc, SHAPE_CLASSES
+    >>> from hf_gaf.data.voc import load_voc
+    >>> root = make_voc("/tmp/hf_gaf_doctest_voc", n_train=8, n_test=4)
+    >>> ds = load_voc(root, split="test", classes=SHAPE_CLASSES)
+    >>> len(ds), sorted(ds[0]["objects"])
+    (4, ['area', 'bbox', 'category', 'difficult', 'truncated'])
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import datasets
+from defusedxml import ElementTree
+from defusedxml.common import DefusedXmlException
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+EXPECTED_LAYOUT = """expected layout:
+  ROOT/VOC<year>/Annotations/<id>.xml
+  ROOT/VOC<year>/JPEGImages/<id>.jpg
+  ROOT/VOC<year>/ImageSets/Main/<split>.txt   (split: train, val, trainval or test)
+where ROOT is the VOCdevkit folder (or the folder that contains it)"""
+
+
+class VOCFormatError(ValueError):
+    """A VOC file or folder is missing or malformed; the message names it."""
+
+
+def voc_features(classes: Sequence[str]) -> datasets.Features:
+    """The ``datasets`` features of :func:`load_voc`'s rows."""
+    return datasets.Features({
+        "image": datasets.Image(mode="RGB"),
+        "image_id": datasets.Value("string"),
+        "width": datasets.Value("int32"),
+        "height": datasets.Value("int32"),
+        "objects": {
+            "bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+            "category": datasets.List(datasets.ClassLabel(names=list(classes))),
+            "difficult": datasets.List(datasets.Value("bool")),
+            "truncated": datasets.List(datasets.Value("bool")),
+            "area": datasets.List(datasets.Value("float32")),
+        },
+    })
+
+
+def _year_dir(root: str, year: str) -> str:
+    for candidate in (os.path.join(root, f"VOC{year}"), os.path.join(root, "VOCdevkit", f"VOC{year}")):
+        if os.path.isdir(candidate):
+            return candidate
+    raise VOCFormatError(f"no VOC{year} folder under {root!r}\n{EXPECTED_LAYOUT}")
+
+
+def _text(node, tag: str, path: str, default: str | None = None) -> str:
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        if default is not None:
+            return default
+        raise VOCFormatError(f"{path}: missing <{tag}>")
+    return child.text.strip()
+
+
+def _number(node, tag: str, path: str) -> float:
+    value = _text(node, tag, path)
+    try:
+        return float(value)
+    except ValueError:
+        raise VOCFormatError(f"{path}: <{tag}> is not a number: {value!r}") from None
+
+
+def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = True, skip_unknown: bool = False) -> dict:
+    """One annotation file as ``{width, height, objects, n_unknown, n_degenerate}`` (boxes 0-based xyxy)."""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except DefusedXmlException as err:
+        raise VOCFormatError(f"{path}: refused unsafe XML ({type(err).__name__}: {err})") from None
+    except ElementTree.ParseError as err:
+        raise VOCFormatError(f"{path}: malformed XML ({err})") from None
+    size = root.find("size")
+    if size is None:
+        raise VOCFormatError(f"{path}: missing <size>")
+    width, height = int(_number(size, "width", path)), int(_number(size, "height", path))
+    index = {name: i for i, name in enumerate(classes)}
+    objects = {"bbox": [], "category": [], "difficult": [], "truncated": [], "area": []}
+    n_unknown = n_degenerate = 0
+    for obj in root.findall("object"):  # direct children only: <part> boxes live deeper
+        name = _text(obj, "name", path)
+        if name not in index:
+            if skip_unknown:
+                n_unknown += 1
+                continue
+            raise VOCFormatError(f"{path}: unknown class {name!r} (known: {', '.join(classes)}); "
+                                 "pass skip_unknown=True to skip such objects")
+        difficult = _text(obj, "difficult", path, default="0") not in ("0", "false", "False")
+        if difficult and not keep_difficult:
+            continue
+        box = obj.find("bndbox")
+        if box is None:
+            raise VOCFormatError(f"{path}: object {name!r} has no <bndbox>")
+        x0 = min(max(_number(box, "xmin", path) - 1, 0.0), width)
+        y0 = min(max(_number(box, "ymin", path) - 1, 0.0), height)
+        x1 = min(max(_number(box, "xmax", path), 0.0), width)
+        y1 = min(max(_number(box, "ymax", path), 0.0), height)
+        if x1 <= x0 or y1 <= y0:
+            n_degenerate += 1
+            continue
+        objects["bbox"].append([x0, y0, x1, y1])
+        objects["category"].append(index[name])
+        objects["difficult"].append(difficult)
+        objects["truncated"].append(_text(obj, "truncated", path, default="0") not in ("0", "false", "False"))
+        objects["area"].append((x1 - x0) * (y1 - y0))
+    return {"width": width, "height": height, "objects": objects, "n_unknown": n_unknown, "n_degenerate": n_degenerate}
+
+
+def load_voc(
+    root: str,
+    years: Sequence[str] | str = ("2007",),
+    split: str = "trainval",
+    classes: Sequence[str] = VOC_CLASSES,
+    keep_difficult: bool = True,
+    skip_empty: bool = False,
+    skip_unknown: bool = False,
+) -> datasets.Dataset:
+    """Read VOC ``split`` of each of ``years`` (``("2007", "2012")`` = 07+12) into one ``Dataset``.
+
+    Columns: ``image`` (decoded lazily, as RGB), ``image_id`` (``"<year>/<id>"``), ``width``,
+    ``height``, ``objects`` = {``bbox`` 0-based xyxy, ``category``, ``difficult``, ``truncated``,
+    ``area``}. Boxes beyond the image are clamped; boxes of zero area are dropped with one warning.
+    """
+    if not root or not os.path.isdir(root):
+        raise VOCFormatError(f"VOC root {root!r} does not exist or is not a folder\n{EXPECTED_LAYOUT}")
+    years = (years,) if isinstance(years, str) else tuple(years)
+    rows = {"image": [], "image_id": [], "width": [], "height": [], "objects": []}
+    n_unknown = n_degenerate = 0
+    for year in years:
+        base = _year_dir(root, str(year))
+        split_file = os.path.join(base, "ImageSets", "Main", f"{split}.txt")
+        if not os.path.isfile(split_file):
+            raise VOCFormatError(f"split file {split_file} not found\n{EXPECTED_LAYOUT}")
+        with open(split_file) as f:
+            ids = [line.split()[0] for line in f if line.strip()]
+        for image_id in ids:
+            xml = os.path.join(base, "Annotations", f"{image_id}.xml")
+            jpg = os.path.join(base, "JPEGImages", f"{image_id}.jpg")
+            if not os.path.isfile(xml):
+                raise VOCFormatError(f"annotation {xml} listed in {split_file} does not exist")
+            if not os.path.isfile(jpg):
+                raise VOCFormatError(f"image {jpg} listed in {split_file} does not exist")
+            record = parse_voc_xml(xml, classes, keep_difficult=keep_difficult, skip_unknown=skip_unknown)
+            n_unknown += record["n_unknown"]
+            n_degenerate += record["n_degenerate"]
+            if skip_empty and not record["objects"]["bbox"]:
+                continue
+            rows["image"].append(jpg)
+            rows["image_id"].append(f"{year}/{image_id}")
+            rows["width"].append(record["width"])
+            rows["height"].append(record["height"])
+            rows["objects"].append(record["objects"])
+    if n_degenerate:
+        warnings.warn(f"load_voc: dropped {n_degenerate} boxes of zero area (after clamping to the image) under {root}",
+                      stacklevel=2)
+    if n_unknown:
+        warnings.warn(f"load_voc: skipped {n_unknown} objects of unknown classes under {root}", stacklevel=2)
+    return datasets.Dataset.from_dict(rows, features=voc_features(classes))
