@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUNS ?= runs
 
-.PHONY: help install test test-all bench-optim bench-map
+.PHONY: help install test test-all bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,3 +28,36 @@ bench-optim: install  ## optimizer-step benchmark on resnet50's parameters (GAFS
 
 bench-map: install  ## mAP speed: voc_eval vs torchmetrics on 5,000 images x 100 detections x 20 classes
 	$(PY) recipes/bench_map.py --out $(RUNS)/bench_map.json
+
+# --- classification benchmarks (recipes/compare.py over presets x seeds) -------------------------------
+SEEDS ?= 0 1 2
+CLS_PRESETS ?= sgd gaf gaf-grad clip-norm clip-value
+CLS := recipes/classification/train.py
+
+bench-digits: install  ## CPU, offline: digits, resnet10t, 3 seeds x 5 presets (about 8 min on 2 cores)
+	$(PY) recipes/compare.py --script $(CLS) --presets $(CLS_PRESETS) --seeds $(SEEDS) --metric eval_accuracy \
+		--out $(RUNS)/bench-digits --title "digits (sklearn), resnet10t, 5 epochs, CPU" -- \
+		--dataset digits --model resnet10t --image_size 32 --num_train_epochs 5 --per_device_train_batch_size 64
+
+define cifar_bench
+	$(PY) recipes/compare.py --script $(CLS) --presets $(CLS_PRESETS) --seeds $(SEEDS) --metric eval_accuracy \
+		--out $(RUNS)/bench-cifar$(1) --title "CIFAR-$(1), $(or $(MODEL),resnet18), $(or $(EPOCHS),200) epochs" -- \
+		--dataset $(or $(DATASET),cifar$(1)) --model $(or $(MODEL),resnet18) --cifar_stem true --image_size 32 \
+		--num_train_epochs $(or $(EPOCHS),200) --per_device_train_batch_size 256 --learning_rate 0.1 \
+		--lr_scheduler_type cosine --bf16 true --dataloader_num_workers 8
+endef
+
+bench-cifar10: install  ## GPU: CIFAR-10 as in the paper (ResNet-18, batch 256, lr 0.1, 200 epochs, cosine); MODEL= EPOCHS= SEEDS= DATASET=
+	$(call cifar_bench,10)
+
+bench-cifar100: install  ## GPU: CIFAR-100, same setting; MODEL= EPOCHS= SEEDS= DATASET=
+	$(call cifar_bench,100)
+
+bench-imagenet: install  ## GPUs: ResNet-18/50 on ImageNet, accelerate multi-GPU (lr 0.4 at 256 x 8, cosine); IMAGENET_DIR= required
+	@test -n "$(IMAGENET_DIR)" || { echo "set IMAGENET_DIR=/path/with/train/<class>/*.JPEG and val/<class>/*.JPEG"; exit 2; }
+	$(PY) recipes/compare.py --script $(CLS) --presets $(or $(PRESETS),sgd gaf) --seeds $(or $(SEEDS_IMAGENET),0) \
+		--metric eval_accuracy --out $(RUNS)/bench-imagenet --title "ImageNet, $(or $(MODEL),resnet50)" \
+		--launcher "$(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/multi_gpu_ddp.yaml" -- \
+		--dataset $(IMAGENET_DIR) --eval_split validation --model $(or $(MODEL),resnet50) --image_size 224 \
+		--num_train_epochs $(or $(EPOCHS),90) --per_device_train_batch_size 256 --learning_rate 0.4 \
+		--lr_scheduler_type cosine --warmup_steps 0.05 --bf16 true --dataloader_num_workers 12

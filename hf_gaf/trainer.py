@@ -21,6 +21,7 @@ Example (``python train.py --gaf atan --gaf_alpha 0.1 --gaf_beta 20 --optim sgd 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -56,9 +57,19 @@ class GAFTrainingArguments(TrainingArguments):
         "help": "Regular expressions; parameters whose name matches one are left untransformed (e.g. bias norm head)."})
     gaf_log_stats: bool = field(default=False, metadata={
         "help": "On logging steps, log gradient norm before/after GAF and the fractions amplified/compressed/saturated."})
+    clip_value: float = field(default=0.0, metadata={
+        "help": "Clip every gradient coordinate to [-v, v] before the optimizer step (the paper's clip-by-value "
+                "baseline), at the same place GAF runs; 0 disables."})
+    lr_milestones: list[float] = field(default_factory=list, metadata={
+        "help": "Multi-step schedule: fractions of training (e.g. 0.5 0.75) where the lr is multiplied by "
+                "--lr_gamma (after --warmup_steps); overrides --lr_scheduler_type."})
+    lr_gamma: float = field(default=0.1, metadata={"help": "Factor of the multi-step schedule."})
+    backbone_lr: float | None = field(default=None, metadata={
+        "help": "Learning rate of the parameters whose name matches --backbone_pattern (DETR's recipe: 1e-5)."})
+    backbone_pattern: str = field(default=r"backbone", metadata={"help": "Regular expression for --backbone_lr."})
     max_grad_norm: float | None = field(default=None, metadata={
-        "help": "Gradient clipping norm (0 disables). Default: 1.0, or 0 when GAF is on (clipping before GAF "
-                "shrinks every coordinate into GAF's linear zone)."})
+        "help": "Gradient clipping norm (0 disables). Default: 1.0, or 0 when GAF or --clip_value is on (clipping "
+                "before GAF shrinks every coordinate into GAF's linear zone)."})
 
     def __post_init__(self):
         if self.gaf not in GAF_CHOICES:
@@ -75,8 +86,13 @@ class GAFTrainingArguments(TrainingArguments):
                     re.compile(pattern)
                 except re.error as err:
                     raise ValueError(f"--gaf_exclude {pattern!r} is not a valid regular expression: {err}") from None
+        if self.clip_value < 0 or (self.clip_value > 0 and self.gaf_on):
+            raise ValueError(f"--clip_value {self.clip_value}: must be >= 0, and cannot be combined with --gaf "
+                             f"{self.gaf} (both transform each gradient coordinate at the same place)")
+        if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ValueError(f"--lr_milestones {self.lr_milestones}: need increasing fractions of training in (0, 1)")
         if self.max_grad_norm is None:
-            self.max_grad_norm = 0.0 if self.gaf_on else 1.0
+            self.max_grad_norm = 0.0 if self.gaf_on or self.clip_value > 0 else 1.0
         elif self.gaf_on and self.max_grad_norm > 0:
             logger.warning(
                 "GAF (%s) and --max_grad_norm %s are both on: gradients are clipped to norm %s FIRST, which shrinks "
@@ -92,7 +108,7 @@ class GAFTrainingArguments(TrainingArguments):
     def gaf_config(self) -> dict:
         """The GAF settings as written into each checkpoint."""
         return dict(gaf=self.gaf, gaf_alpha=self.gaf_alpha, gaf_beta=self.gaf_beta,
-                    gaf_placement=self.gaf_placement, gaf_exclude=list(self.gaf_exclude))
+                    gaf_placement=self.gaf_placement, gaf_exclude=list(self.gaf_exclude), clip_value=self.clip_value)
 
 
 def is_excluded(name: str, patterns: list[str]) -> bool:
@@ -100,16 +116,44 @@ def is_excluded(name: str, patterns: list[str]) -> bool:
     return any(re.search(p, name) for p in patterns)
 
 
-def _split_excluded(param_groups: list[dict], gaf_ids: set[int]) -> list[dict]:
-    """Copies of ``param_groups`` in which parameters outside ``gaf_ids`` sit in groups with ``gaf=None``."""
+def regroup(param_groups: list[dict], overrides_of) -> list[dict]:
+    """Split each group by ``overrides_of(param) -> dict`` (settings that param needs on top of its
+    group's); parameters with equal overrides stay together, in their original order."""
     groups = []
     for group in param_groups:
         settings = {k: v for k, v in group.items() if k != "params"}
-        on = [p for p in group["params"] if id(p) in gaf_ids]
-        off = [p for p in group["params"] if id(p) not in gaf_ids]
-        groups += [{**settings, "params": on}] if on else []
-        groups += [{**settings, "params": off, "gaf": None}] if off else []
+        buckets: dict[tuple, list] = {}
+        for p in group["params"]:
+            buckets.setdefault(tuple(sorted(overrides_of(p).items())), []).append(p)
+        groups += [{**settings, **dict(key), "params": params} for key, params in buckets.items()]
     return groups
+
+
+class ClipByValue:
+    """Elementwise clip to [-v, v]; a GAF ``kind`` callable, so it runs where GAF would."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self, x):
+        return x.clamp(-self.value, self.value)
+
+    def __repr__(self) -> str:
+        return f"ClipByValue({self.value})"
+
+
+def multistep_with_warmup(optimizer, num_training_steps: int, warmup_steps: int, milestones: list[float], gamma: float):
+    """Linear warmup over ``warmup_steps``, then the lr times ``gamma`` at each milestone fraction."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    steps = [int(m * num_training_steps) for m in milestones]
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return gamma ** sum(step >= s for s in steps)
+
+    return LambdaLR(optimizer, factor)
 
 
 class GAFAttachCallback(TrainerCallback):
@@ -154,23 +198,42 @@ class GAFTrainer(Trainer):
                 if p.requires_grad and not is_excluded(n, self.args.gaf_exclude)}
 
     def create_optimizer(self, model=None):
+        """The Trainer's optimizer (GAFSGD for ``--optim sgd`` with GAF), regrouped for ``--gaf_exclude``
+        and ``--backbone_lr``, then GAF or clip-by-value hooks where the optimizer is not GAFSGD."""
         args = self.args
-        if not args.gaf_on or self.optimizer is not None:
-            return super().create_optimizer(model)
-        if args.optim == "sgd":
-            _, sgd_kwargs = self.get_optimizer_cls_and_kwargs(args, model if model is not None else self.model)
+        if self.optimizer is not None:
+            return self.optimizer
+        model = model if model is not None else self.model
+        if args.gaf_on and args.optim == "sgd":
+            _, sgd_kwargs = self.get_optimizer_cls_and_kwargs(args, model)
             gaf_kwargs = dict(gaf=args.gaf, alpha=args.gaf_alpha, beta=args.gaf_beta, placement=args.gaf_placement)
             self.optimizer_cls_and_kwargs = (GAFSGD, {**sgd_kwargs, **gaf_kwargs})
-            super().create_optimizer(model)
-            gaf_ids = self._gaf_param_ids(model)
-            if any(id(p) not in gaf_ids for g in self.optimizer.param_groups for p in g["params"]):
-                self.optimizer = GAFSGD(_split_excluded(self.optimizer.param_groups, gaf_ids),
-                                        **{**sgd_kwargs, **gaf_kwargs})
+        super().create_optimizer(model)
+        gaf_ids = self._gaf_param_ids(model)
+        backbone_ids = {id(p) for n, p in model.named_parameters() if re.search(args.backbone_pattern, n)}
+        is_gafsgd = isinstance(self.optimizer, GAFSGD)
+
+        def overrides_of(p) -> dict:
+            extra = {}
+            if is_gafsgd and id(p) not in gaf_ids:
+                extra["gaf"] = None
+            if args.backbone_lr is not None and id(p) in backbone_ids:
+                extra["lr"] = args.backbone_lr
+            return extra
+
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if any(overrides_of(p) for p in params):  # no state exists yet: rebuild with the finer groups
+            cls = type(self.optimizer)
+            accepted = inspect.signature(cls.__init__).parameters
+            defaults = {k: v for k, v in self.optimizer.defaults.items() if k in accepted}
+            self.optimizer = cls(regroup(self.optimizer.param_groups, overrides_of), **defaults)
+        if is_gafsgd:
             if self.gaf_stats is not None:
                 self.gaf_stats.register(self.optimizer)
-        else:
-            super().create_optimizer(model)
+        elif args.gaf_on:
             self._ensure_gaf(self.optimizer, model)
+        elif args.clip_value > 0:
+            attach_gaf(self.optimizer, gaf=ClipByValue(args.clip_value), alpha=1.0, beta=1.0)
         return self.optimizer
 
     def _ensure_gaf(self, optimizer, model=None) -> None:
@@ -189,6 +252,15 @@ class GAFTrainer(Trainer):
                    params=params if len(gaf_ids) < sum(len(g["params"]) for g in inner.param_groups) else None)
         logger.info("GAF %s (alpha=%g, beta=%g) attached to %s", self.args.gaf, self.args.gaf_alpha,
                     self.args.gaf_beta, type(inner).__name__)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and self.args.lr_milestones:
+            self.lr_scheduler = multistep_with_warmup(
+                optimizer if optimizer is not None else self.optimizer, num_training_steps,
+                self.args.get_warmup_steps(num_training_steps), list(self.args.lr_milestones), self.args.lr_gamma)
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
 
     # --- checkpoints ------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):

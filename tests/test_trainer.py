@@ -245,3 +245,39 @@ def test_clipping_with_gaf_warns(tmp_path, caplog):
         args = tiny_args(tmp_path, max_grad_norm=1.0)
     assert args.max_grad_norm == 1.0
     assert "clipped to norm 1.0 FIRST" in caplog.text
+
+
+def test_clip_value_equals_torch_clip_grad_value(tmp_path):
+    model = TinyRegressor()
+    trainer = SequentialGAFTrainer(model=model, train_dataset=TinyData(64),
+                                   args=tiny_args(tmp_path, gaf="none", clip_value=0.05, weight_decay=0.0))
+    trainer.train()
+    ref = TinyRegressor()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    data = TinyData(64)
+    for start in range(0, 64, 8):
+        opt.zero_grad()
+        batch = data[start:start + 8]
+        ref(batch["x"], batch["labels"])["loss"].backward()
+        torch.nn.utils.clip_grad_value_(ref.parameters(), 0.05)
+        opt.step()
+    for name, p in params_of(ref).items():
+        torch.testing.assert_close(params_of(model)[name], p, rtol=1e-6, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        tiny_args(tmp_path, clip_value=0.1)
+
+
+def test_multistep_schedule_with_warmup(tmp_path):
+    trainer = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(16),
+                                   args=tiny_args(tmp_path, lr_milestones=[0.5, 0.75], lr_gamma=0.1, warmup_steps=2))
+    trainer.create_optimizer()
+    sched = trainer.create_scheduler(num_training_steps=8)
+    lrs = []
+    for _ in range(8):
+        lrs.append(sched.get_last_lr()[0])
+        trainer.optimizer.step()
+        sched.step()
+    expected = [0.025, 0.05, 0.05, 0.05, 0.005, 0.005, 0.0005, 0.0005]
+    assert lrs == pytest.approx(expected)
+    with pytest.raises(ValueError, match="lr_milestones"):
+        tiny_args(tmp_path, lr_milestones=[0.8, 0.5])

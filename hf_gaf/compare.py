@@ -1,0 +1,171 @@
+"""The comparison runner: one recipe over presets x seeds, then one table and one plot.
+
+Each run is a separate process (``python SCRIPT --recipe P --seed S --output_dir OUT/P/seed-S ...``)
+writing its own ``metrics.json``; its log goes to ``OUT/P/seed-S/log.txt``. Then:
+
+- ``results.json``: every run's final metric, per-epoch curve, time per epoch and images/s;
+- ``results.md``: per preset, mean ± std over seeds of the main metric, its difference to the
+  baseline preset, the median time per epoch, images/s and images/s relative to the baseline
+  (measured in this same comparison);
+- ``curves.png``: the metric per epoch (and the training loss), mean over seeds with a min-max band.
+
+Example:
+    python recipes/compare.py --script recipes/classification/train.py --presets sgd gaf \\
+        --seeds 0 1 2 --metric eval_accuracy --out runs/digits -- --dataset digits --num_train_epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .plots import PRETTY, plot_curves
+
+
+def run_dir(out: Path, preset: str, seed: int) -> Path:
+    return out / preset / f"seed-{seed}"
+
+
+def run_all(script: str, presets: list[str], seeds: list[int], out: Path, extra: list[str], reuse: bool = False,
+            launcher: list[str] | None = None) -> None:
+    """Run every (preset, seed) sequentially; stop with the log's tail if one fails."""
+    jobs = [(p, s) for s in seeds for p in presets]  # seed-major: early results cover every preset
+    bar = tqdm(jobs, desc="runs", unit="run")
+    for preset, seed in bar:
+        folder = run_dir(out, preset, seed)
+        bar.set_postfix(preset=preset, seed=seed)
+        if reuse and (folder / "metrics.json").is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [*(launcher or [sys.executable]), script, "--recipe", preset, "--seed", str(seed),
+               "--output_dir", str(folder), "--disable_tqdm", "true", *extra]
+        start = time.perf_counter()
+        with open(folder / "log.txt", "w") as log:
+            log.write(" ".join(cmd) + "\n")
+            log.flush()
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        if code != 0 or not (folder / "metrics.json").is_file():
+            tail = (folder / "log.txt").read_text().splitlines()[-25:]
+            raise RuntimeError(f"run {preset} seed {seed} failed (exit {code}); last lines of {folder / 'log.txt'}:\n"
+                               + "\n".join(tail))
+        tqdm.write(f"  {preset:<12s} seed {seed}: {time.perf_counter() - start:5.1f} s")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, baseline: str | None = None) -> dict:
+    """Read the runs' ``metrics.json`` files and aggregate them per preset."""
+    baseline = baseline if baseline in presets else presets[0]
+    runs, table = {}, {}
+    for preset in presets:
+        for seed in seeds:
+            path = run_dir(out, preset, seed) / "metrics.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: run the comparison first (or drop --summarize-only)")
+            report = json.loads(path.read_text())
+            if metric not in report["final"]:
+                raise KeyError(f"{path} has no final {metric!r}; it has {sorted(report['final'])}")
+            runs[f"{preset}/seed-{seed}"] = {
+                "preset": preset, "seed": seed, "final": report["final"][metric],
+                "curve": [e.get(metric) for e in report["epochs"]],
+                "train_loss": [e.get("train_loss") for e in report["epochs"]],
+                "epoch_time_s": [e["epoch_time_s"] for e in report["epochs"]],
+                "train_images_per_s": report["train_images_per_s"],
+            }
+    for preset in presets:
+        mine = [r for r in runs.values() if r["preset"] == preset]
+        mean, std = _mean_std([r["final"] for r in mine])
+        table[preset] = {
+            "mean": mean, "std": std, "n": len(mine), "finals": [r["final"] for r in mine],
+            "epoch_time_s": statistics.median(t for r in mine for t in r["epoch_time_s"]),
+            "images_per_s": statistics.median(r["train_images_per_s"] for r in mine),
+        }
+    base = table[baseline]
+    for row in table.values():
+        row["delta_vs_baseline"] = row["mean"] - base["mean"]
+        row["speed_vs_baseline"] = row["images_per_s"] / base["images_per_s"]
+    return {"metric": metric, "baseline": baseline, "presets": presets, "seeds": seeds, "table": table, "runs": runs}
+
+
+def results_markdown(summary: dict, title: str = "") -> str:
+    metric, baseline = summary["metric"], summary["baseline"]
+    name = PRETTY.get(metric, metric)
+    lines = [f"## {title}" if title else "## Results", "",
+             f"{name} (`{metric}`), mean ± std over seeds {summary['seeds']}; Δ is against `{baseline}`; "
+             f"images/s is training throughput, median over epochs and seeds, measured in this same comparison.", "",
+             f"| preset | {name} | Δ vs {baseline} | per seed | s / epoch | images/s | images/s vs {baseline} |",
+             "|---|---:|---:|---|---:|---:|---:|"]
+    best = max(summary["table"].values(), key=lambda r: r["mean"] if not math.isnan(r["mean"]) else -math.inf)
+    for preset, r in summary["table"].items():
+        mark = " **(best)**" if r is best and len(summary["table"]) > 1 else ""
+        seeds = ", ".join(f"{v:.4f}" for v in r["finals"])
+        delta = "—" if preset == baseline else f"{r['delta_vs_baseline']:+.4f}"
+        lines.append(f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f} | {delta} | {seeds} | "
+                     f"{r['epoch_time_s']:.2f} | {r['images_per_s']:.0f} | {r['speed_vs_baseline']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(summary: dict, out: Path, title: str = "") -> str:
+    """Write results.json, results.md and curves.png into ``out``; return the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    markdown = results_markdown(summary, title)
+    (out / "results.md").write_text(markdown)
+    curves = {}
+    for r in summary["runs"].values():
+        entry = curves.setdefault(r["preset"], {summary["metric"]: [], "train_loss": []})
+        entry[summary["metric"]].append([v for v in r["curve"] if v is not None])
+        entry["train_loss"].append([v for v in r["train_loss"] if v is not None])
+    plot_curves(curves, summary["metric"], str(out / "curves.png"), title=title)
+    return markdown
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-gaf compare", description="Run a recipe over presets x seeds and compare them. "
+        "Arguments after `--` go to the recipe.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--script", required=True, help="recipe script, e.g. recipes/classification/train.py")
+    parser.add_argument("--presets", nargs="+", required=True, help="--recipe presets to compare")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--metric", default="eval_accuracy", help="main metric, a key of metrics.json's 'final'")
+    parser.add_argument("--baseline", default="sgd", help="preset the others are compared to")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--title", default="")
+    parser.add_argument("--reuse", action="store_true", help="skip runs whose metrics.json exists")
+    parser.add_argument("--summarize-only", action="store_true", help="only aggregate existing runs")
+    parser.add_argument("--launcher", default=None,
+                        help="command that starts each run instead of python, e.g. 'accelerate launch --config_file X'")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        extra = argv[argv.index("--") + 1:]
+        argv = argv[: argv.index("--")]
+    args = build_parser().parse_args(argv)
+    if not os.path.isfile(args.script):
+        build_parser().error(f"--script {args.script!r} does not exist")
+    out = Path(args.out)
+    if not args.summarize_only:
+        run_all(args.script, args.presets, args.seeds, out, extra, reuse=args.reuse,
+                launcher=args.launcher.split() if args.launcher else None)
+    markdown = write_results(summarize(out, args.presets, args.seeds, args.metric, args.baseline), out, args.title)
+    print("\n" + markdown)
+    print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
+    return 0

@@ -1,0 +1,95 @@
+"""Box-consistent image transforms for the detection recipes (torchvision.transforms.v2).
+
+Every image ends on a square ``size`` x ``size`` canvas, so batches need no further padding and the
+map back to the original image is one scale factor per axis:
+
+- ``mode="letterbox"`` keeps the aspect ratio: the longer side becomes ``size`` and the image is
+  padded at the bottom/right;
+- ``mode="stretch"`` resizes both sides to ``size``.
+
+Training adds a horizontal flip, scale jitter (zoom out with padding, up to ``max_zoom_out``) and
+an optional IoU crop. Boxes are ``tv_tensors.BoundingBoxes`` throughout, so every step moves them
+with the pixels. A box that an augmentation pushes out of the canvas is dropped.
+
+``canvas_to_original(boxes, scale)`` undoes the resize: original = canvas / scale, per axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+MODES = ("letterbox", "stretch")
+
+
+@dataclass
+class CanvasSample:
+    """One image on its canvas: ``image`` (uint8 CHW), ``boxes`` (xyxy on the canvas), ``labels``,
+    ``scale`` = (sx, sy) from original to canvas, ``orig_size`` = (h, w)."""
+
+    image: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    scale: tuple[float, float]
+    orig_size: tuple[int, int]
+
+
+class DetectionTransform:
+    def __init__(self, size: int, train: bool, mode: str = "letterbox", hflip: float = 0.5,
+                 max_zoom_out: float = 1.5, iou_crop: bool = False) -> None:
+        if mode not in MODES:
+            raise ValueError(f"--resize_mode {mode!r}: expected one of {', '.join(MODES)}")
+        self.size, self.train, self.mode = size, train, mode
+        steps = []
+        if train:
+            if iou_crop:
+                steps.append(v2.RandomIoUCrop())
+            if max_zoom_out > 1:
+                steps.append(v2.RandomZoomOut(fill=114, side_range=(1.0, max_zoom_out), p=0.5))
+            steps.append(v2.RandomHorizontalFlip(hflip))
+        self.augment = v2.Compose(steps) if steps else None
+
+    def __call__(self, image, boxes: np.ndarray, labels: np.ndarray) -> CanvasSample:
+        img = F.pil_to_tensor(image.convert("RGB")) if not isinstance(image, torch.Tensor) else image
+        h, w = img.shape[-2:]
+        bbs = tv_tensors.BoundingBoxes(torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4)),
+                                       format="XYXY", canvas_size=(h, w))
+        lab = torch.as_tensor(np.asarray(labels, np.int64).reshape(-1))
+        if self.augment is not None:
+            # labels stay outside the transform (v2 would treat a plain tensor as an image); no step
+            # reorders boxes, so they stay aligned
+            img, bbs = self.augment(tv_tensors.Image(img), bbs)
+            bbs, lab = self._drop_empty(bbs, lab)
+        ah, aw = img.shape[-2:]  # size after augmentation, before the canvas resize
+        if self.mode == "stretch":
+            new_h, new_w = self.size, self.size
+        else:
+            ratio = self.size / max(ah, aw)
+            new_h, new_w = max(1, round(ah * ratio)), max(1, round(aw * ratio))
+        img, bbs = F.resize(tv_tensors.Image(img), [new_h, new_w], antialias=True), F.resize(bbs, [new_h, new_w])
+        if (new_h, new_w) != (self.size, self.size):
+            img = F.pad(img, [0, 0, self.size - new_w, self.size - new_h], fill=114)
+            bbs = tv_tensors.BoundingBoxes(bbs.as_subclass(torch.Tensor), format="XYXY", canvas_size=(self.size, self.size))
+        # scale from the ORIGINAL image to the canvas (augmentation only applies to training, where
+        # the original coordinates are never needed again)
+        scale = (new_w / w, new_h / h) if self.augment is None else (new_w / aw, new_h / ah)
+        return CanvasSample(torch.as_tensor(img), bbs.as_subclass(torch.Tensor).float(), lab, scale, (int(h), int(w)))
+
+    @staticmethod
+    def _drop_empty(bbs, labels):
+        bbs = v2.functional.clamp_bounding_boxes(bbs)
+        keep = ((bbs[:, 2] - bbs[:, 0]) > 1) & ((bbs[:, 3] - bbs[:, 1]) > 1)
+        return tv_tensors.wrap(bbs[keep], like=bbs), labels[keep]
+
+
+def canvas_to_original(boxes: torch.Tensor, scale: tuple[float, float], orig_size: tuple[int, int]) -> torch.Tensor:
+    """Boxes on the canvas back to original-image pixels, clamped to the image."""
+    sx, sy = scale
+    out = boxes / torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+    h, w = orig_size
+    return torch.stack([out[:, 0].clamp(0, w), out[:, 1].clamp(0, h), out[:, 2].clamp(0, w), out[:, 3].clamp(0, h)], 1)

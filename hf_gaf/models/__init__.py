@@ -1,0 +1,1 @@
+"""Model wrappers that make timm and torchvision models Trainer-compatible modules."""

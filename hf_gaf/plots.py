@@ -1,0 +1,109 @@
+"""Plots for people: comparison curves, the GAF function, and predicted boxes on images.
+
+All figures are written with matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .functional import gaf, gaf_bound  # noqa: E402
+
+PRETTY = {"eval_accuracy": "test top-1 accuracy", "eval_voc07_map": "VOC07 mAP@0.5", "eval_voc12_map": "VOC12 mAP@0.5",
+          "eval_coco_map": "COCO mAP@[.5:.95]", "train_loss": "training loss"}
+
+
+def plot_curves(curves: dict[str, dict[str, list[list[float]]]], metric: str, path: str, title: str = "") -> None:
+    """``curves[preset][key]`` = one list of per-epoch values per seed, for ``key`` in (metric,
+    "train_loss"). Draws the mean over seeds with a min-max band, one line per preset."""
+    keys = [metric] + (["train_loss"] if any("train_loss" in c for c in curves.values()) else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for i, (preset, by_key) in enumerate(curves.items()):
+            runs = [r for r in by_key.get(key, []) if r]
+            if not runs:
+                continue
+            length = min(len(r) for r in runs)
+            values = np.array([r[:length] for r in runs], dtype=float)
+            epochs = np.arange(1, length + 1)
+            colour = f"C{i}"
+            ax.plot(epochs, values.mean(0), marker="o", color=colour, lw=2.2 if preset != "sgd" else 2.8,
+                    ls="-" if preset != "sgd" else "--", label=f"{preset} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(epochs, values.min(0), values.max(0), color=colour, alpha=0.15)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel(PRETTY.get(key, key))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+        if key == "train_loss":
+            ax.set_yscale("log")
+    fig.suptitle(title or f"{PRETTY.get(metric, metric)}: mean over seeds, band = min..max", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_gaf(path: str, kind: str = "atan", alpha: float = 0.1, beta: float = 20.0, span: float | None = None) -> None:
+    """f(g) and f'(g) for one GAF setting, against the identity and clip-by-value at f's bound."""
+    bound = gaf_bound(kind, alpha)
+    span = span or (3.0 * bound if math.isfinite(bound) else 3.0 / beta)
+    g = torch.linspace(-span, span, 1001, dtype=torch.float64, requires_grad=True)
+    f = gaf(g, kind, alpha, beta)
+    (df,) = torch.autograd.grad(f.sum(), g)
+    x, y, dy = g.detach().numpy(), f.detach().numpy(), df.numpy()
+    clip = bound if math.isfinite(bound) else alpha
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.3))
+    a1.plot(x, x, color="0.6", ls=":", label="identity (plain SGD)")
+    a1.plot(x, np.clip(x, -clip, clip), color="C3", ls="--", label=f"clip-by-value at ±{clip:.3g}")
+    a1.plot(x, y, color="C0", lw=2.5, label=f"GAF {kind}: α={alpha:g}, β={beta:g}")
+    a1.set_ylim(-1.6 * clip, 1.6 * clip)
+    a1.set_xlabel("gradient g")
+    a1.set_ylabel("f(g)")
+    a1.set_title(f"f(g); bound {bound:.3g}" if math.isfinite(bound) else "f(g); unbounded")
+    a2.axhline(1.0, color="0.6", ls=":", label="identity: 1")
+    a2.plot(x, np.where(np.abs(x) < clip, 1.0, 0.0), color="C3", ls="--", label="clip-by-value")
+    a2.plot(x, dy, color="C0", lw=2.5, label=f"f'(g); f'(0) = α·β = {alpha * beta:g}")
+    a2.set_xlabel("gradient g")
+    a2.set_ylabel("gain f'(g)")
+    a2.set_title("small gradients are enlarged where f' > 1")
+    for ax in (a1, a2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_detections(images, detections, ground_truths, class_names, path: str, score_threshold: float = 0.3,
+                    columns: int = 4) -> None:
+    """Predicted boxes (solid, with class and score) and ground truth (dashed) on a grid of images."""
+    n = len(images)
+    rows = max(1, math.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, det, gt in zip(axes.flat, images, detections, ground_truths):
+        ax.imshow(image)
+        for box in np.asarray(gt["boxes"]).reshape(-1, 4):
+            ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="white", ls="--", lw=1))
+        for box, score, label in zip(np.asarray(det["boxes"]).reshape(-1, 4), np.asarray(det["scores"]),
+                                     np.asarray(det["labels"])):
+            if score < score_threshold:
+                continue
+            colour = f"C{int(label) % 10}"
+            ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec=colour, lw=2))
+            ax.text(box[0], box[1], f"{class_names[int(label)]} {score:.2f}", color="white", fontsize=7,
+                    bbox=dict(facecolor=colour, alpha=0.8, pad=1, lw=0))
+    fig.suptitle(f"predictions (solid, score ≥ {score_threshold}) and ground truth (dashed)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

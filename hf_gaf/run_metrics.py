@@ -1,0 +1,84 @@
+"""``MetricsJsonCallback``: the ``metrics.json`` every recipe writes into its output folder.
+
+Layout::
+
+    {"recipe": ..., "seed": ..., "settings": {...optimizer and GAF settings...},
+     "epochs": [{"epoch": 1, "train_loss": ..., "epoch_time_s": ..., "train_images_per_s": ...,
+                 "eval_<metric>": ...}, ...],
+     "final": {"eval_<metric>": ... of the last evaluation},
+     "wall_time_s": ..., "train_images_per_s": median over epochs after the first}
+
+Throughput counts training images over the epoch's training time only (evaluation excluded), on all
+processes together. The run's ``train_images_per_s`` is the steady state: the median over epochs
+after the first, which also pays start-up costs (``torch.compile`` of GAFSGD's fused step, data-loader
+warm-up); with a single epoch it is that epoch's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+
+from transformers import TrainerCallback
+
+SETTING_KEYS = ("optim", "optim_args", "learning_rate", "weight_decay", "max_grad_norm", "clip_value", "gaf",
+                "gaf_alpha", "gaf_beta", "gaf_placement", "num_train_epochs", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "lr_scheduler_type", "lr_milestones", "seed")
+
+
+class MetricsJsonCallback(TrainerCallback):
+    def __init__(self, recipe: str, n_train_images: int, extra: dict | None = None) -> None:
+        self.recipe = recipe
+        self.n_train_images = n_train_images
+        self.extra = extra or {}
+        self.epochs: list[dict] = []
+        self.last_eval: dict = {}
+        self._in_epoch: dict | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch_start = time.perf_counter()
+        self._in_epoch = {}
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        seconds = time.perf_counter() - self._epoch_start
+        self.epochs.append({"epoch": len(self.epochs) + 1, "epoch_time_s": seconds,
+                            "train_images_per_s": self.n_train_images / seconds if seconds > 0 else float("nan"),
+                            **self._in_epoch})
+        self._in_epoch = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        values = {k: v for k, v in (metrics or {}).items() if k != "epoch" and isinstance(v, (int, float))}
+        self.last_eval = values
+        if self._in_epoch is not None:  # evaluated mid-epoch (eval_strategy="steps")
+            self._in_epoch.update(values)
+        elif self.epochs:
+            self.epochs[-1].update(values)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        losses = {}
+        for entry in state.log_history:  # the loss logged during each epoch, averaged
+            if "loss" in entry and "epoch" in entry:
+                losses.setdefault(max(int(-(-entry["epoch"] // 1)), 1), []).append(entry["loss"])
+        for record in self.epochs:
+            if record["epoch"] in losses:
+                record["train_loss"] = statistics.fmean(losses[record["epoch"]])
+        if not state.is_world_process_zero:
+            return
+        speeds = [e["train_images_per_s"] for e in self.epochs[1:] or self.epochs]
+        report = {
+            "recipe": self.recipe, "seed": args.seed,
+            "settings": {k: getattr(args, k, None) for k in SETTING_KEYS} | self.extra,
+            "epochs": self.epochs,
+            "final": {k: v for k, v in self.last_eval.items() if k.startswith("eval_")},
+            "wall_time_s": time.perf_counter() - self._start,
+            "train_images_per_s": statistics.median(speeds) if speeds else float("nan"),
+            "global_step": state.global_step,
+        }
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
+            json.dump(report, f, indent=2, default=str)

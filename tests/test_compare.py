@@ -1,0 +1,63 @@
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hf_gaf.compare import main, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_run(folder: Path, final: float, curve: list[float], speed: float):
+    folder.mkdir(parents=True)
+    epochs = [{"epoch": i + 1, "eval_accuracy": v, "train_loss": 1.0 / (i + 1), "epoch_time_s": 2.0,
+               "train_images_per_s": speed} for i, v in enumerate(curve)]
+    (folder / "metrics.json").write_text(json.dumps({"final": {"eval_accuracy": final}, "epochs": epochs,
+                                                     "train_images_per_s": speed}))
+
+
+def test_summary_statistics_from_metrics_files(tmp_path):
+    fake_run(tmp_path / "sgd" / "seed-0", 0.80, [0.5, 0.80], 100)
+    fake_run(tmp_path / "sgd" / "seed-1", 0.84, [0.6, 0.84], 110)
+    fake_run(tmp_path / "gaf" / "seed-0", 0.90, [0.7, 0.90], 99)
+    fake_run(tmp_path / "gaf" / "seed-1", 0.86, [0.7, 0.86], 101)
+    s = summarize(tmp_path, ["sgd", "gaf"], [0, 1], "eval_accuracy")
+    assert s["table"]["gaf"]["mean"] == pytest.approx(0.88)
+    assert s["table"]["gaf"]["std"] == pytest.approx(statistics.stdev([0.90, 0.86]))
+    assert s["table"]["gaf"]["delta_vs_baseline"] == pytest.approx(0.88 - 0.82)
+    assert s["table"]["gaf"]["speed_vs_baseline"] == pytest.approx(100 / 105)
+    with pytest.raises(FileNotFoundError, match="seed-2"):
+        summarize(tmp_path, ["sgd"], [2], "eval_accuracy")
+    with pytest.raises(KeyError, match="eval_map"):
+        summarize(tmp_path, ["sgd"], [0], "eval_map")
+
+
+def test_compare_end_to_end_on_a_tiny_run(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    main(["--script", str(ROOT / "recipes/classification/train.py"), "--presets", "sgd", "gaf", "--seeds", "0",
+          "--out", str(out), "--", "--max_steps", "6", "--max_train_samples", "96", "--max_eval_samples", "64",
+          "--per_device_train_batch_size", "16", "--report_to", "none"])
+    for name in ("results.md", "results.json", "curves.png"):
+        assert (out / name).is_file()
+    results = json.loads((out / "results.json").read_text())
+    table = (out / "results.md").read_text()
+    for preset in ("sgd", "gaf"):
+        per_run = json.loads((out / preset / "seed-0" / "metrics.json").read_text())
+        final = per_run["final"]["eval_accuracy"]
+        assert results["table"][preset]["mean"] == final
+        assert f"| {final:.4f} ± 0.0000 |" in table or f"| {final:.4f} ± 0.0000 |" in table.replace(" **(best)**", "")
+    with Image.open(out / "curves.png") as png:
+        png.verify()
+    with Image.open(out / "curves.png") as png:
+        assert png.size[0] >= 800 and png.size[1] >= 400
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_compare_reports_a_failing_run(tmp_path):
+    script = tmp_path / "broken.py"
+    script.write_text("import sys; print('boom'); sys.exit(3)")
+    with pytest.raises(RuntimeError, match=r"run sgd seed 0 failed \(exit 3\)[\s\S]*boom"):
+        main(["--script", str(script), "--presets", "sgd", "--out", str(tmp_path / "o")])

@@ -1,0 +1,145 @@
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_gaf.data.synthetic_voc import SHAPE_CLASSES, make_voc
+from hf_gaf.detection.data import load_detection_splits
+from hf_gaf.detection.detr import DetrCollator, build_detr_model, detr_postprocess, processor_for
+from hf_gaf.detection.trainer import DetectionTrainer, detection_compute_metrics
+from hf_gaf.detection.transforms import DetectionTransform
+from tests.helpers.tiny import tiny_args
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes" / "detection"))
+import train_detr  # noqa: E402
+
+
+def fake_outputs(labels, model_type, num_classes, queries=10):
+    """Model-output form of the canvas ground truth: each box a confident query, the rest hopeless."""
+    sigmoid = model_type != "detr"
+    width = num_classes if sigmoid else num_classes + 1
+    logits = torch.full((len(labels), queries, width), -10.0)
+    boxes = torch.full((len(labels), queries, 4), 0.5)
+    boxes[..., 2:] = 0.1
+    if not sigmoid:
+        logits[..., -1] = 10.0  # "no object" wins for unused queries
+    for i, t in enumerate(labels):
+        n = len(t["class_labels"])
+        boxes[i, :n] = t["boxes"]
+        logits[i, torch.arange(n), t["class_labels"]] = 10.0
+        if not sigmoid:
+            logits[i, :n, -1] = -10.0
+    return {"logits": logits, "pred_boxes": boxes}
+
+
+@pytest.mark.parametrize("model_type", ["detr", "conditional_detr", "rt_detr"])
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_box_round_trip_on_non_square_padded_images(model_type, mode):
+    processor = processor_for(model_type)
+    transform = DetectionTransform(128, train=False, mode=mode)
+    images = [Image.new("RGB", (200, 120), (90, 90, 90)), Image.new("RGB", (90, 160), (10, 90, 90))]
+    boxes = [np.array([[30.0, 20.0, 150.0, 100.0], [0.0, 0.0, 200.0, 120.0]]), np.array([[5.5, 100.0, 80.0, 159.0]])]
+    examples = [{"image": im, "objects": {"bbox": b.tolist(), "category": [1] * len(b), "difficult": [False] * len(b)},
+                 "index": i} for i, (im, b) in enumerate(zip(images, boxes))]
+    batch = DetrCollator(processor, transform)(examples)
+    assert batch["pixel_values"].shape[-2:] == (128, 128)
+    detections = detr_postprocess(processor, 128)(fake_outputs(batch["labels"], model_type, 4), batch["labels"])
+    for det, expected in zip(detections, boxes):
+        top = det["scores"].argsort(descending=True)[: len(expected)]
+        got = det["boxes"][top].numpy()
+        got = got[np.lexsort(got.T[::-1])]
+        expected = expected[np.lexsort(expected.T[::-1])]
+        assert np.abs(got - expected).max() < 1.0, (got, expected)
+
+
+class OracleDetector(torch.nn.Module):
+    """Answers with the ground truth of its batch, in DETR output form."""
+
+    def __init__(self, model_type, num_classes):
+        super().__init__()
+        self.model_type, self.num_classes = model_type, num_classes
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, pixel_values, labels=None):
+        return {"loss": self.dummy.sum() + 1.0, **fake_outputs(labels, self.model_type, self.num_classes)}
+
+
+@pytest.fixture(scope="module")
+def synthetic_voc(tmp_path_factory):
+    return make_voc(str(tmp_path_factory.mktemp("voc")), n_train=16, n_test=16, image_size=96, seed=5)
+
+
+@pytest.mark.parametrize("model_type", ["detr", "rt_detr"])
+def test_oracle_through_the_recipe_evaluation_path_gives_map_one(tmp_path, synthetic_voc, model_type):
+    _, eval_ds = load_detection_splits(synthetic_voc, "2007", "trainval", "test", list(SHAPE_CLASSES))
+    processor = processor_for(model_type)
+    collate = DetrCollator(processor, DetectionTransform(128, train=False))
+    trainer = DetectionTrainer(
+        model=OracleDetector(model_type, 4), args=tiny_args(tmp_path, gaf="none", per_device_eval_batch_size=5,
+                                                            batch_eval_metrics=True, remove_unused_columns=False),
+        eval_dataset=eval_ds, data_collator=collate, compute_metrics=detection_compute_metrics(list(SHAPE_CLASSES)),
+        postprocess=detr_postprocess(processor, 128))
+    metrics = trainer.evaluate()
+    assert metrics["eval_voc07_map"] == pytest.approx(1.0, abs=1e-9)
+    assert metrics["eval_voc12_map"] == pytest.approx(1.0, abs=1e-9)
+    assert metrics["eval_coco_map"] > 0.85  # COCO's IoU 0.95 bin sees the sub-pixel rounding of the resize
+
+
+FAST = ["--classes", "shapes", "--model_config", "tiny-rt-detr", "--image_size", "96", "--max_steps", "2",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--max_eval_samples", "8",
+        "--report_to", "none", "--disable_tqdm", "true", "--eval_strategy", "steps", "--eval_steps", "2"]
+
+
+def test_two_steps_and_an_evaluation_write_metrics_json(tmp_path, synthetic_voc):
+    train_detr.main(["--voc_root", synthetic_voc, "--output_dir", str(tmp_path), "--recipe", "adamw-gaf", *FAST])
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    final = report["final"]
+    for key in ("eval_loss", "eval_voc07_map", "eval_voc12_map", "eval_coco_map", "eval_coco_ap50", "eval_ap_circle"):
+        assert key in final and math.isfinite(final[key]), key
+    assert report["settings"]["gaf"] == "atan" and report["global_step"] == 2
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path, synthetic_voc):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml"),
+           "--main_process_port", str(free_port()), str(ROOT / "recipes/detection/train_detr.py"),
+           "--voc_root", synthetic_voc, "--output_dir", str(tmp_path), "--recipe", "adamw", *FAST]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert math.isfinite(json.loads((tmp_path / "metrics.json").read_text())["final"]["eval_voc07_map"])
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, synthetic_voc):
+    with pytest.raises(SystemExit, match="--voc_root is required"):
+        train_detr.main(["--output_dir", str(tmp_path), *FAST])
+    empty = tmp_path / "empty" / "VOCdevkit" / "VOC2007"
+    empty.mkdir(parents=True)
+    with pytest.raises(SystemExit, match="trainval.txt not found"):
+        train_detr.main(["--voc_root", str(tmp_path / "empty"), "--output_dir", str(tmp_path), *FAST])
+    model, processor = build_detr_model([f"c{i}" for i in range(20)], model_config="tiny-rt-detr")
+    model.save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(SystemExit, match="has 20 classes, the data has 4.*--ignore_mismatched_sizes"):
+        train_detr.main(["--voc_root", synthetic_voc, "--model_name_or_path", str(tmp_path / "ckpt"),
+                         "--output_dir", str(tmp_path), *FAST])
+    model, _ = build_detr_model(list(SHAPE_CLASSES), model_name_or_path=str(tmp_path / "ckpt"),
+                                ignore_mismatched_sizes=True)
+    assert model.config.num_labels == 4
+    with pytest.raises(FileNotFoundError, match="neither a local checkpoint folder nor a cached hub id"):
+        build_detr_model(list(SHAPE_CLASSES), model_name_or_path=str(tmp_path / "nothing-here"))
