@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUNS ?= runs
 
-.PHONY: help install test test-all bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet
+.PHONY: help install test test-all bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn demo
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -61,3 +61,35 @@ bench-imagenet: install  ## GPUs: ResNet-18/50 on ImageNet, accelerate multi-GPU
 		--dataset $(IMAGENET_DIR) --eval_split validation --model $(or $(MODEL),resnet50) --image_size 224 \
 		--num_train_epochs $(or $(EPOCHS),90) --per_device_train_batch_size 256 --learning_rate 0.4 \
 		--lr_scheduler_type cosine --warmup_steps 0.05 --bf16 true --dataloader_num_workers 12
+
+# --- detection (PASCAL VOC) -----------------------------------------------------------------------------
+DETR := recipes/detection/train_detr.py
+FRCNN := recipes/detection/train_faster_rcnn.py
+ACCELERATE_MULTI := $(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/multi_gpu_ddp.yaml
+
+demo-detr: install  ## CPU: tiny RT-DETR on synthetic VOC (96 px), adamw vs adamw-gaf, 30 epochs (about 10 min on 2 cores)
+	$(VENV)/bin/hf-gaf demo --task detr --epochs $(or $(EPOCHS),30) --out $(RUNS)/demo-detr
+
+demo-frcnn: install  ## CPU: Faster R-CNN (timm resnet18 + FPN) on synthetic VOC (96 px), sgd vs gaf (about 10 min)
+	$(VENV)/bin/hf-gaf demo --task faster_rcnn --epochs $(or $(EPOCHS),8) --out $(RUNS)/demo-frcnn
+
+bench-voc-detr: install  ## GPUs: DETR-R50 on VOC 07+12, tested on VOC2007 test; VOC_ROOT= (and CHECKPOINT= a local DETR folder) required
+	@test -n "$(VOC_ROOT)" || { echo "set VOC_ROOT=/path/holding/VOCdevkit (VOC2007 + VOC2012)"; exit 2; }
+	$(PY) recipes/compare.py --script $(DETR) --presets adamw adamw-gaf --seeds $(or $(SEEDS_VOC),0) --baseline adamw \
+		--metric eval_voc07_map --out $(RUNS)/bench-voc-detr --title "DETR-R50, VOC 07+12 -> VOC07 test" \
+		--launcher "$(ACCELERATE_MULTI)" -- --voc_root $(VOC_ROOT) --years 2007+2012 --eval_years 2007 \
+		$(if $(CHECKPOINT),--model_name_or_path $(CHECKPOINT) --ignore_mismatched_sizes true,--model_config detr-r50) \
+		--image_size 800 --num_train_epochs $(or $(EPOCHS),50) --per_device_train_batch_size 4 --bf16 true \
+		--dataloader_num_workers 8
+
+bench-voc-frcnn: install  ## GPUs: Faster R-CNN R50-FPN on VOC 07+12, VOC2007 test, sgd vs gaf; VOC_ROOT= (and WEIGHTS= local backbone/detector weights)
+	@test -n "$(VOC_ROOT)" || { echo "set VOC_ROOT=/path/holding/VOCdevkit (VOC2007 + VOC2012)"; exit 2; }
+	$(PY) recipes/compare.py --script $(FRCNN) --presets sgd gaf --seeds $(or $(SEEDS_VOC),0) --metric eval_voc07_map \
+		--out $(RUNS)/bench-voc-frcnn --title "Faster R-CNN R50-FPN, VOC 07+12 -> VOC07 test" \
+		--launcher "$(ACCELERATE_MULTI)" -- --voc_root $(VOC_ROOT) --years 2007+2012 --eval_years 2007 \
+		--backbone resnet50_fpn $(if $(WEIGHTS),--weights_path $(WEIGHTS)) --image_size 800 \
+		--num_train_epochs $(or $(EPOCHS),12) --per_device_train_batch_size 2 --dataloader_num_workers 8
+
+# --- the newcomer's demo --------------------------------------------------------------------------------
+demo: install  ## CPU, offline: digits + synthetic-VOC (RT-DETR, Faster R-CNN), GAF vs baseline, plots and a summary (about 12 min)
+	$(VENV)/bin/hf-gaf demo --out $(RUNS)/demo

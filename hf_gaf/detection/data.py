@@ -29,6 +29,8 @@ class VOCDataArguments:
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
     compat: str = field(default="devkit", metadata={"help": "VOC AP convention: devkit or py-faster-rcnn."})
+    draw_predictions: int = field(default=8, metadata={
+        "help": "After training, draw the boxes on this many evaluation images into OUTPUT_DIR/predictions.png (0: off)."})
 
 
 CLASS_SETS = {"voc": VOC_CLASSES, "shapes": SHAPE_CLASSES}

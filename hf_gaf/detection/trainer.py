@@ -14,6 +14,7 @@ stays flat.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -96,6 +97,26 @@ class DetectionTrainer(GAFTrainer):
             return super().get_eval_dataloader(eval_dataset)
         finally:
             self.data_collator = train_collator
+
+    @torch.no_grad()
+    def draw_predictions(self, dataset, class_names, n_images: int = 8, score_threshold: float = 0.3,
+                         path: str | None = None) -> str | None:
+        """Write ``OUTPUT_DIR/predictions.png`` (or ``path``): the model's boxes and the ground truth on the
+        first ``n_images`` of ``dataset``. Nothing when ``n_images`` is 0 or on non-main processes."""
+        from ..plots import plot_detections
+
+        if not n_images or not self.is_world_process_zero():
+            return None
+        path = path or os.path.join(self.args.output_dir, "predictions.png")
+        subset = dataset.select(range(min(n_images, len(dataset))))
+        batch = self._prepare_inputs((self.eval_data_collator or self.data_collator)([subset[i] for i in range(len(subset))]))
+        model = self.model.eval()
+        detections = self.postprocess(model(**batch), batch["labels"])
+        truths = [{"boxes": row["objects"]["bbox"]} for row in subset]
+        plot_detections([row["image"] for row in subset], [{k: v.cpu().numpy() for k, v in d.items()} for d in detections],
+                        truths, class_names, path, score_threshold=score_threshold)
+        print(f"drew predictions on {len(subset)} test images: {path}")
+        return path
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -71,6 +71,7 @@ def main(argv=None) -> None:
         postprocess=detr_postprocess(processor, size), eval_data_collator=eval_collate)
     run_training(trainer, recipe, n_train_images=len(train_ds),
                  extra={"model": model_args.model_name_or_path or model_args.model_config, "image_size": size})
+    trainer.draw_predictions(eval_ds, names, n_images=data_args.draw_predictions)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ def main(argv=None) -> None:
         data_collator=FasterRCNNCollator(train_tf), eval_data_collator=FasterRCNNCollator(eval_tf),
         compute_metrics=detection_compute_metrics(names, compat=data_args.compat), postprocess=faster_rcnn_postprocess)
     run_training(trainer, recipe, n_train_images=len(train_ds), extra={"backbone": model_args.backbone, "image_size": size})
+    trainer.draw_predictions(eval_ds, names, n_images=data_args.draw_predictions)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""The ``hf-gaf`` command: ``make-voc``, ``plot-gaf``, ``compare`` and ``demo``.
+
+    hf-gaf make-voc runs/voc-synth --n-train 400 --n-test 100
+    hf-gaf plot-gaf --kind atan --alpha 0.1 --beta 20 --out gaf.png
+    hf-gaf compare --script recipes/classification/train.py --presets sgd gaf --out runs/cmp -- --num_train_epochs 2
+    hf-gaf demo
+
+Bad arguments are reported in one line (no traceback) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _make_voc(args) -> None:
+    from .data.synthetic_voc import SHAPE_CLASSES, make_voc
+
+    classes = args.classes.split(",") if args.classes else SHAPE_CLASSES
+    try:
+        root = make_voc(args.out, n_train=args.n_train, n_test=args.n_test, image_size=args.image_size,
+                        seed=args.seed, classes=classes)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    print(f"wrote {args.n_train} trainval + {args.n_test} test images to {root}")
+
+
+def _plot_gaf(args) -> None:
+    from .functional import validate_gaf
+    from .plots import plot_gaf
+
+    try:
+        validate_gaf(args.kind, args.alpha, args.beta)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    plot_gaf(args.out, args.kind, args.alpha, args.beta)
+    print(f"wrote {args.out}")
+
+
+def _compare(args, rest: list[str]) -> None:
+    from .compare import main
+
+    try:
+        main(rest)
+    except (FileNotFoundError, KeyError, RuntimeError) as err:
+        raise CommandError(str(err).strip("'\"")) from None
+
+
+def _demo(args) -> None:
+    from .demo import run_demo
+
+    try:
+        run_demo(args.out, fast=args.fast, tasks=args.task, epochs=args.epochs)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-gaf", description="Gradient Activation Functions for the HF stack.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("make-voc", help="write a synthetic VOC-format data set of shapes")
+    p.add_argument("out", help="output folder (VOCdevkit/VOC2007 is created inside)")
+    p.add_argument("--n-train", type=int, default=400, help="trainval images")
+    p.add_argument("--n-test", type=int, default=100, help="test images")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", default=None, help="comma-separated subset of circle,square,triangle,cross")
+    p.set_defaults(func=_make_voc)
+
+    p = sub.add_parser("plot-gaf", help="plot f and f' of a GAF against identity and clip-by-value")
+    p.add_argument("--kind", default="atan", choices=["atan", "tanh", "log"])
+    p.add_argument("--alpha", type=float, default=0.1)
+    p.add_argument("--beta", type=float, default=20.0)
+    p.add_argument("--out", default="gaf.png")
+    p.set_defaults(func=_plot_gaf)
+
+    p = sub.add_parser("compare", help="run a recipe over presets x seeds; table and curves (see --help)",
+                       add_help=False)
+    p.set_defaults(func=None)
+
+    p = sub.add_parser("demo", help="the CPU demo: digits and synthetic-VOC comparisons, plots, summary")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--fast", action="store_true", help="a reduced demo (about 2 minutes), as the tests run it")
+    p.add_argument("--task", nargs="+", choices=["digits", "detr", "faster_rcnn"], default=None,
+                   help="run only these comparisons")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every task run (default: each task's own)")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv[:1] == ["compare"]:  # the comparison runner owns its flags (and `--` for the recipe)
+        try:
+            _compare(None, argv[1:])
+        except CommandError as err:
+            print(f"hf-gaf compare: error: {err}", file=sys.stderr)
+            return 2
+        return 0
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except CommandError as err:
+        print(f"hf-gaf {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+HF_GAF = str(Path(sys.executable).with_name("hf-gaf"))
+
+
+def run(*args, timeout=120):
+    return subprocess.run([HF_GAF, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.parametrize("command", [[], ["make-voc"], ["plot-gaf"], ["compare"], ["demo"]])
+def test_help_of_every_command(command):
+    proc = run(*command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+
+
+def test_make_voc_and_plot_gaf_write_valid_files(tmp_path):
+    proc = run("make-voc", str(tmp_path / "voc"), "--n-train", "6", "--n-test", "3", "--image-size", "64")
+    assert proc.returncode == 0, proc.stderr
+    base = tmp_path / "voc" / "VOCdevkit" / "VOC2007"
+    assert len(list((base / "JPEGImages").glob("*.jpg"))) == 9
+    assert (base / "ImageSets" / "Main" / "test.txt").read_text().split() == ["000006", "000007", "000008"]
+    proc = run("plot-gaf", "--kind", "tanh", "--alpha", "0.2", "--beta", "10", "--out", str(tmp_path / "f.png"))
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "f.png") as png:
+        assert png.format == "PNG" and png.size[0] > 600
+
+
+@pytest.mark.parametrize("args, message", [
+    (["plot-gaf", "--alpha", "-1"], "alpha must be finite and > 0"),
+    (["make-voc", "/tmp/x", "--classes", "hexagon"], "unknown class names"),
+    (["compare", "--script", "nope.py", "--presets", "sgd", "--out", "/tmp/x"], "does not exist"),
+    (["demo", "--task", "segmentation"], "invalid choice"),
+])
+def test_bad_arguments_are_one_line_errors(args, message):
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "error" in line]) == 1
+
+
+def test_reduced_demo_end_to_end(tmp_path):
+    start = time.perf_counter()
+    proc = run("demo", "--fast", "--out", str(tmp_path / "demo"), timeout=400)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "demo"
+    summary = (out / "results.md").read_text()
+    for task in ("digits", "detr", "faster_rcnn"):
+        assert f"| {task} |" in summary
+        assert (out / task / "curves.png").is_file() and (out / task / "results.md").is_file()
+    assert (out / "gaf_function.png").is_file()
+    assert (out / "detr" / "adamw-gaf" / "seed-0" / "predictions.png").is_file()
+    assert (out / "faster_rcnn" / "gaf" / "seed-0" / "predictions.png").is_file()
+    assert "files:" in proc.stdout and str(out / "results.md") in proc.stdout
+    assert elapsed < 180, f"the reduced demo took {elapsed:.0f} s"
