@@ -67,7 +67,7 @@ DETR := recipes/detection/train_detr.py
 FRCNN := recipes/detection/train_faster_rcnn.py
 ACCELERATE_MULTI := $(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/multi_gpu_ddp.yaml
 
-demo-detr: install  ## CPU: tiny RT-DETR on synthetic VOC (96 px), adamw vs adamw-gaf, 30 epochs (about 10 min on 2 cores)
+demo-detr: install  ## CPU: tiny RT-DETR on synthetic VOC (96 px), adamw vs adamw-gaf, 30 epochs (about 9 min on 2 cores)
 	$(VENV)/bin/hf-gaf demo --task detr --epochs $(or $(EPOCHS),30) --out $(RUNS)/demo-detr
 
 demo-frcnn: install  ## CPU: Faster R-CNN (timm resnet18 + FPN) on synthetic VOC (96 px), sgd vs gaf (about 10 min)
@@ -91,5 +91,5 @@ bench-voc-frcnn: install  ## GPUs: Faster R-CNN R50-FPN on VOC 07+12, VOC2007 te
 		--num_train_epochs $(or $(EPOCHS),12) --per_device_train_batch_size 2 --dataloader_num_workers 8
 
 # --- the newcomer's demo --------------------------------------------------------------------------------
-demo: install  ## CPU, offline: digits + synthetic-VOC (RT-DETR, Faster R-CNN), GAF vs baseline, plots and a summary (about 12 min)
+demo: install  ## CPU, offline: digits + synthetic-VOC (RT-DETR, Faster R-CNN), GAF vs baseline, plots and a summary (about 11 min)
 	$(VENV)/bin/hf-gaf demo --out $(RUNS)/demo

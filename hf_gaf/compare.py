@@ -106,7 +106,8 @@ def results_markdown(summary: dict, title: str = "") -> str:
     name = PRETTY.get(metric, metric)
     lines = [f"## {title}" if title else "## Results", "",
              f"{name} (`{metric}`), mean ± std over seeds {summary['seeds']}; Δ is against `{baseline}`; "
-             f"images/s is training throughput, median over epochs and seeds, measured in this same comparison.", "",
+             f"images/s is training throughput in the steady state (median over epochs after the first, then over "
+             f"seeds), measured in this same comparison.", "",
              f"| preset | {name} | Δ vs {baseline} | per seed | s / epoch | images/s | images/s vs {baseline} |",
              "|---|---:|---:|---|---:|---:|---:|"]
     best = max(summary["table"].values(), key=lambda r: r["mean"] if not math.isnan(r["mean"]) else -math.inf)

@@ -77,8 +77,9 @@ def summary_markdown(rows: list[dict], seconds: float, fast: bool) -> str:
     for r in rows:
         lines.append(f"| {r['task']} | {r['metric'].removeprefix('eval_')} | {r['baseline']} | {r['baseline_value']:.4f} | "
                      f"{r['gaf']} | {r['gaf_value']:.4f} | {r['delta']:+.4f} | {r['speed']:.3f} |")
-    lines += ["", f"One seed per preset: differences this small are within seed noise (see `make bench-digits` for "
-              f"3 seeds). Total time {seconds / 60:.1f} min."]
+    lines += ["", "One seed per preset, so each Δ includes seed-to-seed noise (`make bench-digits` runs 3 seeds); "
+              "images/s ratios on a shared 2-core machine swing by about ±10 % between runs.",
+              f"Total time {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
 

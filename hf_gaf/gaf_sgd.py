@@ -27,7 +27,8 @@ list kernels (``foreach=True``) and one fused pass per group compiled with ``tor
 (``fused=True``; Inductor C++ on CPU, Triton on CUDA). The first two agree bit for bit; the fused
 pass agrees to float rounding. ``fused=None`` (default) picks the fused pass for dense float
 parameters when ``torch.compile`` works here and the environment variable ``HF_GAF_FUSED`` is not
-``0``, else the list kernels; it falls back to them, with one warning, if compiling fails.
+``0``, else the list kernels on CUDA and the per-tensor loop on CPU (as ``torch.optim.SGD``); it falls
+back to those, with one warning, if compiling fails.
 
 Example:
     >>> import torch
@@ -314,7 +315,8 @@ class GAFSGD(Optimizer):
                 continue
             foreach = group["foreach"]
             if foreach is None:
-                foreach = all(p.device.type in ("cpu", "cuda") for p in params) and not callable(group["gaf"])
+                # as torch.optim.SGD: list kernels on CUDA; on CPU the per-tensor loop is faster
+                foreach = all(p.device.type == "cuda" for p in params) and not callable(group["gaf"])
             if foreach:
                 for (dev_params, dev_grads, dev_bufs), indices in Optimizer._group_tensors_by_device_and_dtype(
                     [params, grads, momentum_buffers if group["momentum"] != 0 else [None] * len(params)],

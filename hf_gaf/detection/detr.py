@@ -105,8 +105,7 @@ class DetrCollator:
     def __call__(self, examples: list[dict]) -> dict:
         samples, annotations = [], []
         for ex in examples:
-            o = ex["objects"]
-            sample = self.transform(ex["image"], o["bbox"], o["category"])
+            sample = self.transform.apply(ex)
             samples.append(sample)
             boxes = sample.boxes
             annotations.append({"image_id": int(ex["index"]), "annotations": [

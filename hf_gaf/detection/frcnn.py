@@ -16,8 +16,7 @@ class FasterRCNNCollator:
     def __call__(self, examples: list[dict]) -> dict:
         images, labels = [], []
         for ex in examples:
-            o = ex["objects"]
-            sample = self.transform(ex["image"], o["bbox"], o["category"])
+            sample = self.transform.apply(ex)
             images.append(sample.image.float() / 255.0)
             labels.append({"boxes": sample.boxes.reshape(-1, 4), "labels": sample.labels, **evaluation_fields(ex, sample)})
         return {"pixel_values": torch.stack(images), "labels": labels}

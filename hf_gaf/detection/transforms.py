@@ -80,6 +80,10 @@ class DetectionTransform:
         scale = (new_w / w, new_h / h) if self.augment is None else (new_w / aw, new_h / ah)
         return CanvasSample(torch.as_tensor(img), bbs.as_subclass(torch.Tensor).float(), lab, scale, (int(h), int(w)))
 
+    def apply(self, example: dict) -> CanvasSample:
+        """The transform of a data-set row (``image`` and ``objects`` as :func:`~hf_gaf.data.voc.load_voc` gives)."""
+        return self(example["image"], example["objects"]["bbox"], example["objects"]["category"])
+
     @staticmethod
     def _drop_empty(bbs, labels):
         bbs = v2.functional.clamp_bounding_boxes(bbs)

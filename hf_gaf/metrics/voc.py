@@ -85,6 +85,16 @@ class _ClassData:
         self.det_boxes, self.det_scores, self.det_image = [], [], []
 
 
+def _scatter_by_class(per_class: list[_ClassData], kind: str, labels: np.ndarray, image: int, arrays: dict) -> None:
+    """Append one image's ``arrays`` (``kind`` = "gt" or "det") to the per-class lists."""
+    for c in np.unique(labels):
+        sel = labels == c
+        data = per_class[c]
+        for name, array in arrays.items():
+            getattr(data, f"{kind}_{name}").append(array[sel])
+        getattr(data, f"{kind}_image").append(np.full(int(sel.sum()), image))
+
+
 def _gather(detections, ground_truths, n_classes: int) -> list[_ClassData]:
     image_index: dict = {}
     per_class = [_ClassData() for _ in range(n_classes)]
@@ -94,27 +104,17 @@ def _gather(detections, ground_truths, n_classes: int) -> list[_ClassData]:
         return image_index.setdefault(key, len(image_index))
 
     for gt in ground_truths:
-        i = index_of(gt["image_id"])
-        boxes = to_numpy(gt["boxes"], np.float64).reshape(-1, 4)
         labels = to_numpy(gt["labels"], np.int64).reshape(-1)
-        difficult = to_numpy(gt.get("difficult", np.zeros(len(labels), bool)), bool).reshape(-1)
         _check_labels(labels, n_classes, "ground truth")
-        for c in np.unique(labels):
-            sel = labels == c
-            per_class[c].gt_boxes.append(boxes[sel])
-            per_class[c].gt_difficult.append(difficult[sel])
-            per_class[c].gt_image.append(np.full(int(sel.sum()), i))
+        _scatter_by_class(per_class, "gt", labels, index_of(gt["image_id"]), {
+            "boxes": to_numpy(gt["boxes"], np.float64).reshape(-1, 4),
+            "difficult": to_numpy(gt.get("difficult", np.zeros(len(labels), bool)), bool).reshape(-1)})
     for det in detections:
-        i = index_of(det["image_id"])
-        boxes = to_numpy(det["boxes"], np.float64).reshape(-1, 4)
-        scores = to_numpy(det["scores"], np.float64).reshape(-1)
         labels = to_numpy(det["labels"], np.int64).reshape(-1)
         _check_labels(labels, n_classes, "detection")
-        for c in np.unique(labels):
-            sel = labels == c
-            per_class[c].det_boxes.append(boxes[sel])
-            per_class[c].det_scores.append(scores[sel])
-            per_class[c].det_image.append(np.full(int(sel.sum()), i))
+        _scatter_by_class(per_class, "det", labels, index_of(det["image_id"]), {
+            "boxes": to_numpy(det["boxes"], np.float64).reshape(-1, 4),
+            "scores": to_numpy(det["scores"], np.float64).reshape(-1)})
     return per_class
 
 
