@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection
 
 from .data import evaluation_fields
