@@ -106,6 +106,7 @@ def test_two_steps_and_an_evaluation_write_metrics_json(tmp_path, synthetic_voc)
     for key in ("eval_loss", "eval_voc07_map", "eval_voc12_map", "eval_coco_map", "eval_coco_ap50", "eval_ap_circle"):
         assert key in final and math.isfinite(final[key]), key
     assert report["settings"]["gaf"] == "atan" and report["global_step"] == 2
+    assert final["eval_n_images"] == 8
 
 
 def free_port():
@@ -118,11 +119,14 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, synthetic_voc):
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml"),
            "--main_process_port", str(free_port()), str(ROOT / "recipes/detection/train_detr.py"),
-           "--voc_root", synthetic_voc, "--output_dir", str(tmp_path), "--recipe", "adamw", *FAST]
+           "--voc_root", synthetic_voc, "--output_dir", str(tmp_path), "--recipe", "adamw", *FAST,
+           "--max_eval_samples", "7", "--per_device_eval_batch_size", "2"]  # uneven: the last batch is padded
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert math.isfinite(json.loads((tmp_path / "metrics.json").read_text())["final"]["eval_voc07_map"])
+    final = json.loads((tmp_path / "metrics.json").read_text())["final"]
+    assert math.isfinite(final["eval_voc07_map"])
+    assert final["eval_n_images"] == 7, "evaluation gathered across 2 processes dropped or doubled images"
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, synthetic_voc):

@@ -120,6 +120,7 @@ def test_streaming_evaluator_equals_one_shot():
     out = ev.compute()
     assert out["voc07_map"] == pytest.approx(voc_eval(DETS_A, GTS_A, ["a", "b", "c"])["map"])
     assert out["voc12_map"] == pytest.approx(0.375)
+    assert out["n_images"] == 3
     assert set(out) >= {"voc07_map", "voc12_map", "coco_map", "coco_ap50", "coco_ap75", "ap_a", "ap_b"}
 
 

@@ -26,8 +26,8 @@ METRIC_KEYS = ("voc07_map", "voc12_map", "coco_map", "coco_ap50", "coco_ap75")
 
 
 class DetectionEvaluator:
-    """Accumulates detections and ground truth; :meth:`compute` returns VOC07, VOC12 and COCO numbers
-    plus ``ap_<class>`` (VOC07 AP per class, the classic table)."""
+    """Accumulates detections and ground truth; :meth:`compute` returns VOC07, VOC12 and COCO numbers,
+    ``ap_<class>`` (VOC07 AP per class, the classic table) and ``n_images`` (images scored)."""
 
     def __init__(self, class_names: Sequence[str], iou_threshold: float = 0.5, compat: str = "devkit",
                  coco: bool = True) -> None:
@@ -64,6 +64,7 @@ class DetectionEvaluator:
             coco = coco_eval(*args)
             out.update(coco_map=coco["coco_map"], coco_ap50=coco["ap50"], coco_ap75=coco["ap75"])
         out.update({f"ap_{name}": value for name, value in voc07["ap"].items()})
+        out["n_images"] = len(self.ground_truths)  # images scored: a check that nothing was dropped or doubled
         return out
 
 
