@@ -42,7 +42,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from typing import Any
@@ -52,8 +51,6 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .functional import GAFKind, GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, validate_gaf
-
-logger = logging.getLogger(__name__)
 
 PLACEMENTS = ("grad", "update")
 GAF_GROUP_KEYS = ("gaf", "alpha", "beta", "placement")

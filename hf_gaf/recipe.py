@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import os
 
 from .run_metrics import MetricsJsonCallback
-
-logger = logging.getLogger(__name__)
-
 
 def recipe_defaults(**overrides) -> dict:
     """TrainingArguments defaults of every recipe: evaluate and log each epoch, no checkpoints unless

@@ -18,7 +18,6 @@ import os
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # never download at run time: fail fast instead
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import logging  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
@@ -33,9 +32,6 @@ from hf_gaf.metrics import metric_path  # noqa: E402
 from hf_gaf.models.timm_classifier import TimmClassifier  # noqa: E402
 from hf_gaf.presets import PresetArguments, parse_with_preset  # noqa: E402
 from hf_gaf.recipe import recipe_defaults, run_training  # noqa: E402
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class ModelArguments:
