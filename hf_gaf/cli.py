@@ -42,7 +42,7 @@ def _plot_gaf(args) -> None:
     print(f"wrote {args.out}")
 
 
-def _compare(args, rest: list[str]) -> None:
+def _compare(rest: list[str]) -> None:
     from .compare import main
 
     try:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if argv[:1] == ["compare"]:  # the comparison runner owns its flags (and `--` for the recipe)
         try:
-            _compare(None, argv[1:])
+            _compare(argv[1:])
         except CommandError as err:
             print(f"hf-gaf compare: error: {err}", file=sys.stderr)
             return 2

@@ -247,9 +247,10 @@ class GAFTrainer(Trainer):
         if self.gaf_stats is not None:
             self.gaf_stats.register(inner)  # ahead of the GAF hook, so it measures the raw gradients
         gaf_ids = self._gaf_param_ids(model)
-        params = [p for g in inner.param_groups for p in g["params"] if id(p) in gaf_ids]
+        all_params = [p for g in inner.param_groups for p in g["params"]]
+        selected = [p for p in all_params if id(p) in gaf_ids]
         attach_gaf(inner, gaf=self.args.gaf, alpha=self.args.gaf_alpha, beta=self.args.gaf_beta,
-                   params=params if len(gaf_ids) < sum(len(g["params"]) for g in inner.param_groups) else None)
+                   params=None if len(selected) == len(all_params) else selected)
         logger.info("GAF %s (alpha=%g, beta=%g) attached to %s", self.args.gaf, self.args.gaf_alpha,
                     self.args.gaf_beta, type(inner).__name__)
 

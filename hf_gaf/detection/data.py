@@ -9,6 +9,7 @@ import torch
 
 from ..data.synthetic_voc import SHAPE_CLASSES
 from ..data.voc import VOC_CLASSES, load_voc
+from .transforms import canvas_to_original
 
 
 @dataclass
@@ -74,3 +75,15 @@ def evaluation_fields(example: dict, sample) -> dict:
         "image_index": torch.tensor(int(example["index"])),
         "scale": torch.tensor(sample.scale), "orig_size": torch.tensor(sample.orig_size),
     }
+
+
+def detections_to_original(detections: list[dict], labels: list[dict]) -> list[dict]:
+    """Per-image ``{boxes, scores, labels}`` on the canvas back to original pixels, with the ``scale``
+    and ``orig_size`` that :func:`evaluation_fields` put into each label dict."""
+    out = []
+    for d, t in zip(detections, labels):
+        scale = tuple(float(v) for v in t["scale"])
+        size = tuple(int(v) for v in t["orig_size"])
+        out.append({"boxes": canvas_to_original(d["boxes"].float(), scale, size), "scores": d["scores"],
+                    "labels": d["labels"]})
+    return out

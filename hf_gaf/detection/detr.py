@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection
 
-from .data import evaluation_fields
-from .transforms import DetectionTransform, canvas_to_original
+from .data import detections_to_original, evaluation_fields
+from .transforms import DetectionTransform
 
 # from-scratch configs; "tiny-*" are the CPU ones (small backbone, few layers, few queries)
 NAMED_CONFIGS = {
@@ -124,13 +124,7 @@ def detr_postprocess(processor, canvas: int):
     def postprocess(outputs, labels):
         view = SimpleNamespace(logits=outputs["logits"], pred_boxes=outputs["pred_boxes"])  # ModelOutput or dict
         results = processor.post_process_object_detection(view, threshold=0.0, target_sizes=[(canvas, canvas)] * len(labels))
-        out = []
-        for r, t in zip(results, labels):
-            scale = tuple(float(v) for v in t["scale"])
-            size = tuple(int(v) for v in t["orig_size"])
-            out.append({"boxes": canvas_to_original(r["boxes"].float(), scale, size), "scores": r["scores"],
-                        "labels": r["labels"]})
-        return out
+        return detections_to_original(results, labels)
 
     return postprocess
 

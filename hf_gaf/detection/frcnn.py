@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from .data import evaluation_fields
-from .transforms import DetectionTransform, canvas_to_original
+from .data import detections_to_original, evaluation_fields
+from .transforms import DetectionTransform
 
 
 class FasterRCNNCollator:
@@ -24,9 +24,4 @@ class FasterRCNNCollator:
 
 def faster_rcnn_postprocess(outputs: dict, labels: list[dict]) -> list[dict]:
     """``postprocess`` for :class:`~hf_gaf.detection.trainer.DetectionTrainer`."""
-    out = []
-    for d, t in zip(outputs["detections"], labels):
-        scale = tuple(float(v) for v in t["scale"])
-        size = tuple(int(v) for v in t["orig_size"])
-        out.append({"boxes": canvas_to_original(d["boxes"].float(), scale, size), "scores": d["scores"], "labels": d["labels"]})
-    return out
+    return detections_to_original(outputs["detections"], labels)

@@ -31,30 +31,28 @@ def pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
     longest = max([len(r) for r in rows] + [1])
     out = torch.full((len(rows), longest, width), PAD)
     for i, r in enumerate(rows):
-        out[i, : len(r)] = r.float().cpu()
+        out[i, : len(r)] = r
     return out
+
+
+def image_rows(boxes: torch.Tensor, first: torch.Tensor, second: torch.Tensor, image_index) -> torch.Tensor:
+    """One image's ``[n, 7]`` float rows: x0, y0, x1, y1, two per-box columns, the image index."""
+    columns = [boxes.reshape(-1, 4), first.reshape(-1, 1), second.reshape(-1, 1)]
+    block = torch.cat([c.float().cpu() for c in columns], 1)
+    return torch.cat([block, torch.full((len(block), 1), float(image_index))], 1)
 
 
 def pack_ground_truth(labels: list[dict]) -> torch.Tensor:
     """Original ground truth of a batch (keys ``orig_boxes``, ``orig_class_labels``, ``difficult``,
     ``image_index`` of each label dict) as a padded ``[B, M, 7]`` tensor."""
-    rows = []
-    for t in labels:
-        n = len(t["orig_class_labels"])
-        rows.append(torch.cat([t["orig_boxes"].reshape(-1, 4).float().cpu(), t["orig_class_labels"].reshape(-1, 1).float().cpu(),
-                               t["difficult"].reshape(-1, 1).float().cpu(),
-                               torch.full((n, 1), float(t["image_index"]))], 1))
-    return pad_rows(rows, 7)
+    return pad_rows([image_rows(t["orig_boxes"], t["orig_class_labels"], t["difficult"], t["image_index"])
+                     for t in labels], 7)
 
 
 def pack_detections(detections: list[dict], image_indices: list[int]) -> torch.Tensor:
     """Per-image ``{boxes, scores, labels}`` (original pixels) as a padded ``[B, K, 7]`` tensor."""
-    rows = []
-    for d, index in zip(detections, image_indices):
-        n = len(d["scores"])
-        rows.append(torch.cat([d["boxes"].reshape(-1, 4).float().cpu(), d["scores"].reshape(-1, 1).float().cpu(),
-                               d["labels"].reshape(-1, 1).float().cpu(), torch.full((n, 1), float(index))], 1))
-    return pad_rows(rows, 7)
+    return pad_rows([image_rows(d["boxes"], d["scores"], d["labels"], index)
+                     for d, index in zip(detections, image_indices)], 7)
 
 
 def unpack(predictions, ground_truth) -> tuple[list[dict], list[dict]]:
