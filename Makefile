@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUNS ?= runs
 
-.PHONY: help install test test-all bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn demo
+.PHONY: help install test test-all gpu-check bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn demo
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -23,7 +23,10 @@ test: install  ## run the default (fast) test suite
 test-all: install  ## run every test, the slow ones too
 	$(PY) -m pytest -m ''
 
-bench-optim: install  ## optimizer-step benchmark on resnet50's parameters (GAFSGD vs torch SGD)
+gpu-check:  ## GPU: paths vs float64, step/training-step/hook ratios, detection images/s (about 5 min on one H200; offline, installs nothing)
+	PYTHONPATH=.:$$PYTHONPATH $(PYTHON) recipes/gpu_check.py --out $(RUNS)/gpu-check
+
+bench-optim: install  ## optimizer-step benchmark on resnet50's parameters (GAFSGD vs torch SGD; first-step compile time)
 	$(PY) recipes/bench_optimizer_step.py --out $(RUNS)/bench_optim.json
 
 bench-map: install  ## mAP speed: voc_eval vs torchmetrics on 5,000 images x 100 detections x 20 classes

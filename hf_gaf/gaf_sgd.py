@@ -23,12 +23,16 @@ is saved by ``state_dict``; the state key is ``momentum_buffer``, so a torch SGD
 ``p.grad`` is never written.
 
 Three code paths compute the same update: a per-tensor loop (``foreach=False``), ``torch._foreach``
-list kernels (``foreach=True``) and one fused pass per group compiled with ``torch.compile``
-(``fused=True``; Inductor C++ on CPU, Triton on CUDA). The first two agree bit for bit; the fused
-pass agrees to float rounding. ``fused=None`` (default) picks the fused pass for dense float
-parameters when ``torch.compile`` works here and the environment variable ``HF_GAF_FUSED`` is not
-``0``, else the list kernels on CUDA and the per-tensor loop on CPU (as ``torch.optim.SGD``); it falls
-back to those, with one warning, if compiling fails.
+list kernels (``foreach=True``) and a fused step (``fused=True``). The first two agree bit for bit.
+The fused step is, on CUDA, ONE Triton kernel launch per (device, dtype) bucket of a group
+(:mod:`hf_gaf.triton_kernels`: float32/bfloat16/float16 parameters, math in float32) and, elsewhere,
+one pass per group compiled with ``torch.compile`` (Inductor C++ on CPU); both agree with the eager
+paths to float rounding. ``fused=None`` (default) picks the Triton kernel for CUDA tensors it
+supports, the compiled pass for other dense float parameters when ``torch.compile`` works here,
+else the list kernels on CUDA and the per-tensor loop on CPU (as ``torch.optim.SGD``); it falls back
+to those, with one warning, if compiling fails. The environment variable ``HF_GAF_FUSED`` overrides
+the automatic choice: ``0`` eager paths only, ``compile`` the compiled pass even on CUDA, ``triton``
+the Triton kernel (also for CPU tensors under ``TRITON_INTERPRET=1``, which is how the tests run it).
 
 Example:
     >>> import torch
@@ -179,9 +183,24 @@ def _get_compiled_fused_body():
     return _compiled_fused_body
 
 
+def _triton_supported(params: list[Tensor], gaf_kind: Any) -> bool:
+    """The Triton step takes plain float32/bfloat16/float16 tensors on CUDA (on CPU when asked for by
+    ``HF_GAF_FUSED=triton`` under ``TRITON_INTERPRET=1``) and the named kinds; the kernel module
+    (and Triton) loads on first use."""
+    device = params[0].device
+    if callable(gaf_kind) or not (device.type == "cuda" or os.environ.get("HF_GAF_FUSED") == "triton"):
+        return False
+    from . import triton_kernels
+
+    return triton_kernels.runs_on(device) and all(
+        type(p) in (torch.nn.Parameter, Tensor) and p.device == device and p.dtype in triton_kernels.SUPPORTED_DTYPES
+        for p in params
+    )
+
+
 def _fused_supported(params: list[Tensor], gaf_kind: Any) -> bool:
     """The fused pass takes dense float tensors on CPU or CUDA, plain (not DTensor), named kinds."""
-    if callable(gaf_kind) or os.environ.get("HF_GAF_FUSED", "1") == "0":
+    if callable(gaf_kind):
         return False
     if torch.compiler.is_compiling() or not torch._dynamo.is_dynamo_supported():
         return False
@@ -202,7 +221,8 @@ class GAFSGD(Optimizer):
         gaf: ``"atan"``, ``"tanh"``, ``"log"``, an elementwise callable, or ``None`` (plain SGD).
         alpha, beta: f's scale α and slope β; gain at zero α·β, bound α·π/2 for atan.
         placement: ``"update"`` (f on the momentum update) or ``"grad"`` (f on the raw gradient).
-        fused: ``True`` one compiled pass per group, ``False`` eager kernels, ``None`` automatic.
+        fused: ``True`` the fused step (one Triton launch per dtype on CUDA, a compiled pass elsewhere),
+            ``False`` eager kernels, ``None`` automatic (module docstring).
     """
 
     def __init__(
@@ -240,6 +260,7 @@ class GAFSGD(Optimizer):
         for group in self.param_groups:
             self._check_group(group)
         self._fused_failed = False
+        self._triton_tables = None  # hf_gaf.triton_kernels.TableCache, made on the first Triton step
 
     @staticmethod
     def _check_group(group: dict) -> None:
@@ -260,6 +281,7 @@ class GAFSGD(Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("fused", None)
         self.__dict__.setdefault("_fused_failed", False)
+        self.__dict__.setdefault("_triton_tables", None)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a GAFSGD or ``torch.optim.SGD`` checkpoint. GAF settings saved in the checkpoint win;
@@ -282,12 +304,24 @@ class GAFSGD(Optimizer):
             if group["momentum"] != 0:
                 momentum_buffers.append(self.state[p].get("momentum_buffer"))
 
-    def _use_fused(self, group: dict, params: list[Tensor], momentum_buffers: list) -> bool:
-        if group["fused"] is False or group["foreach"] or self._fused_failed:
-            return False
-        if group["momentum"] != 0 and any(b is None for b in momentum_buffers):
-            return False  # the first step creates buffers eagerly, as torch.optim.SGD does
-        return _fused_supported(params, group["gaf"]) if group["fused"] is None else True
+    def _fused_backend(self, group: dict, params: list[Tensor], momentum_buffers: list) -> str | None:
+        """``"triton"``, ``"compile"`` or ``None`` (eager) for this group's step (module docstring)."""
+        if group["fused"] is False or group["foreach"]:
+            return None
+        choice = os.environ.get("HF_GAF_FUSED", "auto")
+        if choice == "0" and group["fused"] is None:
+            return None
+        if choice != "compile" and _triton_supported(params, group["gaf"]):
+            return "triton"
+        if choice == "triton":
+            raise RuntimeError(
+                "HF_GAF_FUSED=triton: the Triton step needs triton and float32/bfloat16/float16 CUDA parameters "
+                "(CPU parameters only under TRITON_INTERPRET=1) and a named GAF kind")
+        if self._fused_failed or (group["momentum"] != 0 and any(b is None for b in momentum_buffers)):
+            return None  # the first step creates buffers eagerly, as torch.optim.SGD does
+        if group["fused"] is None and not _fused_supported(params, group["gaf"]):
+            return None
+        return "compile"
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -308,7 +342,11 @@ class GAFSGD(Optimizer):
                 weight_decay=group["weight_decay"], nesterov=group["nesterov"], maximize=group["maximize"],
                 gaf_kind=group["gaf"], alpha=group["alpha"], beta=group["beta"], placement=group["placement"],
             )
-            if self._use_fused(group, params, momentum_buffers) and self._fused_step(params, grads, momentum_buffers, hyper):
+            backend = self._fused_backend(group, params, momentum_buffers)
+            if backend == "triton" and self._triton_step(params, grads, momentum_buffers, hyper):
+                self._store_buffers(group, params, momentum_buffers)
+                continue
+            if backend == "compile" and self._fused_step(params, grads, momentum_buffers, hyper):
                 continue
             foreach = group["foreach"]
             if foreach is None:
@@ -329,10 +367,50 @@ class GAFSGD(Optimizer):
                     b = gaf_sgd_update(p, g, momentum_buffers[i] if group["momentum"] != 0 else None, **hyper)
                     if group["momentum"] != 0:
                         momentum_buffers[i] = b
-            if group["momentum"] != 0:
-                for p, b in zip(params, momentum_buffers):
-                    self.state[p]["momentum_buffer"] = b
+            self._store_buffers(group, params, momentum_buffers)
         return loss
+
+    def _store_buffers(self, group: dict, params: list[Tensor], momentum_buffers: list) -> None:
+        if group["momentum"] != 0:
+            for p, b in zip(params, momentum_buffers):
+                self.state[p]["momentum_buffer"] = b
+
+    def _triton_step(self, params, grads, momentum_buffers, hyper) -> bool:
+        """One Triton launch per (device, dtype) bucket (two on a step that creates momentum buffers:
+        new buffers are written as b = d, torch's first step). Returns False, having changed nothing,
+        when a gradient's dtype or memory layout differs from its parameter's; eager paths take it."""
+        from . import triton_kernels
+
+        if self._triton_tables is None:
+            self._triton_tables = triton_kernels.TableCache()
+        use_momentum = hyper["momentum"] != 0
+        buckets = Optimizer._group_tensors_by_device_and_dtype(
+            [params, grads, momentum_buffers if use_momentum else [None] * len(params)], with_indices=True)
+        launches, created = [], []
+        for (device, dtype), ((dev_params, dev_grads, dev_bufs), indices) in buckets.items():
+            old = [k for k, b in enumerate(dev_bufs) if b is not None or not use_momentum]
+            new = [k for k, b in enumerate(dev_bufs) if b is None and use_momentum]
+            if new and not all(triton_kernels.same_layout(dev_grads[k], dev_params[k]) for k in new):
+                return False
+            for k in new:  # dense like its parameter (checked above), so the table's layout check holds
+                created.append((indices[k], torch.empty_like(dev_params[k], memory_format=torch.preserve_format)))
+            new_bufs = dict(created)
+            for subset, first in ((old, False), (new, True)):
+                if not subset:
+                    continue
+                lists = [[dev_params[k] for k in subset], [dev_grads[k] for k in subset]]
+                if use_momentum:
+                    lists.append([new_bufs[indices[k]] if first else dev_bufs[k] for k in subset])
+                table = self._triton_tables.get(lists[0])
+                rows = table.addresses(*lists)
+                if rows is None:
+                    return False
+                launches.append((table, rows, first, dtype))
+        for index, buf in created:
+            momentum_buffers[index] = buf
+        for table, rows, first, dtype in launches:
+            triton_kernels.gaf_sgd_step(table, rows, first_step=first, dtype=dtype, **hyper)
+        return True
 
     @torch.no_grad()
     def gaf_inputs(self) -> list[tuple[list[Tensor], GAFSpec]]:

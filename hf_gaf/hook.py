@@ -11,6 +11,12 @@ Fused optimizers (``fused=True``) let a ``GradScaler`` hand them the scale inste
 writes s·f(g/s), so the optimizer sees f(g) after its division, and does nothing on an overflow step
 (the fused kernel skips that step).
 
+On CUDA, f runs as ONE Triton kernel launch per (device, dtype) of the gradients
+(:mod:`hf_gaf.triton_kernels`), which reads the scale and the overflow flag on the device, so the
+hook never synchronises the host; elsewhere it runs ``torch._foreach`` kernels. ``HF_GAF_FUSED=0``
+(or ``compile``) keeps the ``_foreach`` kernels on CUDA too; ``HF_GAF_FUSED=triton`` with
+``TRITON_INTERPRET=1`` runs the Triton kernel on CPU tensors (the tests).
+
 Example:
     >>> import torch
     >>> from hf_gaf import attach_gaf
@@ -24,8 +30,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
+import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
@@ -56,24 +64,44 @@ class GAFHook:
         self.optimizer = optimizer
         self.spec = spec
         self.param_ids = None if params is None else {id(p) for p in params}
-        self.calls = 0
+        self._calls = 0
+        self._skips_on_device: Tensor | None = None  # overflow steps the Triton kernel skipped on the device
+        self._tables = None  # hf_gaf.triton_kernels.TableCache, made on the first Triton launch
         self._handle = optimizer.register_step_pre_hook(self)
 
-    def gradients(self) -> list[Tensor]:
-        """The gradients f applies to on the next step: those present, of the selected parameters."""
+    @property
+    def calls(self) -> int:
+        """Optimizer steps on which f ran (reading it waits for the device when the Triton path ran)."""
+        if self._skips_on_device is None:
+            return self._calls
+        return self._calls - int(self._skips_on_device.item())
+
+    def selected(self) -> list[Tensor]:
+        """The parameters f applies to on the next step: those selected that have a gradient."""
         return [
-            p.grad
+            p
             for group in self.optimizer.param_groups
             for p in group["params"]
             if p.grad is not None and (self.param_ids is None or id(p) in self.param_ids)
         ]
 
+    def gradients(self) -> list[Tensor]:
+        """The gradients f applies to on the next step."""
+        return [p.grad for p in self.selected()]
+
     def __call__(self, optimizer: Optimizer, args, kwargs) -> None:
-        grads = self.gradients()
-        if not grads:
+        params = self.selected()
+        if not params:
             return
+        grads = [p.grad for p in params]
         grad_scale = getattr(optimizer, "grad_scale", None)
         found_inf = getattr(optimizer, "found_inf", None)
+        if self._triton_apply(params, grads, grad_scale, found_inf):
+            self._calls += 1
+            if found_inf is not None:
+                skipped = (found_inf != 0).sum()
+                self._skips_on_device = skipped if self._skips_on_device is None else self._skips_on_device + skipped
+            return
         if found_inf is not None and bool(found_inf.item()):
             return  # the fused optimizer skips this step; leave the scaled gradients alone
         spec = self.spec
@@ -86,7 +114,40 @@ class GAFHook:
             foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta)
             for g in grads:
                 g.mul_(grad_scale.to(g.device))
-        self.calls += 1
+        self._calls += 1
+
+    def _triton_apply(self, params: list[Tensor], grads: list[Tensor], grad_scale: Tensor | None,
+                      found_inf: Tensor | None) -> bool:
+        """f by the Triton kernel, one launch per dtype, when every gradient (and the scale and
+        overflow flag) is a dense tensor on one device it runs on; False, having changed nothing, else."""
+        device = grads[0].device
+        if callable(self.spec.kind) or os.environ.get("HF_GAF_FUSED") in ("0", "compile"):
+            return False
+        if not (device.type == "cuda" or os.environ.get("HF_GAF_FUSED") == "triton"):
+            return False
+        from . import triton_kernels
+
+        if not triton_kernels.runs_on(device) or any(
+            t is not None and (t.device != device or t.dtype != torch.float32) for t in (grad_scale, found_inf)
+        ):
+            return False
+        if not all(g.device == device and g.dtype in triton_kernels.SUPPORTED_DTYPES for g in grads):
+            return False
+        if self._tables is None:
+            self._tables = triton_kernels.TableCache()
+        launches = []
+        for dtype in dict.fromkeys(g.dtype for g in grads):
+            bucket = [k for k, g in enumerate(grads) if g.dtype == dtype]
+            table = self._tables.get([params[k] for k in bucket])  # keyed by the parameters: they outlive grads
+            rows = table.addresses([grads[k] for k in bucket])
+            if rows is None:
+                return False
+            launches.append((table, rows, dtype))
+        spec = self.spec
+        for table, rows, dtype in launches:
+            triton_kernels.gaf_grads_(table, rows, dtype=dtype, gaf_kind=spec.kind, alpha=spec.alpha, beta=spec.beta,
+                                      grad_scale=grad_scale, found_inf=found_inf)
+        return True
 
     def remove(self) -> None:
         """Detach the hook: the optimizer behaves as if GAF had never been attached."""

@@ -2,11 +2,15 @@
 
 Layout::
 
-    {"recipe": ..., "seed": ..., "settings": {...optimizer and GAF settings...},
+    {"recipe": ..., "seed": ..., "initial_weights_sha256": ..., "settings": {...optimizer and GAF settings...},
      "epochs": [{"epoch": 1, "train_loss": ..., "epoch_time_s": ..., "train_images_per_s": ...,
                  "eval_<metric>": ...}, ...],
      "final": {"eval_<metric>": ... of the last evaluation},
      "wall_time_s": ..., "train_images_per_s": median over epochs after the first}
+
+``initial_weights_sha256`` fingerprints the model as training starts (every state-dict tensor's bytes,
+in order): runs with the same ``--seed`` start from the same weights, which paired-seed comparisons
+between presets rely on.
 
 Throughput counts training images over the epoch's training time only (evaluation excluded), on all
 processes together. The run's ``train_images_per_s`` is the steady state: the median over epochs
@@ -16,16 +20,27 @@ warm-up); with a single epoch it is that epoch's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
 import time
 
+import torch
 from transformers import TrainerCallback
 
 SETTING_KEYS = ("optim", "optim_args", "learning_rate", "weight_decay", "max_grad_norm", "clip_value", "gaf",
                 "gaf_alpha", "gaf_beta", "gaf_placement", "num_train_epochs", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "lr_scheduler_type", "lr_milestones", "seed")
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 over the bytes of every tensor of ``model.state_dict()``, in order (any dtype or device)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class MetricsJsonCallback(TrainerCallback):
@@ -37,8 +52,9 @@ class MetricsJsonCallback(TrainerCallback):
         self.last_eval: dict = {}
         self._in_epoch: dict | None = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._start = time.perf_counter()
+        self.initial_weights = weights_sha256(model) if model is not None and state.is_world_process_zero else None
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._epoch_start = time.perf_counter()
@@ -71,7 +87,7 @@ class MetricsJsonCallback(TrainerCallback):
             return
         speeds = [e["train_images_per_s"] for e in self.epochs[1:] or self.epochs]
         report = {
-            "recipe": self.recipe, "seed": args.seed,
+            "recipe": self.recipe, "seed": args.seed, "initial_weights_sha256": self.initial_weights,
             "settings": {k: getattr(args, k, None) for k in SETTING_KEYS} | self.extra,
             "epochs": self.epochs,
             "final": {k: v for k, v in self.last_eval.items() if k.startswith("eval_")},

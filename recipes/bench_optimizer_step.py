@@ -1,8 +1,9 @@
 """Optimizer-step benchmark: GAFSGD against torch SGD on the parameter set of timm's resnet50.
 
-Times one ``optimizer.step()`` (random gradients, no forward/backward) for torch SGD (foreach and
-per-tensor), a paper-style per-parameter GAF loop, and each GAFSGD path, all in this one process, and
-reports medians and ``ratio GAFSGD/torch-SGD`` against the faster torch SGD.
+Times one ``optimizer.step()`` (random gradients, no forward/backward) for torch SGD (foreach,
+per-tensor and, on CUDA, fused), a paper-style per-parameter GAF loop, each GAFSGD path, and AdamW
+with and without ``attach_gaf``, all in this one process, and reports medians, the first step's time
+(compilation included) and ``ratio GAFSGD/torch-SGD`` against the fastest torch SGD.
 
     python recipes/bench_optimizer_step.py --model resnet50 --repeats 30 --out runs/bench_optim.json
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import timm
 import torch
 
-from hf_gaf import GAFSGD
+from hf_gaf import GAFSGD, attach_gaf
 
 SETTINGS = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
 GAF = dict(gaf="atan", alpha=0.1, beta=20.0, placement="update")
@@ -44,19 +46,113 @@ class PaperGAFLoop(torch.optim.Optimizer):
                 p.add_(update, alpha=-group["lr"])
 
 
-def time_step(make_optimizer, params, repeats: int, warmup: int, sync) -> float:
-    """Median seconds of ``optimizer.step()`` after ``warmup`` untimed steps (compilation included there)."""
+def time_step(make_optimizer, params, repeats: int, warmup: int, sync) -> tuple[float, float]:
+    """(seconds of the ``warmup`` first steps together, compilation included: GAFSGD's compiled pass
+    compiles on its first step with momentum buffers, the second step; median seconds of later steps)."""
     optimizer = make_optimizer(params)
+    sync()
+    start = time.perf_counter()
     for _ in range(warmup):
         optimizer.step()
     sync()
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         optimizer.step()
         sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return first, statistics.median(times)
+
+
+def candidates(device: str) -> dict:
+    """The optimizers timed on ``device``: torch's SGD paths, the paper-style loop, each GAFSGD path,
+    and AdamW with and without ``attach_gaf`` (fused AdamW on CUDA)."""
+    out = {
+        "torch SGD foreach": lambda ps: torch.optim.SGD(ps, **SETTINGS, foreach=True),
+        "torch SGD per-tensor": lambda ps: torch.optim.SGD(ps, **SETTINGS, foreach=False),
+        "paper-style GAF loop": lambda ps: PaperGAFLoop(ps, **SETTINGS, alpha=0.1, beta=20.0),
+        "GAFSGD per-tensor": lambda ps: GAFSGD(ps, **SETTINGS, **GAF, foreach=False, fused=False),
+        "GAFSGD foreach": lambda ps: GAFSGD(ps, **SETTINGS, **GAF, foreach=True),
+        "GAFSGD default": lambda ps: GAFSGD(ps, **SETTINGS, **GAF),
+    }
+    adamw = dict(lr=1e-3, weight_decay=0.05)
+    if device.startswith("cuda"):
+        out["torch SGD fused"] = lambda ps: torch.optim.SGD(ps, **SETTINGS, fused=True)
+        out["GAFSGD compiled pass"] = lambda ps: with_env("HF_GAF_FUSED", "compile", GAFSGD(ps, **SETTINGS, **GAF, fused=True))
+        adamw["fused"] = True
+    out["AdamW"] = lambda ps: torch.optim.AdamW(ps, **adamw)
+    out["AdamW + attach_gaf"] = lambda ps: attached(torch.optim.AdamW(ps, **adamw))
+    return out
+
+
+class with_env:
+    """An optimizer whose ``step()`` runs with one environment variable set (the GAFSGD backend switch)."""
+
+    def __init__(self, name: str, value: str, optimizer) -> None:
+        self.name, self.value, self.inner = name, value, optimizer
+
+    def step(self):
+        old = os.environ.get(self.name)
+        os.environ[self.name] = self.value
+        try:
+            self.inner.step()
+        finally:
+            if old is None:
+                os.environ.pop(self.name)
+            else:
+                os.environ[self.name] = old
+
+
+def attached(optimizer):
+    attach_gaf(optimizer, gaf="atan", alpha=0.1, beta=20.0)
+    return optimizer
+
+
+def memory_floor_ms(n_params: int, bytes_per_param: int = 20, bandwidth: float = 4.0e12) -> float:
+    """The SGD-with-momentum step's memory floor: read p, g, b and write p, b (20 bytes per fp32 param)."""
+    return n_params * bytes_per_param / bandwidth * 1e3
+
+
+def bench(model_name: str, device: str, repeats: int, warmup: int, names: list[str] | None = None) -> dict:
+    """Time every candidate on the parameter set of timm's ``model_name`` (random gradients)."""
+    torch.manual_seed(0)
+    model = timm.create_model(model_name, pretrained=False).to(device)
+    params = list(model.parameters())
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    n_params = sum(p.numel() for p in params)
+    ms, first_s = {}, {}
+    for name, make in candidates(device).items():
+        if names and name not in names:
+            continue
+        for p in params:  # fresh gradients: the paths must not see each other's state
+            p.grad = torch.randn_like(p) * 1e-3
+        first_s[name], median = time_step(make, params, repeats, warmup, sync)
+        ms[name] = median * 1e3
+        print(f"  {name:<24s} {ms[name]:8.3f} ms   first {warmup} steps {first_s[name]:7.2f} s", flush=True)
+    sgd = [n for n in ms if n.startswith("torch SGD")]
+    baseline = min(sgd, key=ms.get)
+    return dict(model=model_name, device=device, n_params=n_params, n_tensors=len(params),
+                threads=torch.get_num_threads(), repeats=repeats, warmup=warmup, ms=ms, first_step_s=first_s, baseline=baseline,
+                ratio_gafsgd_over_torch_sgd=ms["GAFSGD default"] / ms[baseline],
+                ratio_hook_on_adamw=ms["AdamW + attach_gaf"] / ms["AdamW"],
+                memory_floor_ms=memory_floor_ms(n_params) if device.startswith("cuda") else None)
+
+
+def table(report: dict) -> str:
+    """A markdown table of one :func:`bench` report, with ratios to the fastest torch SGD."""
+    ms, base = report["ms"], report["baseline"]
+    lines = [f"{report['model']}: {report['n_params'] / 1e6:.1f}M parameters in {report['n_tensors']} tensors on "
+             f"{report['device']}, median of {report['repeats']} steps", "",
+             f"| step | ms (median) | x {base} | first {report['warmup']} steps (compilation), s |", "|---|---:|---:|---:|"]
+    for name, value in ms.items():
+        lines.append(f"| {name} | {value:.3f} | {value / ms[base]:.2f} | {report['first_step_s'][name]:.2f} |")
+    if report["memory_floor_ms"]:
+        lines.append(f"| memory floor (20 B/param at 4 TB/s) | {report['memory_floor_ms']:.3f} | "
+                     f"{report['memory_floor_ms'] / ms[base]:.2f} | |")
+    lines += ["", f"ratio GAFSGD/torch-SGD = {report['ratio_gafsgd_over_torch_sgd']:.2f} (GAFSGD default vs {base}); "
+              f"attach_gaf on AdamW = {report['ratio_hook_on_adamw']:.2f}x AdamW alone"]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -67,44 +163,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default="runs/bench_optim.json", help="where the JSON report is written")
     args = parser.parse_args()
-
-    torch.manual_seed(0)
-    model = timm.create_model(args.model, pretrained=False).to(args.device)
-    params = [p for p in model.parameters()]
-    for p in params:
-        p.grad = torch.randn_like(p) * 1e-3
-    n_params = sum(p.numel() for p in params)
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    print(f"{args.model}: {n_params / 1e6:.1f}M parameters in {len(params)} tensors on {args.device}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats} steps")
-
-    candidates = {
-        "torch SGD foreach": lambda ps: torch.optim.SGD(ps, **SETTINGS, foreach=True),
-        "torch SGD per-tensor": lambda ps: torch.optim.SGD(ps, **SETTINGS, foreach=False),
-        "paper-style GAF loop": lambda ps: PaperGAFLoop(ps, **SETTINGS, alpha=0.1, beta=20.0),
-        "GAFSGD per-tensor": lambda ps: GAFSGD(ps, **SETTINGS, **GAF, foreach=False, fused=False),
-        "GAFSGD foreach": lambda ps: GAFSGD(ps, **SETTINGS, **GAF, foreach=True),
-        "GAFSGD default (fused)": lambda ps: GAFSGD(ps, **SETTINGS, **GAF),
-    }
-    if args.device.startswith("cuda"):
-        candidates["torch SGD fused"] = lambda ps: torch.optim.SGD(ps, **SETTINGS, fused=True)
-    results = {}
-    for name, make in candidates.items():
-        results[name] = time_step(make, params, args.repeats, args.warmup, sync) * 1e3
-        print(f"  {name:<26s} {results[name]:8.2f} ms", flush=True)
-    torch_names = [n for n in results if n.startswith("torch SGD")]
-    baseline = min(torch_names, key=results.get)
-    print(f"\n| step | ms (median) | x {baseline} |\n|---|---:|---:|")
-    for name, ms in results.items():
-        print(f"| {name} | {ms:.2f} | {ms / results[baseline]:.2f} |")
-    ratio = results["GAFSGD default (fused)"] / results[baseline]
-    print(f"\nratio GAFSGD/torch-SGD = {ratio:.2f} (GAFSGD default path vs {baseline})")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(
-        model=args.model, device=args.device, n_params=n_params, n_tensors=len(params),
-        threads=torch.get_num_threads(), repeats=args.repeats, ms=results, baseline=baseline,
-        ratio_gafsgd_over_torch_sgd=ratio,
-    ), indent=2))
+    if args.warmup < 2:
+        parser.error(f"--warmup {args.warmup}: need at least 2 (GAFSGD compiles on its second step)")
+    report = bench(args.model, args.device, args.repeats, args.warmup)
+    print("\n" + table(report))
+    Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
 
 

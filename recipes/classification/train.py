@@ -31,7 +31,7 @@ from hf_gaf.data.classification import DatasetNotAvailableError, load_classifica
 from hf_gaf.metrics import metric_path  # noqa: E402
 from hf_gaf.models.timm_classifier import TimmClassifier  # noqa: E402
 from hf_gaf.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.recipe import recipe_defaults, run_training  # noqa: E402
+from hf_gaf.recipe import recipe_defaults, run_training, prepare_run  # noqa: E402
 
 @dataclass
 class ModelArguments:
@@ -86,6 +86,7 @@ def main(argv=None) -> None:
     parser = HfArgumentParser((ModelArguments, DataArguments, PresetArguments, GAFTrainingArguments))
     parser.set_defaults(**recipe_defaults(output_dir="runs/classification"))
     (model_args, data_args, preset, training_args), recipe = parse_with_preset(parser, "classification", argv)
+    prepare_run(training_args)
 
     try:
         train_ds, eval_ds, class_names = load_classification_data(
@@ -98,7 +99,6 @@ def main(argv=None) -> None:
     if data_args.max_eval_samples:
         eval_ds = eval_ds.select(range(min(data_args.max_eval_samples, len(eval_ds))))
 
-    torch.manual_seed(training_args.seed)
     model = TimmClassifier(model_args.model, num_classes=len(class_names), pretrained_path=model_args.pretrained_path,
                            label_smoothing=model_args.label_smoothing, cifar_stem=model_args.cifar_stem)
     train_tf, eval_tf = build_transforms(model.model, data_args)
