@@ -11,6 +11,7 @@ Bad arguments are reported in one line (no traceback) with exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -24,8 +25,8 @@ def _make_voc(args) -> None:
     classes = args.classes.split(",") if args.classes else SHAPE_CLASSES
     try:
         root = make_voc(args.out, n_train=args.n_train, n_test=args.n_test, image_size=args.image_size,
-                        seed=args.seed, classes=classes)
-    except ValueError as err:
+                        seed=args.seed, classes=classes, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as err:
         raise CommandError(str(err)) from None
     print(f"wrote {args.n_train} trainval + {args.n_test} test images to {root}")
 
@@ -38,6 +39,12 @@ def _plot_gaf(args) -> None:
         validate_gaf(args.kind, args.alpha, args.beta)
     except ValueError as err:
         raise CommandError(str(err)) from None
+    suffix = os.path.splitext(args.out)[1].lower().lstrip(".")
+    if suffix not in ("png", "pdf", "svg", "jpg", "jpeg"):
+        raise CommandError(f"--out {args.out}: the file name must end in .png, .pdf, .svg or .jpg")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise CommandError(f"--out {args.out}: the folder {folder} does not exist or is not writable")
     plot_gaf(args.out, args.kind, args.alpha, args.beta)
     print(f"wrote {args.out}")
 
@@ -47,16 +54,18 @@ def _compare(rest: list[str]) -> None:
 
     try:
         main(rest)
-    except (FileNotFoundError, KeyError, RuntimeError) as err:
+    except (FileNotFoundError, KeyError, RuntimeError, ValueError) as err:
         raise CommandError(str(err).strip("'\"")) from None
 
 
 def _demo(args) -> None:
     from .demo import run_demo
 
+    if args.epochs is not None and args.epochs < 1:
+        raise CommandError(f"--epochs {args.epochs}: need at least 1")
     try:
         run_demo(args.out, fast=args.fast, tasks=args.task, epochs=args.epochs)
-    except ValueError as err:
+    except (ValueError, FileExistsError) as err:
         raise CommandError(str(err)) from None
 
 
@@ -71,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", default=None, help="comma-separated subset of circle,square,triangle,cross")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder, replacing its VOCdevkit/VOC2007 (refused without it)")
     p.set_defaults(func=_make_voc)
 
     p = sub.add_parser("plot-gaf", help="plot f and f' of a GAF against identity and clip-by-value")

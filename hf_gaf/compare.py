@@ -1,7 +1,9 @@
 """The comparison runner: one recipe over presets x seeds, then one table and one plot.
 
 Each run is a separate process (``python SCRIPT --recipe P --seed S --output_dir OUT/P/seed-S ...``)
-writing its own ``metrics.json``; its log goes to ``OUT/P/seed-S/log.txt``. Then:
+writing its own ``metrics.json``; its log goes to ``OUT/P/seed-S/log.txt``. The runner owns these
+folders: running a comparison again into the same ``--out`` replaces its runs (``--reuse`` keeps the
+finished ones). Then:
 
 - ``results.json``: every run's final metric, per-epoch curve, time per epoch and images/s;
 - ``results.md``: per preset, mean ± std over seeds of the main metric, its difference to the
@@ -47,7 +49,7 @@ def run_all(script: str, presets: list[str], seeds: list[int], out: Path, extra:
             continue
         folder.mkdir(parents=True, exist_ok=True)
         cmd = [*(launcher or [sys.executable]), script, "--recipe", preset, "--seed", str(seed),
-               "--output_dir", str(folder), "--disable_tqdm", "true", *extra]
+               "--output_dir", str(folder), "--overwrite_output_dir", "true", "--disable_tqdm", "true", *extra]
         start = time.perf_counter()
         with open(folder / "log.txt", "w") as log:
             log.write(" ".join(cmd) + "\n")
@@ -60,16 +62,23 @@ def run_all(script: str, presets: list[str], seeds: list[int], out: Path, extra:
         tqdm.write(f"  {preset:<12s} seed {seed}: {time.perf_counter() - start:5.1f} s")
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    """Mean and sample std of the finite values, and how many were not finite (a diverged seed is
+    counted and reported, never averaged away in silence)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    skipped = len(values) - len(finite)
+    if not finite:
+        return float("nan"), float("nan"), skipped
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0, skipped
 
 
 def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, baseline: str | None = None) -> dict:
-    """Read the runs' ``metrics.json`` files and aggregate them per preset."""
-    baseline = baseline if baseline in presets else presets[0]
+    """Read the runs' ``metrics.json`` files and aggregate them per preset; ``baseline`` (default: the
+    first preset) must be one of ``presets``."""
+    if baseline is None:
+        baseline = presets[0]
+    elif baseline not in presets:
+        raise ValueError(f"--baseline {baseline!r} is not one of the compared presets {presets}")
     runs, table = {}, {}
     for preset in presets:
         for seed in seeds:
@@ -88,9 +97,9 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
             }
     for preset in presets:
         mine = [r for r in runs.values() if r["preset"] == preset]
-        mean, std = _mean_std([r["final"] for r in mine])
+        mean, std, n_nonfinite = _mean_std([r["final"] for r in mine])
         table[preset] = {
-            "mean": mean, "std": std, "n": len(mine), "finals": [r["final"] for r in mine],
+            "mean": mean, "std": std, "n": len(mine), "n_nonfinite": n_nonfinite, "finals": [r["final"] for r in mine],
             "epoch_time_s": statistics.median(t for r in mine for t in r["epoch_time_s"]),
             "images_per_s": statistics.median(r["train_images_per_s"] for r in mine),
         }
@@ -110,12 +119,14 @@ def results_markdown(summary: dict, title: str = "") -> str:
              f"seeds), measured in this same comparison.", "",
              f"| preset | {name} | Δ vs {baseline} | per seed | s / epoch | images/s | images/s vs {baseline} |",
              "|---|---:|---:|---|---:|---:|---:|"]
-    best = max(summary["table"].values(), key=lambda r: r["mean"] if not math.isnan(r["mean"]) else -math.inf)
+    complete = [r for r in summary["table"].values() if r.get("n_nonfinite", 0) == 0 and math.isfinite(r["mean"])]
+    best = max(complete, key=lambda r: r["mean"]) if complete else None  # never a preset with a diverged seed
     for preset, r in summary["table"].items():
         mark = " **(best)**" if r is best and len(summary["table"]) > 1 else ""
         seeds = ", ".join(f"{v:.4f}" for v in r["finals"])
         delta = "—" if preset == baseline else f"{r['delta_vs_baseline']:+.4f}"
-        lines.append(f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f} | {delta} | {seeds} | "
+        skipped = f" ({r['n_nonfinite']} of {r['n']} seeds non-finite, left out)" if r.get("n_nonfinite") else ""
+        lines.append(f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f}{skipped} | {delta} | {seeds} | "
                      f"{r['epoch_time_s']:.2f} | {r['images_per_s']:.0f} | {r['speed_vs_baseline']:.3f} |")
     return "\n".join(lines) + "\n"
 
@@ -143,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--presets", nargs="+", required=True, help="--recipe presets to compare")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--metric", default="eval_accuracy", help="main metric, a key of metrics.json's 'final'")
-    parser.add_argument("--baseline", default="sgd", help="preset the others are compared to")
+    parser.add_argument("--baseline", default=None, help="preset the others are compared to (default: the first)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--title", default="")
     parser.add_argument("--reuse", action="store_true", help="skip runs whose metrics.json exists")
@@ -162,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not os.path.isfile(args.script):
         build_parser().error(f"--script {args.script!r} does not exist")
+    if args.baseline is not None and args.baseline not in args.presets:  # before hours of runs, not after
+        build_parser().error(f"--baseline {args.baseline!r} is not one of --presets {' '.join(args.presets)}")
     out = Path(args.out)
     if not args.summarize_only:
         run_all(args.script, args.presets, args.seeds, out, extra, reuse=args.reuse,

@@ -18,14 +18,13 @@ prints the summary table and where the files are. ``fast=True`` is the reduced v
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .compare import main as compare
-from .data.synthetic_voc import make_voc
+from .data.synthetic_voc import is_synthetic_voc, make_voc
 from .plots import plot_gaf
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -97,10 +96,8 @@ def run_demo(out: str = "runs/demo", fast: bool = False, tasks: list[str] | None
     plot_gaf(str(out_path / "gaf_function.png"), "atan", 0.1, 20.0)
     voc = None
     if any("{voc}" in TASKS[n].flags for n in names):
-        voc_dir = out_path / "voc-synth"
-        if voc_dir.exists():
-            shutil.rmtree(voc_dir)
-        voc = make_voc(str(voc_dir), seed=0, **VOC["fast" if fast else "full"])
+        voc_dir = str(out_path / "voc-synth")  # replaced only when an earlier demo wrote it
+        voc = make_voc(voc_dir, seed=0, overwrite=is_synthetic_voc(voc_dir), **VOC["fast" if fast else "full"])
         print(f"synthetic VOC: {voc}", flush=True)
     rows = []
     for name in names:

@@ -15,7 +15,10 @@ Small coordinates are multiplied by about α·β (enlarged when α·β > 1), lar
 towards the bound. A user callable may stand in for ``kind``; it must be elementwise.
 
 Non-finite policy: NaN stays NaN, so a loss scaler still sees an overflow after GAF ran; ±inf maps
-to ±bound for the bounded kinds (``atan``, ``tanh``) and stays ±inf for ``log``.
+to ±bound for the bounded kinds (``atan``, ``tanh``) and stays ±inf for ``log``. With
+``nan_on_inf=True`` (what :class:`~hf_gaf.GAFSGD` and :func:`~hf_gaf.attach_gaf` use) ±inf gives NaN
+instead: an overflowed gradient then makes the parameter NaN, as in torch's optimizers, rather than
+a silent bounded step that a momentum buffer would repeat forever.
 
 bf16/fp16 tensors are computed in float32 and rounded once at the end.
 
@@ -33,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,7 +87,7 @@ def validate_gaf(kind: GAFKind, alpha: float, beta: float, *, warn: bool = True)
     if not callable(kind) and kind not in GAF_KINDS:
         raise ValueError(f"unknown GAF kind {kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
     for name, value in (("alpha", alpha), ("beta", beta)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy and torch scalars welcome
             raise ValueError(f"GAF {name} must be a number, got {value!r}")
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"GAF {name} must be finite and > 0, got {name}={value!r}")
@@ -96,29 +100,34 @@ def validate_gaf(kind: GAFKind, alpha: float, beta: float, *, warn: bool = True)
     return GAFSpec(kind, float(alpha), float(beta))
 
 
-def _apply_inplace(x: Tensor, kind: GAFKind, alpha: float, beta: float) -> Tensor:
+def _apply_inplace(x: Tensor, kind: GAFKind, alpha: float, beta: float, nan_on_inf: bool = False) -> Tensor:
     """f applied to ``x`` in place; ``x`` is float32 or float64."""
+    guard = x - x if nan_on_inf else None  # 0 where x is finite, NaN where it is ±inf or NaN
     if callable(kind):
-        return x.copy_(kind(x))
-    if kind == "atan":
-        return x.mul_(beta).atan_().mul_(alpha)
-    if kind == "tanh":
-        return x.mul_(beta).tanh_().mul_(alpha)
-    magnitude = x.abs().mul_(beta).log1p_().mul_(alpha)
-    return x.copy_(torch.copysign(magnitude, x))
+        x.copy_(kind(x))
+    elif kind == "atan":
+        x.mul_(beta).atan_().mul_(alpha)
+    elif kind == "tanh":
+        x.mul_(beta).tanh_().mul_(alpha)
+    elif kind == "log":
+        magnitude = x.abs().mul_(beta).log1p_().mul_(alpha)
+        x.copy_(torch.copysign(magnitude, x))
+    else:  # e.g. param_groups[0]["gaf"] = "atna" after the optimizer validated its groups
+        raise ValueError(f"unknown GAF kind {kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
+    return x if guard is None else x.add_(guard)
 
 
-def gaf_(x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0) -> Tensor:
-    """Apply f to ``x`` in place and return ``x`` (see the module docstring for f)."""
+def gaf_(x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *, nan_on_inf: bool = False) -> Tensor:
+    """Apply f to ``x`` in place and return ``x`` (see the module docstring for f and ``nan_on_inf``)."""
     if x.dtype in _LOW_PRECISION:
-        return x.copy_(_apply_inplace(x.float(), kind, alpha, beta))
-    return _apply_inplace(x, kind, alpha, beta)
+        return x.copy_(_apply_inplace(x.float(), kind, alpha, beta, nan_on_inf))
+    return _apply_inplace(x, kind, alpha, beta, nan_on_inf)
 
 
-def gaf(x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0) -> Tensor:
+def gaf(x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *, nan_on_inf: bool = False) -> Tensor:
     """Return f(x) as a new tensor of ``x``'s dtype; ``x`` is left unchanged."""
     work = x.float() if x.dtype in _LOW_PRECISION else x.clone()
-    return _apply_inplace(work, kind, alpha, beta).to(x.dtype)
+    return _apply_inplace(work, kind, alpha, beta, nan_on_inf).to(x.dtype)
 
 
 def _foreach_magnitude(tensors: list[Tensor], alpha: float, beta: float) -> list[Tensor]:
@@ -130,47 +139,56 @@ def _foreach_magnitude(tensors: list[Tensor], alpha: float, beta: float) -> list
     return magnitudes
 
 
-def _foreach_apply(tensors: list[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool) -> list[Tensor]:
+def _foreach_apply(tensors: list[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool,
+                   nan_on_inf: bool) -> list[Tensor]:
     """f over a list of float32/float64 tensors, in place or into new tensors."""
+    guards = torch._foreach_sub(tensors, tensors) if nan_on_inf else None  # 0, or NaN where non-finite
     if callable(kind):
-        return [t.copy_(kind(t)) if inplace else kind(t) for t in tensors]
-    if kind in ("atan", "tanh"):
+        out = [t.copy_(kind(t)) if inplace else kind(t) for t in tensors]
+    elif kind not in GAF_KINDS:
+        raise ValueError(f"unknown GAF kind {kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
+    elif kind in ("atan", "tanh"):
         out = tensors if inplace else torch._foreach_mul(tensors, beta)
         if inplace:
             torch._foreach_mul_(out, beta)
         (torch._foreach_atan_ if kind == "atan" else torch._foreach_tanh_)(out)
         torch._foreach_mul_(out, alpha)
-        return out
-    magnitudes = _foreach_magnitude(tensors, alpha, beta)
-    out = tensors if inplace else magnitudes
-    for target, magnitude, sign in zip(out, magnitudes, tensors):
-        torch.copysign(magnitude, sign, out=target)
+    else:
+        magnitudes = _foreach_magnitude(tensors, alpha, beta)
+        out = tensors if inplace else magnitudes
+        for target, magnitude, sign in zip(out, magnitudes, tensors):
+            torch.copysign(magnitude, sign, out=target)
+    if guards is not None:
+        torch._foreach_add_(out, guards)
     return out
 
 
-def _foreach_dispatch(tensors: Sequence[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool) -> list[Tensor]:
+def _foreach_dispatch(tensors: Sequence[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool,
+                      nan_on_inf: bool) -> list[Tensor]:
     """List kernels for float32/float64 tensors, the per-tensor path for bf16/fp16; order kept."""
     tensors = list(tensors)
     fast_index = [i for i, t in enumerate(tensors) if t.dtype not in _LOW_PRECISION]
     out = list(tensors)
     for i, t in enumerate(tensors):
         if t.dtype in _LOW_PRECISION:
-            out[i] = gaf_(t, kind, alpha, beta) if inplace else gaf(t, kind, alpha, beta)
+            out[i] = (gaf_ if inplace else gaf)(t, kind, alpha, beta, nan_on_inf=nan_on_inf)
     if fast_index:
-        fast_out = _foreach_apply([tensors[i] for i in fast_index], kind, alpha, beta, inplace)
+        fast_out = _foreach_apply([tensors[i] for i in fast_index], kind, alpha, beta, inplace, nan_on_inf)
         for i, t in zip(fast_index, fast_out):
             out[i] = t
     return out
 
 
-def foreach_gaf_(tensors: Sequence[Tensor], kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0) -> None:
+def foreach_gaf_(tensors: Sequence[Tensor], kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *,
+                 nan_on_inf: bool = False) -> None:
     """Apply f in place to every tensor of ``tensors`` with ``torch._foreach_*`` list kernels.
 
     Gives the same numbers as :func:`gaf_` on each tensor (bf16/fp16 tensors take that path).
     """
-    _foreach_dispatch(tensors, kind, alpha, beta, inplace=True)
+    _foreach_dispatch(tensors, kind, alpha, beta, True, nan_on_inf)
 
 
-def foreach_gaf(tensors: Sequence[Tensor], kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0) -> list[Tensor]:
+def foreach_gaf(tensors: Sequence[Tensor], kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *,
+                nan_on_inf: bool = False) -> list[Tensor]:
     """Return f of every tensor of ``tensors`` as new tensors; the same numbers as :func:`gaf`."""
-    return _foreach_dispatch(tensors, kind, alpha, beta, inplace=False)
+    return _foreach_dispatch(tensors, kind, alpha, beta, False, nan_on_inf)

@@ -17,6 +17,11 @@ placement ``"update"`` (the reference ``SGD_atanMom``, the paper's ImageNet sett
     u = d + μ·b if nesterov else b
     p = p - η·f(u)
 
+Non-finite values: f(±inf) is NaN here (``nan_on_inf`` in :mod:`hf_gaf.functional`), on every path.
+A gradient with an inf or NaN therefore makes the parameter NaN, as ``torch.optim.SGD`` does, instead
+of a bounded step that the momentum buffer (inf forever with placement ``update``) would repeat
+silently. Mixed-precision training skips such steps before the optimizer sees them (GradScaler).
+
 With ``gaf=None`` this is exactly ``torch.optim.SGD`` (bit for bit). Every setting, GAF included,
 lives in ``param_groups`` (a group may set ``gaf=None`` to leave norms, biases or a head alone) and
 is saved by ``state_dict``; the state key is ``momentum_buffer``, so a torch SGD checkpoint loads.
@@ -90,7 +95,7 @@ def gaf_sgd_update(
     """
     d, owned = (-grad, True) if maximize else (grad, False)
     if gaf_kind is not None and placement == "grad":
-        d = gaf_(d, gaf_kind, alpha, beta) if owned else gaf(d, gaf_kind, alpha, beta)
+        d = (gaf_ if owned else gaf)(d, gaf_kind, alpha, beta, nan_on_inf=True)
         owned = True
     if weight_decay != 0:
         d, owned = d.add(param, alpha=weight_decay), True
@@ -101,7 +106,7 @@ def gaf_sgd_update(
             momentum_buffer.mul_(momentum).add_(d, alpha=1 - dampening)
         d, owned = (d.add(momentum_buffer, alpha=momentum), True) if nesterov else (momentum_buffer, False)
     if gaf_kind is not None and placement == "update":
-        d = gaf_(d, gaf_kind, alpha, beta) if owned else gaf(d, gaf_kind, alpha, beta)
+        d = (gaf_ if owned else gaf)(d, gaf_kind, alpha, beta, nan_on_inf=True)
     param.add_(d, alpha=-lr)
     return momentum_buffer
 
@@ -126,9 +131,9 @@ def _multi_tensor_gaf_sgd(
     d, owned = (torch._foreach_neg(grads), True) if maximize else (grads, False)
     if gaf_kind is not None and placement == "grad":
         if owned:
-            foreach_gaf_(d, gaf_kind, alpha, beta)
+            foreach_gaf_(d, gaf_kind, alpha, beta, nan_on_inf=True)
         else:
-            d = foreach_gaf(d, gaf_kind, alpha, beta)
+            d = foreach_gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
         owned = True
     if weight_decay != 0:
         d, owned = torch._foreach_add(d, params, alpha=weight_decay), True
@@ -151,9 +156,9 @@ def _multi_tensor_gaf_sgd(
             d, owned = bufs, False
     if gaf_kind is not None and placement == "update":
         if owned:
-            foreach_gaf_(d, gaf_kind, alpha, beta)
+            foreach_gaf_(d, gaf_kind, alpha, beta, nan_on_inf=True)
         else:
-            d = foreach_gaf(d, gaf_kind, alpha, beta)
+            d = foreach_gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
     torch._foreach_add_(params, d, alpha=-lr)
 
 
@@ -162,14 +167,14 @@ def _fused_body(params, grads, bufs, lr, momentum, dampening, weight_decay, nest
     for p, g, b in zip(params, grads, bufs):
         d = -g if maximize else g
         if gaf_kind is not None and placement == "grad":
-            d = gaf(d, gaf_kind, alpha, beta)
+            d = gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
         if weight_decay != 0:
             d = d + weight_decay * p
         if momentum != 0:
             b.mul_(momentum).add_(d, alpha=1 - dampening)
             d = d + momentum * b if nesterov else b
         if gaf_kind is not None and placement == "update":
-            d = gaf(d, gaf_kind, alpha, beta)
+            d = gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
         p.sub_(lr * d.to(p.dtype))
 
 
@@ -191,6 +196,9 @@ def _triton_supported(params: list[Tensor], gaf_kind: Any) -> bool:
     if callable(gaf_kind) or not (device.type == "cuda" or os.environ.get("HF_GAF_FUSED") == "triton"):
         return False
     from . import triton_kernels
+
+    if gaf_kind is not None and gaf_kind not in triton_kernels.KIND_CODES:
+        return False  # an unknown kind set after construction: the eager path names it in its error
 
     return triton_kernels.runs_on(device) and all(
         type(p) in (torch.nn.Parameter, Tensor) and p.device == device and p.dtype in triton_kernels.SUPPORTED_DTYPES
@@ -256,9 +264,7 @@ class GAFSGD(Optimizer):
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, foreach=foreach, fused=fused, gaf=gaf, alpha=alpha, beta=beta, placement=placement,
         )
-        super().__init__(params, defaults)
-        for group in self.param_groups:
-            self._check_group(group)
+        super().__init__(params, defaults)  # add_param_group checks each group
         self._fused_failed = False
         self._triton_tables = None  # hf_gaf.triton_kernels.TableCache, made on the first Triton step
 
@@ -267,11 +273,18 @@ class GAFSGD(Optimizer):
         check_placement(group["placement"])
         if group["gaf"] is not None:
             validate_gaf(group["gaf"], group["alpha"], group["beta"])
+            if any(torch.is_complex(p) for p in group["params"]):
+                raise ValueError("GAF is an elementwise function of real numbers: a complex parameter would get a "
+                                 "rotated step; pass torch.view_as_real views, or gaf=None for that group")
 
     def add_param_group(self, param_group: dict) -> None:
+        """torch's ``add_param_group``, then the GAF checks; a group that fails them is not kept."""
         super().add_param_group(param_group)
-        if hasattr(self, "_fused_failed"):
+        try:
             self._check_group(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()
+            raise
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)

@@ -11,6 +11,9 @@ Fused optimizers (``fused=True``) let a ``GradScaler`` hand them the scale inste
 writes s·f(g/s), so the optimizer sees f(g) after its division, and does nothing on an overflow step
 (the fused kernel skips that step).
 
+Non-finite gradients: f(±inf) is NaN (``nan_on_inf``), so an overflow that reaches the optimizer
+makes its parameters NaN, as without GAF, rather than a silent bounded step.
+
 On CUDA, f runs as ONE Triton kernel launch per (device, dtype) of the gradients
 (:mod:`hf_gaf.triton_kernels`), which reads the scale and the overflow flag on the device, so the
 hook never synchronises the host; elsewhere it runs ``torch._foreach`` kernels. ``HF_GAF_FUSED=0``
@@ -94,6 +97,9 @@ class GAFHook:
         if not params:
             return
         grads = [p.grad for p in params]
+        if any(g.is_sparse for g in grads):
+            raise RuntimeError("attach_gaf does not support sparse gradients (e.g. nn.Embedding(sparse=True)): leave "
+                               "those parameters out with params=..., or use dense gradients")
         grad_scale = getattr(optimizer, "grad_scale", None)
         found_inf = getattr(optimizer, "found_inf", None)
         if self._triton_apply(params, grads, grad_scale, found_inf):
@@ -106,12 +112,12 @@ class GAFHook:
             return  # the fused optimizer skips this step; leave the scaled gradients alone
         spec = self.spec
         if grad_scale is None:
-            foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta)
+            foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta, nan_on_inf=True)
         else:
             inv_scale = grad_scale.double().reciprocal().float()
             for g in grads:  # s·f(g/s); grad_scale may live on another device than g
                 g.mul_(inv_scale.to(g.device))
-            foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta)
+            foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta, nan_on_inf=True)
             for g in grads:
                 g.mul_(grad_scale.to(g.device))
         self._calls += 1
@@ -176,6 +182,11 @@ def attach_gaf(
             f"GAF is already attached to this {type(inner).__name__}; call .remove() on the first handle "
             "before attaching again (two hooks would apply f twice)"
         )
+    params = None if params is None else list(params)
+    selected = params if params is not None else [p for g in inner.param_groups for p in g["params"]]
+    if any(torch.is_complex(p) for p in selected):
+        raise ValueError("GAF is an elementwise function of real numbers: a complex parameter would get a rotated "
+                         "step; leave it out with params=..., or optimize torch.view_as_real views")
     hook = GAFHook(inner, spec, params)
     setattr(inner, _HANDLE_ATTR, hook)
     return hook

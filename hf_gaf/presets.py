@@ -56,9 +56,12 @@ PRESETS: dict[str, dict[str, dict]] = {
 
 @dataclass
 class PresetArguments:
-    """The ``--recipe`` flag shared by every recipe script."""
+    """The flags every recipe script shares beside ``TrainingArguments``: ``--recipe`` and
+    ``--overwrite_output_dir``."""
 
     recipe: str = field(default="sgd", metadata={"help": "Named preset of optimizer settings (see hf_gaf.presets)."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Write into an --output_dir that already holds a finished run's metrics.json (refused otherwise)."})
 
 
 def parse_with_preset(parser, task: str, argv: Sequence[str] | None = None, default: str = "sgd"):

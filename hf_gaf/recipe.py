@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import tempfile
 
 import torch
+from transformers.trainer_utils import get_last_checkpoint
 
 from .run_metrics import MetricsJsonCallback
 
@@ -33,9 +35,26 @@ def recipe_defaults(**overrides) -> dict:
     ) | loader_defaults() | overrides
 
 
-def prepare_run(args) -> None:
-    """What every recipe does right after parsing its flags, before anything random is built:
+def check_output_dir(args, overwrite: bool = False) -> None:
+    """Fail before training, not after it: ``--output_dir`` must be writable, and must not hold a
+    finished run's ``metrics.json`` unless ``overwrite`` or ``--resume_from_checkpoint`` (which
+    continues a run in its own folder)."""
+    out = args.output_dir
+    if os.path.isfile(os.path.join(out, "metrics.json")) and not (overwrite or args.resume_from_checkpoint):
+        raise SystemExit(f"error: --output_dir {out} already holds a finished run (metrics.json); choose another "
+                         "folder or pass --overwrite_output_dir true")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise SystemExit(f"error: --output_dir {out} is not writable ({err.strerror}); results could not be saved") from None
 
+
+def prepare_run(args, overwrite_output_dir: bool = False) -> None:
+    """What every recipe does right after parsing its flags, before anything is built:
+
+    - :func:`check_output_dir`;
     - seed Python, NumPy and torch from ``--seed`` (transformers' ``set_seed``; with
       ``--full_determinism``, ``enable_full_determinism``, which also asks for deterministic kernels),
       so the model weights, the transforms and the data order follow from the seed;
@@ -44,6 +63,7 @@ def prepare_run(args) -> None:
     """
     from transformers import enable_full_determinism, set_seed
 
+    check_output_dir(args, overwrite_output_dir)
     if args.full_determinism:
         enable_full_determinism(args.seed)
     else:
@@ -52,10 +72,28 @@ def prepare_run(args) -> None:
         args.dataloader_persistent_workers = False
 
 
+def resolve_checkpoint(args) -> str | None:
+    """``--resume_from_checkpoint``: a checkpoint folder, or ``last`` / ``true`` for the newest
+    ``checkpoint-*`` in ``--output_dir``; a missing folder is an error before training."""
+    wanted = args.resume_from_checkpoint
+    if not wanted:
+        return None
+    if str(wanted).lower() in ("last", "true"):
+        found = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        if found is None:
+            raise SystemExit(f"error: --resume_from_checkpoint {wanted}: no checkpoint-* folder in {args.output_dir}")
+        return found
+    if not os.path.isdir(wanted):
+        raise SystemExit(f"error: --resume_from_checkpoint {wanted} is not a folder")
+    return wanted
+
+
 def run_training(trainer, recipe: str, n_train_images: int, extra: dict | None = None) -> dict:
-    """Train (evaluating each epoch), write ``metrics.json`` and return it."""
-    trainer.add_callback(MetricsJsonCallback(recipe, n_train_images, extra))
-    trainer.train()
+    """Train (evaluating each epoch; from ``--resume_from_checkpoint`` when given, which transformers'
+    Trainer does not read by itself), write ``metrics.json`` and return it."""
+    checkpoint = resolve_checkpoint(trainer.args)
+    trainer.add_callback(MetricsJsonCallback(recipe, n_train_images, extra, resume_from=checkpoint))
+    trainer.train(resume_from_checkpoint=checkpoint)
     path = os.path.join(trainer.args.output_dir, "metrics.json")
     if not trainer.is_world_process_zero():
         return {}

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 SETTING_KEYS = ("optim", "optim_args", "learning_rate", "weight_decay", "max_grad_norm", "clip_value", "gaf",
                 "gaf_alpha", "gaf_beta", "gaf_placement", "num_train_epochs", "per_device_train_batch_size",
@@ -43,29 +45,56 @@ def weights_sha256(model) -> str:
     return digest.hexdigest()
 
 
+PARTIAL_NAME = "hf_gaf_metrics.json"  # the epochs so far, inside each checkpoint folder
+
+
 class MetricsJsonCallback(TrainerCallback):
-    def __init__(self, recipe: str, n_train_images: int, extra: dict | None = None) -> None:
+    """Collects per-epoch records and writes ``metrics.json`` at the end of training. Each checkpoint
+    also holds the records so far (:data:`PARTIAL_NAME`), so a run resumed from ``resume_from``
+    continues the same epoch list; an epoch that was only partly trained in this process (a mid-epoch
+    resume) gets ``"partial": <fraction>`` and its images/s counts only the images it trained."""
+
+    def __init__(self, recipe: str, n_train_images: int, extra: dict | None = None,
+                 resume_from: str | None = None) -> None:
         self.recipe = recipe
         self.n_train_images = n_train_images
         self.extra = extra or {}
         self.epochs: list[dict] = []
         self.last_eval: dict = {}
         self._in_epoch: dict | None = None
+        self.initial_weights = None
+        if resume_from and os.path.isfile(os.path.join(resume_from, PARTIAL_NAME)):
+            with open(os.path.join(resume_from, PARTIAL_NAME)) as f:
+                saved = json.load(f)
+            self.epochs, self.last_eval = saved["epochs"], saved["last_eval"]
+            self.initial_weights = saved["initial_weights_sha256"]
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._start = time.perf_counter()
-        self.initial_weights = weights_sha256(model) if model is not None and state.is_world_process_zero else None
+        if self.initial_weights is None and model is not None and state.is_world_process_zero:
+            self.initial_weights = weights_sha256(model)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._epoch_start = time.perf_counter()
+        self._epoch_progress = state.epoch or 0.0  # > its floor when a run resumes mid-epoch
         self._in_epoch = {}
 
     def on_epoch_end(self, args, state, control, **kwargs):
         seconds = time.perf_counter() - self._epoch_start
-        self.epochs.append({"epoch": len(self.epochs) + 1, "epoch_time_s": seconds,
-                            "train_images_per_s": self.n_train_images / seconds if seconds > 0 else float("nan"),
-                            **self._in_epoch})
+        fraction = max(min(state.epoch - self._epoch_progress, 1.0), 0.0) if state.epoch else 1.0
+        record = {"epoch": max(int(math.ceil(state.epoch or 0)), 1), "epoch_time_s": seconds,
+                  "train_images_per_s": self.n_train_images * fraction / seconds if seconds > 0 else float("nan")}
+        if fraction < 1.0 - 1e-9:
+            record["partial"] = fraction
+        self.epochs.append(record | self._in_epoch)
         self._in_epoch = None
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if state.is_world_process_zero and os.path.isdir(folder):
+            with open(os.path.join(folder, PARTIAL_NAME), "w") as f:
+                json.dump({"epochs": self.epochs, "last_eval": self.last_eval,
+                           "initial_weights_sha256": self.initial_weights}, f, default=str)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         values = {k: v for k, v in (metrics or {}).items() if k != "epoch" and isinstance(v, (int, float))}
@@ -85,7 +114,8 @@ class MetricsJsonCallback(TrainerCallback):
                 record["train_loss"] = statistics.fmean(losses[record["epoch"]])
         if not state.is_world_process_zero:
             return
-        speeds = [e["train_images_per_s"] for e in self.epochs[1:] or self.epochs]
+        whole = [e for e in self.epochs if "partial" not in e]
+        speeds = [e["train_images_per_s"] for e in whole[1:] or whole or self.epochs]
         report = {
             "recipe": self.recipe, "seed": args.seed, "initial_weights_sha256": self.initial_weights,
             "settings": {k: getattr(args, k, None) for k in SETTING_KEYS} | self.extra,

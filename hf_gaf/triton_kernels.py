@@ -18,8 +18,8 @@ The math is computed in float32 and rounded once into each tensor's dtype (float
 float16). f is written here with float32 polynomials (Cephes' ``atanf`` and ``tanhf``) and an exact
 ``log1p`` correction, not with libdevice, so the very same code runs under the Triton interpreter on
 CPU (``TRITON_INTERPRET=1``), where the tests check it against float64 references; relative error
-≲ 2e-7. Non-finite values: NaN stays NaN, ±inf → ±α·π/2 (atan), ±α (tanh), ±inf (log), as
-:mod:`hf_gaf.functional`.
+≲ 2e-7. Non-finite values: ±inf and NaN give NaN, as :mod:`hf_gaf.functional` with ``nan_on_inf``
+(what GAFSGD and ``attach_gaf`` use on every path).
 
 Scalars (lr, momentum, α, β, ...) are kernel arguments passed by value: a new learning rate each
 step neither recompiles (Triton does not specialise on float values) nor synchronises.
@@ -110,7 +110,8 @@ if triton is not None:
 
     @triton.jit
     def _gaf_f(x, alpha, beta, KIND: tl.constexpr):
-        """f(x) in float32 for KIND 1 = atan, 2 = tanh, 3 = log (α·sign(x)·log(1 + β|x|))."""
+        """f(x) in float32 for KIND 1 = atan, 2 = tanh, 3 = log (α·sign(x)·log(1 + β|x|)); ±inf and
+        NaN give NaN (``nan_on_inf`` of hf_gaf.functional: an overflow is never a silent bounded step)."""
         if KIND == 1:
             y = alpha * _atan(beta * x)
         elif KIND == 2:
@@ -118,7 +119,7 @@ if triton is not None:
         else:
             m = alpha * _log1p_abs(beta * x)
             y = tl.where(x < 0, -m, m)
-        return y
+        return y + (x - x)  # + 0 where x is finite, NaN where it is not
 
     @triton.jit
     def _load(ptr, offs, mask, MASKED: tl.constexpr):

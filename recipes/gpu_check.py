@@ -197,7 +197,8 @@ def detection_throughput(out: Path, quick: bool) -> list[dict]:
         run_dir = out / f"{recipe}-{preset}"
         cmd = [sys.executable, str(ROOT / script), "--voc_root", voc, "--classes", "shapes", "--recipe", preset,
                "--image_size", str(size), "--num_train_epochs", "1" if quick else "2", "--eval_strategy", "no",
-               "--draw_predictions", "0", "--output_dir", str(run_dir), "--report_to", "none", *extra]
+               "--draw_predictions", "0", "--output_dir", str(run_dir), "--overwrite_output_dir", "true",
+               "--report_to", "none", *extra]
         if not quick:
             cmd += ["--bf16", "true"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -38,6 +38,9 @@ def test_make_voc_and_plot_gaf_write_valid_files(tmp_path):
     (["make-voc", "/tmp/x", "--classes", "hexagon"], "unknown class names"),
     (["compare", "--script", "nope.py", "--presets", "sgd", "--out", "/tmp/x"], "does not exist"),
     (["demo", "--task", "segmentation"], "invalid choice"),
+    (["demo", "--epochs", "-1"], "--epochs -1: need at least 1"),
+    (["plot-gaf", "--out", "/no/such/folder/f.png"], "does not exist or is not writable"),
+    (["plot-gaf", "--out", "/tmp/f.txt"], "must end in .png"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message):
     proc = run(*args)
@@ -61,3 +64,22 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert (out / "faster_rcnn" / "gaf" / "seed-0" / "predictions.png").is_file()
     assert "files:" in proc.stdout and str(out / "results.md") in proc.stdout
     assert elapsed < 180, f"the reduced demo took {elapsed:.0f} s"
+
+
+def test_make_voc_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
+    """A real VOC tree (ids from 000001) must survive: make-voc stops with one line naming --overwrite."""
+    user = tmp_path / "data" / "VOCdevkit" / "VOC2007" / "Annotations"
+    user.mkdir(parents=True)
+    (user / "000001.xml").write_text("<annotation>mine</annotation>")
+    (tmp_path / "data" / "notes.txt").write_text("keep me")
+    proc = run("make-voc", str(tmp_path / "data"), "--n-train", "3", "--n-test", "1", "--image-size", "64")
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert (user / "000001.xml").read_text() == "<annotation>mine</annotation>"
+    proc = run("make-voc", str(tmp_path / "data"), "--n-train", "3", "--n-test", "1", "--image-size", "64", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in user.iterdir()) == ["000000.xml", "000001.xml", "000002.xml", "000003.xml"]
+    assert "mine" not in (user / "000001.xml").read_text()
+    assert (tmp_path / "data" / "notes.txt").read_text() == "keep me"  # only VOCdevkit/VOC2007 is replaced
+    (tmp_path / "file").write_text("x")
+    proc = run("make-voc", str(tmp_path / "file"))
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr

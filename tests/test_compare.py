@@ -60,3 +60,28 @@ def test_compare_reports_a_failing_run(tmp_path):
     script.write_text("import sys; print('boom'); sys.exit(3)")
     with pytest.raises(RuntimeError, match=r"run sgd seed 0 failed \(exit 3\)[\s\S]*boom"):
         main(["--script", str(script), "--presets", "sgd", "--out", str(tmp_path / "o")])
+
+
+def test_a_non_finite_seed_is_counted_reported_and_never_best(tmp_path):
+    fake_run(tmp_path / "sgd" / "seed-0", 0.90, [0.90], 100)
+    fake_run(tmp_path / "sgd" / "seed-1", 0.91, [0.91], 100)
+    fake_run(tmp_path / "gaf" / "seed-0", 0.95, [0.95], 100)
+    fake_run(tmp_path / "gaf" / "seed-1", float("nan"), [float("nan")], 100)
+    s = summarize(tmp_path, ["sgd", "gaf"], [0, 1], "eval_accuracy")
+    assert s["table"]["gaf"]["n_nonfinite"] == 1 and s["table"]["gaf"]["mean"] == pytest.approx(0.95)
+    from hf_gaf.compare import results_markdown
+
+    table = results_markdown(s)
+    assert "(1 of 2 seeds non-finite, left out)" in table
+    assert "| sgd **(best)** |" in table and "gaf **(best)**" not in table
+
+
+def test_a_baseline_that_is_not_compared_is_an_error_before_any_run(tmp_path):
+    fake_run(tmp_path / "sgd" / "seed-0", 0.90, [0.90], 100)
+    with pytest.raises(ValueError, match="'sdg' is not one of"):
+        summarize(tmp_path, ["sgd"], [0], "eval_accuracy", baseline="sdg")
+    assert summarize(tmp_path, ["sgd"], [0], "eval_accuracy")["baseline"] == "sgd"
+    with pytest.raises(SystemExit):
+        main(["--script", str(ROOT / "recipes/classification/train.py"), "--presets", "sgd", "gaf", "--baseline",
+              "sdg", "--out", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()

@@ -253,3 +253,48 @@ def test_converges_on_rosenbrock():
         loss.backward()
         opt.step()
     assert torch.allclose(xy.detach(), torch.tensor([1.0, 1.0]), atol=5e-2), xy
+
+
+@pytest.mark.parametrize("placement", ["update", "grad"])
+@pytest.mark.parametrize("path", ["per-tensor", "foreach", "compiled", "triton"])
+def test_an_infinite_gradient_makes_the_parameter_nan_never_a_silent_drift(monkeypatch, placement, path):
+    """Loss p²/2 with g[1] = inf at step 5: torch's SGD turns p[1] NaN (loud); so must GAFSGD, on every path
+    and both placements, instead of moving p[1] by lr·α·π/2 forever from an inf momentum buffer."""
+    if path == "triton":
+        from hf_gaf import triton_kernels
+
+        if not triton_kernels.runs_on(torch.device("cpu")):
+            pytest.skip("needs triton and TRITON_INTERPRET=1")
+        monkeypatch.setenv("HF_GAF_FUSED", "triton")
+    kwargs = {"per-tensor": dict(foreach=False, fused=False), "foreach": dict(foreach=True, fused=False),
+              "compiled": dict(fused=True), "triton": dict(fused=True)}[path]
+    if path == "compiled":
+        monkeypatch.setenv("HF_GAF_FUSED", "compile")
+    p = torch.nn.Parameter(torch.tensor([0.5, -0.3, 0.2]))
+    opt = GAFSGD([p], lr=0.1, momentum=0.9, gaf="atan", alpha=0.1, beta=20.0, placement=placement, **kwargs)
+    for step in range(12):
+        p.grad = p.detach().clone()
+        if step == 5:
+            p.grad[1] = math.inf
+        opt.step()
+    assert torch.isnan(p[1]), "an infinite gradient must not turn into a bounded, repeated step"
+    assert torch.isfinite(p[[0, 2]]).all() and p[0].abs() < 0.5  # the other coordinates keep training
+
+
+def test_bad_groups_are_refused_and_not_kept():
+    p = make_params()
+    opt = GAFSGD(p[:1], lr=0.1)
+    with pytest.raises(ValueError, match="placement"):
+        opt.add_param_group(dict(params=p[1:2], placement="middle"))
+    assert len(opt.param_groups) == 1, "a refused group must not stay in the optimizer"
+    opt.param_groups[0]["gaf"] = "atna"  # a typo after construction must not silently run another kind
+    p[0].grad = torch.ones_like(p[0])
+    for kwargs in (dict(foreach=False), dict(foreach=True)):
+        opt.param_groups[0].update(kwargs, fused=False)
+        with pytest.raises(ValueError, match="unknown GAF kind 'atna'"):
+            opt.step()
+    with pytest.raises(ValueError, match="complex parameter"):
+        GAFSGD([torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))], lr=0.1)
+    import numpy as np
+
+    GAFSGD(p[:1], lr=0.1, alpha=np.float32(0.1), beta=np.float64(20.0))  # numpy scalars are numbers too

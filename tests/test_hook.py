@@ -113,3 +113,26 @@ def test_grad_scaler_overflow_step_skipped_without_gaf():
     assert torch.equal(m[2].weight.grad, scaled), "GAF must not touch gradients on an overflow step"
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
     assert scaler.get_scale() == 2.0**9
+
+
+def test_an_infinite_gradient_reaches_the_optimizer_as_nan():
+    m, batches = model_and_batches()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    attach_gaf(opt)
+    x, y = batches[0]
+    torch.nn.functional.mse_loss(m(x), y).backward()
+    m[0].weight.grad[0, 0] = float("inf")
+    opt.step()
+    assert torch.isnan(m[0].weight.grad[0, 0]) and torch.isnan(m[0].weight[0, 0])
+    assert torch.isfinite(m[2].weight).all()
+
+
+def test_sparse_and_complex_are_clear_errors():
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    attach_gaf(opt)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        opt.step()
+    with pytest.raises(ValueError, match="complex parameter"):
+        attach_gaf(torch.optim.SGD([torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))], lr=0.1))

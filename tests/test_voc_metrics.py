@@ -53,10 +53,11 @@ def test_iou_exactly_half():
     assert voc_eval(d, g, ["a"], compat="py-faster-rcnn")["map"] == 0.0
 
 
-@pytest.mark.parametrize("n_tp, devkit, pfr", [(3, 4 / 11, 3 / 11), (6, 7 / 11, 6 / 11), (7, 8 / 11, 7 / 11)])
+@pytest.mark.parametrize("n_tp, devkit, pfr", [(3, 3 / 11, 3 / 11), (6, 7 / 11, 6 / 11), (7, 8 / 11, 7 / 11)])
 def test_recall_exactly_on_an_11_point_threshold(n_tp, devkit, pfr):
-    """10 positives, n_tp perfect detections: recall reaches exactly n_tp/10 with precision 1. The
-    devkit counts threshold n_tp/10; py-faster-rcnn's np.arange gives n_tp/10 + 4e-17 and misses it."""
+    """10 positives, n_tp perfect detections: recall reaches exactly n_tp/10 with precision 1. MATLAB's
+    0:0.1:1 (the devkit) gives 0.30000000000000004 but exact 0.6 and 0.7, so the devkit misses 0.3 and counts
+    0.6 and 0.7; py-faster-rcnn's np.arange gives n_tp/10 + 4e-17 for all three and misses them."""
     g = [gt(i, [[0, 0, 10, 10]], [0]) for i in range(10)]
     d = [det(i, [[0, 0, 10, 10]], [1.0 - i / 100], [0]) for i in range(n_tp)]
     assert voc_eval(d, g, ["a"], compat="devkit")["map"] == pytest.approx(devkit, abs=1e-12)
@@ -135,3 +136,58 @@ def test_evaluate_module_loads_offline():
                    reference={k: g[k] for k in ("boxes", "labels", "difficult")})
     out = metric.compute(class_names=["a", "b", "c"])
     assert out["voc07_map"] == pytest.approx(8.5 / 22)
+
+
+def test_non_finite_detections_are_dropped_counted_and_score_nothing():
+    """30 NaN boxes per image used to give COCO mAP 0.578; now they are left out of every metric and counted."""
+    from hf_gaf.metrics import DetectionEvaluator
+
+    gts = [{"image_id": i, "boxes": np.array([[10.0, 10, 50, 50]]), "labels": np.array([0]), "difficult": np.array([0])}
+           for i in range(3)]
+    nan_boxes = np.full((30, 4), np.nan)
+    dets = [{"image_id": i, "boxes": np.concatenate([nan_boxes, [[10.0, 10, 50, 50]]]),
+             "scores": np.concatenate([np.full(30, 0.99), [0.5]]), "labels": np.zeros(31, int)} for i in range(2)]
+    dets.append({"image_id": 2, "boxes": np.array([[10.0, 10, 50, 50]]), "scores": np.array([np.nan]),
+                 "labels": np.array([0])})
+    ev = DetectionEvaluator(["thing"])
+    ev.update(dets, gts)
+    out = ev.compute()
+    assert out["n_dropped_detections"] == 61
+    clean = DetectionEvaluator(["thing"])
+    clean.update([{"image_id": i, "boxes": np.array([[10.0, 10, 50, 50]]), "scores": np.array([0.5]),
+                   "labels": np.array([0])} for i in range(2)], gts)
+    expected = clean.compute()
+    for key in ("voc07_map", "voc12_map", "coco_map"):
+        assert out[key] == pytest.approx(expected[key]), key
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(det={"image_id": 0, "boxes": np.zeros((2, 4)), "scores": np.ones(3), "labels": np.zeros(2, int)}),
+     r"detections of image 0: 2 boxes, 3 scores, 2 labels"),
+    (dict(det={"image_id": 0, "boxes": np.zeros(6), "scores": np.ones(1), "labels": np.zeros(1, int)}),
+     r"boxes has 6 values, not rows of 4"),
+    (dict(det={"image_id": "000000", "boxes": np.zeros((1, 4)), "scores": np.ones(1), "labels": np.zeros(1, int)}),
+     r"image '000000' \(str\) have no ground truth; ground-truth ids look like 0 \(int\)"),
+    (dict(gt={"image_id": 0, "boxes": np.array([[0, 0, np.nan, 1.0]]), "labels": np.zeros(1, int)}),
+     r"ground truth of image 0 has a non-finite box"),
+    (dict(gt={"image_id": 0, "boxes": np.zeros((2, 4)), "labels": np.zeros(1, int)}),
+     r"ground truth of image 0: 2 boxes, 1 labels"),
+])
+@pytest.mark.parametrize("evaluate", ["voc", "coco"])
+def test_malformed_inputs_are_clear_errors(bad, message, evaluate):
+    from hf_gaf.metrics.coco import coco_eval
+
+    gt = bad.get("gt", {"image_id": 0, "boxes": np.array([[0.0, 0, 5, 5]]), "labels": np.zeros(1, int)})
+    det = bad.get("det", {"image_id": 0, "boxes": np.array([[0.0, 0, 5, 5]]), "scores": np.ones(1),
+                          "labels": np.zeros(1, int)})
+    with pytest.raises(ValueError, match=message):
+        (voc_eval if evaluate == "voc" else coco_eval)([det], [gt], ["thing"])
+
+
+def test_devkit_thresholds_are_matlabs_colon_operator():
+    """10 ground-truth boxes, detections in score order TP TP TP FP FP TP: precision 1 1 1 .75 .6 .667 at recall
+    .1 .2 .3 .3 .3 .4. Devkit (t = 0.30000000000000004 misses recall 0.3): (1+1+1+2/3+2/3)/11 = 0.3939."""
+    g = [gt(i, [[0, 0, 10, 10]], [0]) for i in range(10)]
+    boxes = [[0, 0, 10, 10]] * 3 + [[50, 50, 60, 60]] * 2 + [[0, 0, 10, 10]]
+    d = [det(i if i < 3 else (9 if i < 5 else 3), [b], [1.0 - i / 100], [0]) for i, b in enumerate(boxes)]
+    assert voc_eval(d, g, ["a"], compat="devkit")["map"] == pytest.approx((3 + 4 / 3) / 11, abs=1e-12)

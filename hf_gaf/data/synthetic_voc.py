@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 
 import numpy as np
@@ -103,6 +104,9 @@ def _make_image(rng: np.random.Generator, size: int, classes: Sequence[str]) -> 
     return image, objects
 
 
+SYNTHETIC_MARKER = "HF_GAF_SYNTHETIC_VOC"
+
+
 def make_voc(
     out_dir: str,
     n_train: int = 160,
@@ -111,16 +115,30 @@ def make_voc(
     seed: int = 0,
     classes: Sequence[str] = SHAPE_CLASSES,
     val_fraction: float = 0.2,
+    overwrite: bool = False,
 ) -> str:
     """Write a VOCdevkit/VOC2007 tree of ``n_train`` trainval and ``n_test`` test images; return the
-    ``VOCdevkit`` path. ``classes`` picks which of :data:`SHAPE_CLASSES` appear (their names)."""
+    ``VOCdevkit`` path. ``classes`` picks which of :data:`SHAPE_CLASSES` appear (their names).
+
+    ``out_dir`` must be missing or empty: a folder with anything in it (a real VOC tree, say) raises
+    ``FileExistsError`` unless ``overwrite``, which first deletes ``VOCdevkit/VOC2007`` there (the
+    tree this writes) and leaves every other file alone. A set written here carries the marker file
+    :data:`SYNTHETIC_MARKER`, so callers can tell their own output from a user's data."""
     unknown = [c for c in classes if c not in SHAPE_CLASSES]
     if unknown:
         raise ValueError(f"make_voc draws only {', '.join(SHAPE_CLASSES)}; unknown class names: {unknown}")
     if n_train < 0 or n_test < 0 or image_size < 32:
         raise ValueError(f"need n_train, n_test >= 0 and image_size >= 32, got {n_train}, {n_test}, {image_size}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir} is a file, not a folder: give make-voc a folder to write into")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} is not empty; make-voc writes VOCdevkit/VOC2007 (images, XML, split files) there and would "
+            "replace what it holds: choose an empty folder, or pass --overwrite (overwrite=True) to replace it")
     devkit = os.path.join(out_dir, "VOCdevkit")
     base = os.path.join(devkit, "VOC2007")
+    if overwrite and os.path.isdir(base):
+        shutil.rmtree(base)
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -137,4 +155,11 @@ def make_voc(
     for name, members in splits.items():
         with open(os.path.join(base, "ImageSets", "Main", f"{name}.txt"), "w") as f:
             f.writelines(f"{i}\n" for i in members)
+    with open(os.path.join(out_dir, SYNTHETIC_MARKER), "w") as f:
+        f.write(f"written by hf_gaf.data.synthetic_voc.make_voc (seed {seed})\n")
     return devkit
+
+
+def is_synthetic_voc(out_dir: str) -> bool:
+    """True when ``out_dir`` was written by :func:`make_voc` (it holds :data:`SYNTHETIC_MARKER`)."""
+    return os.path.isfile(os.path.join(out_dir, SYNTHETIC_MARKER))

@@ -13,36 +13,33 @@ import contextlib
 import io
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .voc import to_numpy
+from .voc import check_inputs
 
 
 def coco_eval(detections: Sequence[Mapping], ground_truths: Sequence[Mapping], class_names: Sequence[str]) -> dict:
-    """``{"coco_map", "ap50", "ap75"}`` (NaN when there is no ground truth at all)."""
+    """``{"coco_map", "ap50", "ap75"}`` (NaN when there is no ground truth at all); inputs are checked
+    as :func:`hf_gaf.metrics.voc.check_inputs` does (errors for malformed ones, non-finite detections
+    dropped)."""
+    detections, ground_truths, _ = check_inputs(detections, ground_truths, len(class_names))
     image_ids: dict = {}
 
-    def image_index(image_id):
-        key = image_id.item() if hasattr(image_id, "item") else image_id
+    def image_index(key):
         return image_ids.setdefault(key, len(image_ids) + 1)
 
     annotations = []
     for gt in ground_truths:
         img = image_index(gt["image_id"])
-        boxes = to_numpy(gt["boxes"], np.float64).reshape(-1, 4)
-        labels = to_numpy(gt["labels"], np.int64).reshape(-1)
-        difficult = to_numpy(gt.get("difficult", np.zeros(len(labels), bool)), bool).reshape(-1)
-        for box, label, hard in zip(boxes, labels, difficult):
+        for box, label, hard in zip(gt["boxes"], gt["labels"], gt["difficult"]):
             w, h = float(box[2] - box[0]), float(box[3] - box[1])
             annotations.append({"id": len(annotations) + 1, "image_id": img, "category_id": int(label) + 1,
                                 "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h, "iscrowd": int(hard)})
     results = []
     for det in detections:
         img = image_index(det["image_id"])
-        boxes = to_numpy(det["boxes"], np.float64).reshape(-1, 4)
-        for box, score, label in zip(boxes, to_numpy(det["scores"]).reshape(-1), to_numpy(det["labels"]).reshape(-1)):
+        for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
             results.append({"image_id": img, "category_id": int(label) + 1, "score": float(score),
                             "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})
     if not annotations:

@@ -27,7 +27,8 @@ METRIC_KEYS = ("voc07_map", "voc12_map", "coco_map", "coco_ap50", "coco_ap75")
 
 class DetectionEvaluator:
     """Accumulates detections and ground truth; :meth:`compute` returns VOC07, VOC12 and COCO numbers,
-    ``ap_<class>`` (VOC07 AP per class, the classic table) and ``n_images`` (images scored)."""
+    ``ap_<class>`` (VOC07 AP per class, the classic table), ``n_images`` (images scored) and
+    ``n_dropped_detections`` (detections with a NaN/inf box or score, left out of every metric)."""
 
     def __init__(self, class_names: Sequence[str], iou_threshold: float = 0.5, compat: str = "devkit",
                  coco: bool = True) -> None:
@@ -60,6 +61,7 @@ class DetectionEvaluator:
         voc07 = voc_eval(*args, iou_threshold=self.iou_threshold, metric="voc07", compat=self.compat)
         voc12 = voc_eval(*args, iou_threshold=self.iou_threshold, metric="voc12", compat=self.compat)
         out = {"voc07_map": voc07["map"], "voc12_map": voc12["map"]}
+        out["n_dropped_detections"] = voc07["n_dropped_detections"]  # NaN/inf boxes or scores, left out
         if self.coco:
             coco = coco_eval(*args)
             out.update(coco_map=coco["coco_map"], coco_ap50=coco["ap50"], coco_ap75=coco["ap75"])

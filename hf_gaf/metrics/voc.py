@@ -59,10 +59,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+# The devkit's ``for t=0:0.1:1`` as MATLAB's colon operator computes it: a + k·d for the first half,
+# b - (n-k)·d for the second. So t(4) = 0.30000000000000004 (a recall of exactly 0.3 does not reach it),
+# while 0.6 and 0.7 come out exact; numpy's arange (py-faster-rcnn) is off at 0.3, 0.6 and 0.7.
+DEVKIT_THRESHOLDS = np.array([k * 0.1 if k <= 5 else 1.0 - (10 - k) * 0.1 for k in range(11)])
+
+
 def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str = "voc07", compat: str = "devkit") -> float:
     """AP from a recall/precision curve (detections in descending score order)."""
     if metric == "voc07":
-        thresholds = np.arange(0.0, 1.1, 0.1) if compat == "py-faster-rcnn" else np.arange(11) / 10
+        thresholds = np.arange(0.0, 1.1, 0.1) if compat == "py-faster-rcnn" else DEVKIT_THRESHOLDS
         ap = 0.0
         for t in thresholds:
             above = recall >= t
@@ -95,26 +101,76 @@ def _scatter_by_class(per_class: list[_ClassData], kind: str, labels: np.ndarray
         getattr(data, f"{kind}_image").append(np.full(int(sel.sum()), image))
 
 
+def _image_key(image_id):
+    return image_id.item() if hasattr(image_id, "item") else image_id
+
+
+def _rows(entry: Mapping, field: str, width: int | None, dtype, what: str) -> np.ndarray:
+    array = to_numpy(entry[field], dtype)
+    if width is not None:
+        if array.size % width:
+            raise ValueError(f"{what} of image {_image_key(entry['image_id'])!r}: {field} has {array.size} values, "
+                             f"not rows of {width}")
+        return array.reshape(-1, width)
+    return array.reshape(-1)
+
+
+def check_inputs(detections: Sequence[Mapping], ground_truths: Sequence[Mapping], n_classes: int):
+    """Validate evaluator inputs and return them as numpy dicts, with how many detections were dropped.
+
+    Raises ``ValueError`` naming the image and the field for: lengths that disagree (boxes N×4,
+    scores N, labels N; ground-truth boxes M×4, labels M, difficult M), a label outside the classes,
+    a non-finite ground-truth box, an image with ground truth twice, and a detection whose
+    ``image_id`` has no ground truth (ids compare by value and type: ``5`` is not ``"000005"``).
+    Detections with a NaN/inf coordinate or score are dropped and counted (a diverged model scores
+    what it got right; the count is reported), never ranked.
+    """
+    clean_gt, seen = [], {}
+    for gt in ground_truths:
+        key = _image_key(gt["image_id"])
+        if key in seen:
+            raise ValueError(f"ground truth for image {key!r} is given twice")
+        boxes = _rows(gt, "boxes", 4, np.float64, "ground truth")
+        labels = _rows(gt, "labels", None, np.int64, "ground truth")
+        difficult = to_numpy(gt.get("difficult", np.zeros(len(labels), bool)), bool).reshape(-1)
+        if not len(boxes) == len(labels) == len(difficult):
+            raise ValueError(f"ground truth of image {key!r}: {len(boxes)} boxes, {len(labels)} labels, "
+                             f"{len(difficult)} difficult flags")
+        if not np.isfinite(boxes).all():
+            raise ValueError(f"ground truth of image {key!r} has a non-finite box coordinate")
+        _check_labels(labels, n_classes, "ground truth")
+        seen[key] = type(key)
+        clean_gt.append({"image_id": key, "boxes": boxes, "labels": labels, "difficult": difficult})
+    clean_det, dropped = [], 0
+    for det in detections:
+        key = _image_key(det["image_id"])
+        if key not in seen:
+            example = next(iter(seen), None)
+            raise ValueError(f"detections for image {key!r} ({type(key).__name__}) have no ground truth; ground-truth "
+                             f"ids look like {example!r} ({type(example).__name__})")
+        boxes = _rows(det, "boxes", 4, np.float64, "detections")
+        scores = _rows(det, "scores", None, np.float64, "detections")
+        labels = _rows(det, "labels", None, np.int64, "detections")
+        if not len(boxes) == len(scores) == len(labels):
+            raise ValueError(f"detections of image {key!r}: {len(boxes)} boxes, {len(scores)} scores, "
+                             f"{len(labels)} labels")
+        _check_labels(labels, n_classes, "detection")
+        finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+        dropped += int((~finite).sum())
+        clean_det.append({"image_id": key, "boxes": boxes[finite], "scores": scores[finite], "labels": labels[finite]})
+    return clean_det, clean_gt, dropped
+
+
 def _gather(detections, ground_truths, n_classes: int) -> list[_ClassData]:
+    """Per-class arrays of checked inputs (:func:`check_inputs`), images numbered in order."""
     image_index: dict = {}
     per_class = [_ClassData() for _ in range(n_classes)]
-
-    def index_of(image_id):
-        key = image_id.item() if hasattr(image_id, "item") else image_id
-        return image_index.setdefault(key, len(image_index))
-
     for gt in ground_truths:
-        labels = to_numpy(gt["labels"], np.int64).reshape(-1)
-        _check_labels(labels, n_classes, "ground truth")
-        _scatter_by_class(per_class, "gt", labels, index_of(gt["image_id"]), {
-            "boxes": to_numpy(gt["boxes"], np.float64).reshape(-1, 4),
-            "difficult": to_numpy(gt.get("difficult", np.zeros(len(labels), bool)), bool).reshape(-1)})
+        _scatter_by_class(per_class, "gt", gt["labels"], image_index.setdefault(gt["image_id"], len(image_index)),
+                          {"boxes": gt["boxes"], "difficult": gt["difficult"]})
     for det in detections:
-        labels = to_numpy(det["labels"], np.int64).reshape(-1)
-        _check_labels(labels, n_classes, "detection")
-        _scatter_by_class(per_class, "det", labels, index_of(det["image_id"]), {
-            "boxes": to_numpy(det["boxes"], np.float64).reshape(-1, 4),
-            "scores": to_numpy(det["scores"], np.float64).reshape(-1)})
+        _scatter_by_class(per_class, "det", det["labels"], image_index[det["image_id"]],
+                          {"boxes": det["boxes"], "scores": det["scores"]})
     return per_class
 
 
@@ -194,6 +250,7 @@ def voc_eval(
         raise ValueError(f"metric must be one of {VOC_METRICS}, got {metric!r}")
     if compat not in COMPAT_MODES:
         raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
+    detections, ground_truths, dropped = check_inputs(detections, ground_truths, len(class_names))
     per_class = _gather(detections, ground_truths, len(class_names))
     ap, precision, recall, npos_by_class, without = {}, {}, {}, {}, []
     for c, name in enumerate(class_names):
@@ -213,4 +270,5 @@ def voc_eval(
         "map": float(np.mean(scored)) if scored else float("nan"),
         "ap": ap, "precision": precision, "recall": recall, "npos": npos_by_class,
         "classes_without_positives": without, "metric": metric, "compat": compat, "iou_threshold": iou_threshold,
+        "n_dropped_detections": dropped,
     }

@@ -31,7 +31,7 @@ from hf_gaf.data.classification import DatasetNotAvailableError, load_classifica
 from hf_gaf.metrics import metric_path  # noqa: E402
 from hf_gaf.models.timm_classifier import TimmClassifier  # noqa: E402
 from hf_gaf.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.recipe import recipe_defaults, run_training, prepare_run  # noqa: E402
+from hf_gaf.recipe import prepare_run, recipe_defaults, run_training  # noqa: E402
 
 @dataclass
 class ModelArguments:
@@ -85,8 +85,8 @@ def collate(examples):
 def main(argv=None) -> None:
     parser = HfArgumentParser((ModelArguments, DataArguments, PresetArguments, GAFTrainingArguments))
     parser.set_defaults(**recipe_defaults(output_dir="runs/classification"))
-    (model_args, data_args, preset, training_args), recipe = parse_with_preset(parser, "classification", argv)
-    prepare_run(training_args)
+    (model_args, data_args, run_args, training_args), recipe = parse_with_preset(parser, "classification", argv)
+    prepare_run(training_args, run_args.overwrite_output_dir)
 
     try:
         train_ds, eval_ds, class_names = load_classification_data(

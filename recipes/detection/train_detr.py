@@ -31,7 +31,7 @@ from hf_gaf.detection.detr import CheckpointClassMismatch, DetrCollator, build_d
 from hf_gaf.detection.trainer import DetectionTrainer, detection_compute_metrics  # noqa: E402
 from hf_gaf.detection.transforms import DetectionTransform  # noqa: E402
 from hf_gaf.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.recipe import recipe_defaults, run_training, prepare_run  # noqa: E402
+from hf_gaf.recipe import prepare_run, recipe_defaults, run_training  # noqa: E402
 
 
 @dataclass
@@ -49,8 +49,8 @@ def main(argv=None) -> None:
     parser.set_defaults(**recipe_defaults(output_dir="runs/detr", per_device_train_batch_size=8,
                         per_device_eval_batch_size=16, batch_eval_metrics=True, eval_do_concat_batches=False,
                         lr_scheduler_type="cosine", warmup_steps=0))
-    (model_args, data_args, _, training_args), recipe = parse_with_preset(parser, "detr", argv, default="adamw")
-    prepare_run(training_args)
+    (model_args, data_args, run_args, training_args), recipe = parse_with_preset(parser, "detr", argv, default="adamw")
+    prepare_run(training_args, run_args.overwrite_output_dir)
     names = class_names(data_args.classes)
     try:
         train_ds, eval_ds = load_detection_splits(
