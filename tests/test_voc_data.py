@@ -154,3 +154,40 @@ def test_parse_voc_xml_reports_missing_size(tmp_path):
     path.write_text("<annotation></annotation>")
     with pytest.raises(VOCFormatError, match=r"x\.xml: missing <size>"):
         parse_voc_xml(str(path), VOC_CLASSES)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda xml: xml.replace("<width>50</width>", "<width>100000</width>"),
+     r"<size> says 100000x40 but .*a\.jpg is 50x40"),
+    (lambda xml: xml.replace("<xmin>11</xmin>", "<xmin>nan</xmin>"), r"<xmin> is not a finite number: 'nan'"),
+    (lambda xml: xml.replace("<width>50</width>", "<width>nan</width>"), r"<width> is not a finite number"),
+    (lambda xml: xml.replace("<height>40</height>", "<height>inf</height>"), r"<height> is not a finite number"),
+    (lambda xml: xml.replace("<height>40</height>", "<height>0</height>"), r"width and height must be positive"),
+])
+def test_xml_that_disagrees_with_itself_or_the_image_names_the_file(tmp_path, edit, message):
+    write_voc(tmp_path, images={"a": [("dog", 11, 6, 30, 20, "", "")]})
+    xml = tmp_path / "VOC2007" / "Annotations" / "a.xml"
+    xml.write_text(edit(xml.read_text()))
+    with pytest.raises(VOCFormatError, match=message) as err:
+        load_voc(str(tmp_path))
+    assert "a.xml" in str(err.value) or "a.jpg" in str(err.value)
+
+
+def test_decompression_bomb_duplicates_and_empty_splits_are_clear_errors(tmp_path, monkeypatch):
+    write_voc(tmp_path, images={"a": [("dog", 11, 6, 30, 20, "", "")], "b": []})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 50x40 = 2000 pixels > 2x the limit: a "bomb"
+    with pytest.raises(VOCFormatError, match=r"image .*a\.jpg cannot be read"):
+        load_voc(str(tmp_path))
+    monkeypatch.undo()
+    with pytest.raises(VOCFormatError, match="name a year twice"):
+        load_voc(str(tmp_path), years=("2007", "2007"))
+    split = tmp_path / "VOC2007" / "ImageSets" / "Main" / "trainval.txt"
+    split.write_text("a\nb\na\n")
+    with pytest.raises(VOCFormatError, match=r"trainval\.txt lists \['a'\] more than once"):
+        load_voc(str(tmp_path))
+    split.write_text("b\n")
+    with pytest.raises(VOCFormatError, match="has no images with objects"):
+        load_voc(str(tmp_path), skip_empty=True)
+    split.write_text("")
+    with pytest.raises(VOCFormatError, match="has no images"):
+        load_voc(str(tmp_path))

@@ -22,12 +22,14 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
 
 import datasets
 from defusedxml import ElementTree
+from PIL import Image
 from defusedxml.common import DefusedXmlException
 
 VOC_CLASSES = (
@@ -82,9 +84,22 @@ def _text(node, tag: str, path: str, default: str | None = None) -> str:
 def _number(node, tag: str, path: str) -> float:
     value = _text(node, tag, path)
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise VOCFormatError(f"{path}: <{tag}> is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise VOCFormatError(f"{path}: <{tag}> is not a finite number: {value!r}")
+    return number
+
+
+def _image_size(jpg: str) -> tuple[int, int]:
+    """(width, height) from the image header (no decoding); unreadable images and decompression
+    bombs are a :class:`VOCFormatError` naming the file."""
+    try:
+        with Image.open(jpg) as image:
+            return image.size
+    except (OSError, Image.DecompressionBombError) as err:
+        raise VOCFormatError(f"image {jpg} cannot be read: {err}") from None
 
 
 def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = True, skip_unknown: bool = False) -> dict:
@@ -99,6 +114,8 @@ def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = T
     if size is None:
         raise VOCFormatError(f"{path}: missing <size>")
     width, height = int(_number(size, "width", path)), int(_number(size, "height", path))
+    if width <= 0 or height <= 0:
+        raise VOCFormatError(f"{path}: <size> is {width}x{height}; width and height must be positive")
     index = {name: i for i, name in enumerate(classes)}
     objects = {"bbox": [], "category": [], "difficult": [], "truncated": [], "area": []}
     n_unknown = n_degenerate = 0
@@ -149,6 +166,8 @@ def load_voc(
     if not root or not os.path.isdir(root):
         raise VOCFormatError(f"VOC root {root!r} does not exist or is not a folder\n{EXPECTED_LAYOUT}")
     years = (years,) if isinstance(years, str) else tuple(years)
+    if len(set(map(str, years))) != len(years):
+        raise VOCFormatError(f"years {list(years)} name a year twice: its images would be counted twice")
     rows = {"image": [], "image_id": [], "width": [], "height": [], "objects": []}
     n_unknown = n_degenerate = 0
     for year in years:
@@ -158,6 +177,9 @@ def load_voc(
             raise VOCFormatError(f"split file {split_file} not found\n{EXPECTED_LAYOUT}")
         with open(split_file) as f:
             ids = [line.split()[0] for line in f if line.strip()]
+        repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+        if repeated:
+            raise VOCFormatError(f"{split_file} lists {repeated[:5]} more than once")
         for image_id in ids:
             xml = os.path.join(base, "Annotations", f"{image_id}.xml")
             jpg = os.path.join(base, "JPEGImages", f"{image_id}.jpg")
@@ -166,6 +188,10 @@ def load_voc(
             if not os.path.isfile(jpg):
                 raise VOCFormatError(f"image {jpg} listed in {split_file} does not exist")
             record = parse_voc_xml(xml, classes, keep_difficult=keep_difficult, skip_unknown=skip_unknown)
+            actual = _image_size(jpg)
+            if actual != (record["width"], record["height"]):
+                raise VOCFormatError(f"{xml}: <size> says {record['width']}x{record['height']} but {jpg} is "
+                                     f"{actual[0]}x{actual[1]}; boxes would be clamped to the wrong image")
             n_unknown += record["n_unknown"]
             n_degenerate += record["n_degenerate"]
             if skip_empty and not record["objects"]["bbox"]:
@@ -180,4 +206,7 @@ def load_voc(
                       stacklevel=2)
     if n_unknown:
         warnings.warn(f"load_voc: skipped {n_unknown} objects of unknown classes under {root}", stacklevel=2)
+    if not rows["image"]:
+        raise VOCFormatError(f"split {split!r} of VOC{'+'.join(map(str, years))} under {root} has no images"
+                             + (" with objects" if skip_empty else ""))
     return datasets.Dataset.from_dict(rows, features=voc_features(classes))
