@@ -272,15 +272,16 @@ class GAFTrainer(Trainer):
                 json.dump(self.args.gaf_config(), f, indent=2)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
+        saved = self._saved_gaf_config(checkpoint) if checkpoint is not None else None
+        current = self.args.gaf_config()
+        if saved is not None and list(saved.get("gaf_exclude", [])) != list(current["gaf_exclude"]):
+            raise ValueError(
+                f"checkpoint {checkpoint} was trained with --gaf_exclude {saved.get('gaf_exclude')}, this run asks for "
+                f"{current['gaf_exclude']}: the exclusions split the optimizer's parameter groups, so its saved state "
+                "cannot be matched to the new groups; resume with the checkpoint's --gaf_exclude")
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
-        path = os.path.join(checkpoint, GAF_CONFIG_NAME)
-        current = self.args.gaf_config()
-        saved = None
-        if os.path.isfile(path):
-            with open(path) as f:
-                saved = json.load(f)
         if saved != current:
             message = (f"RESUMING WITH DIFFERENT GAF SETTINGS: checkpoint {checkpoint} was trained with "
                        f"{saved if saved is not None else 'no GAF settings recorded'}, this run uses {current}. "
@@ -293,6 +294,22 @@ class GAFTrainer(Trainer):
                 if group["gaf"] is not None:
                     group.update(gaf=self.args.gaf, alpha=self.args.gaf_alpha, beta=self.args.gaf_beta,
                                  placement=self.args.gaf_placement)
+
+    @staticmethod
+    def _saved_gaf_config(checkpoint: str) -> dict | None:
+        """The checkpoint's ``gaf_config.json`` (None when it has none); a corrupt one is an error naming it."""
+        path = os.path.join(checkpoint, GAF_CONFIG_NAME)
+        if not os.path.isfile(path):
+            return None
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} cannot be read as JSON ({err}); restore it from another checkpoint or "
+                             "delete it to resume without recorded GAF settings") from None
+        if not isinstance(saved, dict):
+            raise ValueError(f"{path} holds {type(saved).__name__}, not the GAF settings object")
+        return saved
 
     # --- logging ----------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:

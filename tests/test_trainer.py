@@ -185,6 +185,20 @@ def test_resume_with_other_gaf_settings_warns_and_uses_the_run_settings(tmp_path
     assert unwrap_optimizer(trainer.optimizer).param_groups[0]["beta"] == 30.0
 
 
+def test_resume_with_a_corrupt_config_or_other_exclusions_is_a_clear_error(tmp_path):
+    args = tiny_args(tmp_path / "a", save_strategy="steps", save_steps=3, max_steps=3)
+    SequentialGAFTrainer(model=TinyRegressor(), args=args, train_dataset=TinyData(48)).train()
+    checkpoint = tmp_path / "a" / "checkpoint-3"
+    other = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(48),
+                                 args=tiny_args(tmp_path / "b", max_steps=5, gaf_exclude=["bias"]))
+    with pytest.raises(ValueError, match=r"--gaf_exclude \[\], this run asks for \['bias'\]"):
+        other.train(resume_from_checkpoint=str(checkpoint))
+    (checkpoint / "gaf_config.json").write_text("{not json")
+    same = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(48), args=tiny_args(tmp_path / "c", max_steps=5))
+    with pytest.raises(ValueError, match=r"gaf_config\.json cannot be read as JSON"):
+        same.train(resume_from_checkpoint=str(checkpoint))
+
+
 def test_stats_equal_hand_computed_values():
     g = torch.tensor([0.001, -0.002, 0.05, -1.0, 3.0, 0.0])
     spec = GAFSpec("atan", 0.1, 20.0)

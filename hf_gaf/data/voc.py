@@ -126,7 +126,8 @@ def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = T
                 n_unknown += 1
                 continue
             raise VOCFormatError(f"{path}: unknown class {name!r} (known: {', '.join(classes)}); "
-                                 "pass skip_unknown=True to skip such objects")
+                                 "to train on a subset of the classes, skip such objects with --skip_unknown_classes true "
+                                 "(skip_unknown=True in load_voc)")
         difficult = _text(obj, "difficult", path, default="0") not in ("0", "false", "False")
         if difficult and not keep_difficult:
             continue

@@ -22,6 +22,9 @@ class VOCDataArguments:
     train_split: str = field(default="trainval")
     eval_split: str = field(default="test")
     classes: str = field(default="voc", metadata={"help": "voc, shapes (synthetic set) or comma-separated names."})
+    skip_unknown_classes: bool = field(default=False, metadata={
+        "help": "Skip (and count) objects whose class is not in --classes, to train on a subset of the classes; "
+                "without it such an object is an error naming its file."})
     image_size: int = field(default=512, metadata={"help": "Side of the square canvas images are resized onto."})
     resize_mode: str = field(default="letterbox", metadata={"help": "letterbox (keep aspect, pad) or stretch."})
     hflip: float = field(default=0.5)
@@ -48,15 +51,19 @@ def class_names(spec: str) -> list[str]:
 
 
 def load_detection_splits(voc_root: str | None, years: str, train_split: str, eval_split: str, classes: list[str],
-                          max_train: int | None = None, max_eval: int | None = None, eval_years: str | None = None):
+                          max_train: int | None = None, max_eval: int | None = None, eval_years: str | None = None,
+                          skip_unknown: bool = False):
     """(train, eval) datasets: training skips difficult objects and empty images (the usual VOC
-    recipe); evaluation keeps both, difficult objects flagged."""
+    recipe); evaluation keeps both, difficult objects flagged; ``skip_unknown`` drops objects of
+    classes outside ``classes`` (counted in a warning)."""
     if not voc_root:
         raise ValueError("--voc_root is required: the folder that holds VOCdevkit (real VOC, or `hf-gaf make-voc OUT`)")
     train_years = tuple(y.strip() for y in years.replace("+", ",").split(",") if y.strip())
     test_years = tuple(y.strip() for y in (eval_years or train_years[0]).replace("+", ",").split(",") if y.strip())
-    train = load_voc(voc_root, years=train_years, split=train_split, classes=classes, keep_difficult=False, skip_empty=True)
-    evaluation = load_voc(voc_root, years=test_years, split=eval_split, classes=classes, keep_difficult=True)
+    train = load_voc(voc_root, years=train_years, split=train_split, classes=classes, keep_difficult=False,
+                     skip_empty=True, skip_unknown=skip_unknown)
+    evaluation = load_voc(voc_root, years=test_years, split=eval_split, classes=classes, keep_difficult=True,
+                          skip_unknown=skip_unknown)
     if max_train:
         train = train.select(range(min(max_train, len(train))))
     if max_eval:

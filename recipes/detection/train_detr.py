@@ -55,7 +55,7 @@ def main(argv=None) -> None:
     try:
         train_ds, eval_ds = load_detection_splits(
             data_args.voc_root, data_args.years, data_args.train_split, data_args.eval_split, names,
-            data_args.max_train_samples, data_args.max_eval_samples, data_args.eval_years)
+            data_args.max_train_samples, data_args.max_eval_samples, data_args.eval_years, data_args.skip_unknown_classes)
         model, processor = build_detr_model(names, model_args.model_name_or_path, model_args.model_config,
                                             model_args.ignore_mismatched_sizes)
     except (VOCFormatError, CheckpointClassMismatch, FileNotFoundError, ValueError) as err:

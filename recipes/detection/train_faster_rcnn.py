@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     try:
         train_ds, eval_ds = load_detection_splits(
             data_args.voc_root, data_args.years, data_args.train_split, data_args.eval_split, names,
-            data_args.max_train_samples, data_args.max_eval_samples, data_args.eval_years)
+            data_args.max_train_samples, data_args.max_eval_samples, data_args.eval_years, data_args.skip_unknown_classes)
         model = build_faster_rcnn(
             len(names), backbone=model_args.backbone, image_size=data_args.image_size,
             anchor_sizes=tuple(model_args.anchor_sizes) if model_args.anchor_sizes else None,
