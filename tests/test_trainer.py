@@ -295,3 +295,16 @@ def test_multistep_schedule_with_warmup(tmp_path):
     assert lrs == pytest.approx(expected)
     with pytest.raises(ValueError, match="lr_milestones"):
         tiny_args(tmp_path, lr_milestones=[0.8, 0.5])
+
+
+def test_fsdp2_sharded_gaf_equals_unsharded_on_two_cpu_processes():
+    """torch's FSDP2 (fully_shard) runs with gloo on CPU: GAF on sharded gradients (after reduce-scatter) is
+    exact per shard, for GAFSGD and for attach_gaf."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()),
+                           str(ROOT / "tests" / "helpers" / "fsdp_gaf.py")], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errors = dict(line.split() for line in proc.stdout.splitlines() if line.startswith(("gafsgd", "attach_gaf")))
+    assert set(errors) == {"gafsgd", "attach_gaf"}, proc.stdout
+    assert all(float(e) < 1e-6 for e in errors.values()), errors

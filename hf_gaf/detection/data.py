@@ -26,13 +26,15 @@ class VOCDataArguments:
         "help": "Skip (and count) objects whose class is not in --classes, to train on a subset of the classes; "
                 "without it such an object is an error naming its file."})
     image_size: int = field(default=512, metadata={"help": "Side of the square canvas images are resized onto."})
-    resize_mode: str = field(default="letterbox", metadata={"help": "letterbox (keep aspect, pad) or stretch."})
+    resize_mode: str = field(default="letterbox", metadata={"help": "letterbox (keep aspect, pad) or stretch.",
+                                                            "choices": ["letterbox", "stretch"]})
     hflip: float = field(default=0.5)
     max_zoom_out: float = field(default=1.5, metadata={"help": "Scale jitter: zoom out up to this factor (1 = off)."})
     iou_crop: bool = field(default=False, metadata={"help": "Random IoU crop augmentation."})
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
-    compat: str = field(default="devkit", metadata={"help": "VOC AP convention: devkit or py-faster-rcnn."})
+    compat: str = field(default="devkit", metadata={"help": "VOC AP convention: devkit or py-faster-rcnn.",
+                                                    "choices": ["devkit", "py-faster-rcnn"]})
     draw_predictions: int = field(default=8, metadata={
         "help": "After training, draw the boxes on this many evaluation images into OUTPUT_DIR/predictions.png (0: off)."})
 
