@@ -8,9 +8,11 @@ import os
 import tempfile
 
 import torch
+from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from .run_metrics import MetricsJsonCallback
+from .sample_rng import SampleRNG
 
 
 def loader_defaults() -> dict:
@@ -88,10 +90,25 @@ def resolve_checkpoint(args) -> str | None:
     return wanted
 
 
-def run_training(trainer, recipe: str, n_train_images: int, extra: dict | None = None) -> dict:
+class SampleRNGEpochCallback(TrainerCallback):
+    """Tells a :class:`~hf_gaf.sample_rng.SampleRNG` the epoch that begins (the floor of the Trainer's
+    epoch, so a run resumed mid-epoch continues that epoch's augmentations)."""
+
+    def __init__(self, sample_rng: SampleRNG) -> None:
+        self.sample_rng = sample_rng
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.sample_rng.set_epoch(int(state.epoch or 0))
+
+
+def run_training(trainer, recipe: str, n_train_images: int, extra: dict | None = None,
+                 sample_rng: SampleRNG | None = None) -> dict:
     """Train (evaluating each epoch; from ``--resume_from_checkpoint`` when given, which transformers'
-    Trainer does not read by itself), write ``metrics.json`` and return it."""
+    Trainer does not read by itself), write ``metrics.json`` and return it. ``sample_rng`` (the one
+    the training transforms use) is told each epoch."""
     checkpoint = resolve_checkpoint(trainer.args)
+    if sample_rng is not None:
+        trainer.add_callback(SampleRNGEpochCallback(sample_rng))
     trainer.add_callback(MetricsJsonCallback(recipe, n_train_images, extra, resume_from=checkpoint))
     trainer.train(resume_from_checkpoint=checkpoint)
     path = os.path.join(trainer.args.output_dir, "metrics.json")

@@ -52,7 +52,8 @@ class MetricsJsonCallback(TrainerCallback):
     """Collects per-epoch records and writes ``metrics.json`` at the end of training. Each checkpoint
     also holds the records so far (:data:`PARTIAL_NAME`), so a run resumed from ``resume_from``
     continues the same epoch list; an epoch that was only partly trained in this process (a mid-epoch
-    resume) gets ``"partial": <fraction>`` and its images/s counts only the images it trained."""
+    resume) gets ``"partial": <fraction>``; its images/s counts only the images it trained, and its
+    ``train_loss`` is the mean over the steps trained after the restart."""
 
     def __init__(self, recipe: str, n_train_images: int, extra: dict | None = None,
                  resume_from: str | None = None) -> None:

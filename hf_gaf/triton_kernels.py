@@ -137,6 +137,17 @@ if triton is not None:
             tl.store(ptr + offs, value.to(ptr.dtype.element_ty))
 
     @triton.jit
+    def _program_block(block_tensor, block_start, numels, ALIGNED: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+        """This program's block: (tensor index t, start offset, t's numel, element offsets of the block)."""
+        pid = tl.program_id(0)
+        t = tl.load(block_tensor + pid)
+        start = tl.load(block_start + pid)
+        offs = start + tl.arange(0, BLOCK_SIZE)
+        if ALIGNED:
+            offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK_SIZE), BLOCK_SIZE)
+        return t, start, tl.load(numels + t), offs
+
+    @triton.jit
     def _row_pointer(rows, t, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
         """Tensor t's address from an int64 address row, as a DTYPE pointer (16-byte aligned if ALIGNED)."""
         ptr = tl.load(rows + t).to(tl.pointer_type(DTYPE))
@@ -184,13 +195,7 @@ if triton is not None:
     ):
         """One GAFSGD step (``hf_gaf.gaf_sgd``'s math) on one block of one tensor; KIND 0 = no f.
         Full blocks run unmasked, so aligned tensors get 16-byte vector loads and stores."""
-        pid = tl.program_id(0)
-        t = tl.load(block_tensor + pid)
-        start = tl.load(block_start + pid)
-        n = tl.load(numels + t)
-        offs = start + tl.arange(0, BLOCK_SIZE)
-        if ALIGNED:
-            offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK_SIZE), BLOCK_SIZE)
+        t, start, n, offs = _program_block(block_tensor, block_start, numels, ALIGNED, BLOCK_SIZE)
         p_ptr = _row_pointer(param_ptrs, t, DTYPE, ALIGNED)
         g_ptr = _row_pointer(grad_ptrs, t, DTYPE, ALIGNED)
         b_ptr = _row_pointer(buf_ptrs, t, DTYPE, ALIGNED)
@@ -221,13 +226,7 @@ if triton is not None:
     ):
         """g <- f(g), or s·f(g/s) with the loss scale s read on the device; nothing when found_inf != 0."""
         if tl.load(found_inf_ptr) == 0:
-            pid = tl.program_id(0)
-            t = tl.load(block_tensor + pid)
-            start = tl.load(block_start + pid)
-            n = tl.load(numels + t)
-            offs = start + tl.arange(0, BLOCK_SIZE)
-            if ALIGNED:
-                offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK_SIZE), BLOCK_SIZE)
+            t, start, n, offs = _program_block(block_tensor, block_start, numels, ALIGNED, BLOCK_SIZE)
             g_ptr = _row_pointer(grad_ptrs, t, DTYPE, ALIGNED)
             mask = offs < n
             if start + BLOCK_SIZE <= n:

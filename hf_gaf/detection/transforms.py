@@ -16,6 +16,7 @@ with the pixels. A box that an augmentation pushes out of the canvas is dropped.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +41,14 @@ class CanvasSample:
 
 
 class DetectionTransform:
+    """The canvas transform (module docstring); with ``sample_rng`` (:class:`hf_gaf.sample_rng.SampleRNG`),
+    :meth:`apply` draws each row's augmentation from (seed, epoch, the row's ``index``)."""
+
     def __init__(self, size: int, train: bool, mode: str = "letterbox", hflip: float = 0.5,
-                 max_zoom_out: float = 1.5, iou_crop: bool = False) -> None:
+                 max_zoom_out: float = 1.5, iou_crop: bool = False, sample_rng=None) -> None:
         if mode not in MODES:
             raise ValueError(f"--resize_mode {mode!r}: expected one of {', '.join(MODES)}")
-        self.size, self.train, self.mode = size, train, mode
+        self.size, self.train, self.mode, self.sample_rng = size, train, mode, sample_rng
         steps = []
         if train:
             if iou_crop:
@@ -81,8 +85,11 @@ class DetectionTransform:
         return CanvasSample(torch.as_tensor(img), bbs.as_subclass(torch.Tensor).float(), lab, scale, (int(h), int(w)))
 
     def apply(self, example: dict) -> CanvasSample:
-        """The transform of a data-set row (``image`` and ``objects`` as :func:`~hf_gaf.data.voc.load_voc` gives)."""
-        return self(example["image"], example["objects"]["bbox"], example["objects"]["category"])
+        """The transform of a data-set row (``image`` and ``objects`` as :func:`~hf_gaf.data.voc.load_voc` gives,
+        and ``index`` when a ``sample_rng`` seeds the augmentation)."""
+        seeded = self.sample_rng.seeded(example["index"]) if self.sample_rng is not None else contextlib.nullcontext()
+        with seeded:
+            return self(example["image"], example["objects"]["bbox"], example["objects"]["category"])
 
     @staticmethod
     def _drop_empty(bbs, labels):

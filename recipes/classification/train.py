@@ -13,6 +13,7 @@ Hugging Face data set already in the local cache; weights come only from --pretr
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # never download at run time: fail fast instead
@@ -32,6 +33,7 @@ from hf_gaf.metrics import metric_path  # noqa: E402
 from hf_gaf.models.timm_classifier import TimmClassifier  # noqa: E402
 from hf_gaf.presets import PresetArguments, parse_with_preset  # noqa: E402
 from hf_gaf.recipe import prepare_run, recipe_defaults, run_training  # noqa: E402
+from hf_gaf.sample_rng import SampleRNG  # noqa: E402
 
 @dataclass
 class ModelArguments:
@@ -69,9 +71,18 @@ def build_transforms(model: torch.nn.Module, data: DataArguments):
     return train, evaluation
 
 
-def with_transform(ds, transform):
+def with_transform(ds, transform, sample_rng: SampleRNG | None = None):
+    """Transform images on the fly; with ``sample_rng`` each image's augmentation is drawn from
+    (seed, epoch, its row index), so a run resumed mid-epoch augments exactly as the uninterrupted one."""
+    if sample_rng is not None:
+        ds = ds.add_column("index", list(range(len(ds))))
+
     def apply(batch):
-        return {"pixel_values": [transform(img.convert("RGB")) for img in batch["image"]], "labels": batch["label"]}
+        images = []
+        for i, img in enumerate(batch["image"]):
+            with sample_rng.seeded(batch["index"][i]) if sample_rng is not None else contextlib.nullcontext():
+                images.append(transform(img.convert("RGB")))
+        return {"pixel_values": images, "labels": batch["label"]}
 
     ds.set_transform(apply)
     return ds
@@ -102,7 +113,8 @@ def main(argv=None) -> None:
     model = TimmClassifier(model_args.model, num_classes=len(class_names), pretrained_path=model_args.pretrained_path,
                            label_smoothing=model_args.label_smoothing, cifar_stem=model_args.cifar_stem)
     train_tf, eval_tf = build_transforms(model.model, data_args)
-    train_ds, eval_ds = with_transform(train_ds, train_tf), with_transform(eval_ds, eval_tf)
+    sample_rng = SampleRNG(training_args.seed)
+    train_ds, eval_ds = with_transform(train_ds, train_tf, sample_rng), with_transform(eval_ds, eval_tf)
 
     k = min(5, len(class_names))
     accuracy = evaluate.load(metric_path("accuracy_topk"))
@@ -116,7 +128,7 @@ def main(argv=None) -> None:
 
     trainer = GAFTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
                          data_collator=collate, compute_metrics=compute_metrics, preprocess_logits_for_metrics=top_k)
-    run_training(trainer, recipe, n_train_images=len(train_ds),
+    run_training(trainer, recipe, n_train_images=len(train_ds), sample_rng=sample_rng,
                  extra={"model": model_args.model, "dataset": data_args.dataset, "image_size": data_args.image_size})
 
 

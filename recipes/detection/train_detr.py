@@ -32,6 +32,7 @@ from hf_gaf.detection.trainer import DetectionTrainer, detection_compute_metrics
 from hf_gaf.detection.transforms import DetectionTransform  # noqa: E402
 from hf_gaf.presets import PresetArguments, parse_with_preset  # noqa: E402
 from hf_gaf.recipe import prepare_run, recipe_defaults, run_training  # noqa: E402
+from hf_gaf.sample_rng import SampleRNG  # noqa: E402
 
 
 @dataclass
@@ -61,8 +62,9 @@ def main(argv=None) -> None:
     except (VOCFormatError, CheckpointClassMismatch, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     size = data_args.image_size
+    sample_rng = SampleRNG(training_args.seed)  # augmentation = f(seed, epoch, image): exact mid-epoch resume
     train_tf = DetectionTransform(size, train=True, mode=data_args.resize_mode, hflip=data_args.hflip,
-                                  max_zoom_out=data_args.max_zoom_out, iou_crop=data_args.iou_crop)
+                                  max_zoom_out=data_args.max_zoom_out, iou_crop=data_args.iou_crop, sample_rng=sample_rng)
     eval_tf = DetectionTransform(size, train=False, mode=data_args.resize_mode)
     train_collate, eval_collate = DetrCollator(processor, train_tf), DetrCollator(processor, eval_tf)
 
@@ -70,7 +72,7 @@ def main(argv=None) -> None:
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=train_collate,
         compute_metrics=detection_compute_metrics(names, compat=data_args.compat),
         postprocess=detr_postprocess(processor, size), eval_data_collator=eval_collate)
-    run_training(trainer, recipe, n_train_images=len(train_ds),
+    run_training(trainer, recipe, n_train_images=len(train_ds), sample_rng=sample_rng,
                  extra={"model": model_args.model_name_or_path or model_args.model_config, "image_size": size})
     trainer.draw_predictions(eval_ds, names, n_images=data_args.draw_predictions)
 

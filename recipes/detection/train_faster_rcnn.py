@@ -33,6 +33,7 @@ from hf_gaf.detection.transforms import DetectionTransform  # noqa: E402
 from hf_gaf.models.faster_rcnn import build_faster_rcnn  # noqa: E402
 from hf_gaf.presets import PresetArguments, parse_with_preset  # noqa: E402
 from hf_gaf.recipe import prepare_run, recipe_defaults, run_training  # noqa: E402
+from hf_gaf.sample_rng import SampleRNG  # noqa: E402
 
 @dataclass
 class ModelArguments:
@@ -71,14 +72,15 @@ def main(argv=None) -> None:
     except (VOCFormatError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     size = data_args.image_size
+    sample_rng = SampleRNG(training_args.seed)  # augmentation = f(seed, epoch, image): exact mid-epoch resume
     train_tf = DetectionTransform(size, train=True, mode=data_args.resize_mode, hflip=data_args.hflip,
-                                  max_zoom_out=data_args.max_zoom_out, iou_crop=data_args.iou_crop)
+                                  max_zoom_out=data_args.max_zoom_out, iou_crop=data_args.iou_crop, sample_rng=sample_rng)
     eval_tf = DetectionTransform(size, train=False, mode=data_args.resize_mode)
     trainer = DetectionTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=FasterRCNNCollator(train_tf), eval_data_collator=FasterRCNNCollator(eval_tf),
         compute_metrics=detection_compute_metrics(names, compat=data_args.compat), postprocess=faster_rcnn_postprocess)
-    run_training(trainer, recipe, n_train_images=len(train_ds), extra={"backbone": model_args.backbone, "image_size": size})
+    run_training(trainer, recipe, n_train_images=len(train_ds), sample_rng=sample_rng, extra={"backbone": model_args.backbone, "image_size": size})
     trainer.draw_predictions(eval_ds, names, n_images=data_args.draw_predictions)
 
 
