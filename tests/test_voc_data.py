@@ -203,3 +203,16 @@ def test_recipes_train_on_a_subset_of_classes_with_the_flag_the_error_names(tmp_
     with pytest.warns(UserWarning, match="skipped 1 objects of unknown classes"):
         train, evaluation = load_detection_splits(str(tmp_path), "2007", "trainval", "test", ["dog"], skip_unknown=True)
     assert train[0]["objects"]["category"] == [0] and len(evaluation) == 1
+
+
+def test_a_truncated_jpeg_is_found_at_load_time_with_its_name(tmp_path):
+    write_voc(tmp_path, images={"a": [("dog", 11, 6, 30, 20, "", "")], "b": [("cat", 1, 1, 20, 20, "", "")]})
+    jpg = tmp_path / "VOC2007" / "JPEGImages" / "b.jpg"
+    Image.effect_noise((50, 40), 60).convert("RGB").save(jpg, quality=95)  # enough data that a cut shows
+    data = jpg.read_bytes()
+    assert len(load_voc(str(tmp_path))) == 2  # intact files pass (and are not decoded)
+    jpg.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VOCFormatError, match=r"image .*b\.jpg cannot be read: image file is truncated"):
+        load_voc(str(tmp_path))
+    jpg.write_bytes(data + b"trailing bytes after the end-of-image marker")  # some cameras do this
+    assert len(load_voc(str(tmp_path))) == 2

@@ -93,13 +93,25 @@ def _number(node, tag: str, path: str) -> float:
 
 
 def _image_size(jpg: str) -> tuple[int, int]:
-    """(width, height) from the image header (no decoding); unreadable images and decompression
-    bombs are a :class:`VOCFormatError` naming the file."""
+    """(width, height) from the image header. Unreadable images, decompression bombs and JPEGs cut
+    short are a :class:`VOCFormatError` naming the file: a JPEG that does not end with its end-of-image
+    marker (FFD9, trailing padding allowed) is decoded here to tell a truncated file from one with
+    trailing data; every other image is decoded only when training reads it."""
     try:
         with Image.open(jpg) as image:
+            if image.format == "JPEG" and not _ends_with_eoi(jpg):
+                image.load()  # raises OSError("image file is truncated ...") for a file cut short
             return image.size
     except (OSError, Image.DecompressionBombError) as err:
         raise VOCFormatError(f"image {jpg} cannot be read: {err}") from None
+
+
+def _ends_with_eoi(path: str) -> bool:
+    """True when the file's last non-padding bytes are the JPEG end-of-image marker FFD9."""
+    with open(path, "rb") as f:
+        f.seek(max(os.path.getsize(path) - 64, 0))
+        tail = f.read().rstrip(b"\x00\n\r ")
+    return tail.endswith(b"\xff\xd9")
 
 
 def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = True, skip_unknown: bool = False) -> dict:
