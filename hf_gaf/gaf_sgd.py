@@ -199,7 +199,6 @@ def _triton_supported(params: list[Tensor], gaf_kind: Any) -> bool:
 
     if gaf_kind is not None and gaf_kind not in triton_kernels.KIND_CODES:
         return False  # an unknown kind set after construction: the eager path names it in its error
-
     return triton_kernels.runs_on(device) and all(
         type(p) in (torch.nn.Parameter, Tensor) and p.device == device and p.dtype in triton_kernels.SUPPORTED_DTYPES
         for p in params

@@ -209,8 +209,8 @@ def test_hook_with_fused_optimizer_and_grad_scaler_equals_unscaled_run():
     g = torch.Generator().manual_seed(5)
     for _ in range(4):
         x, y = torch.randn(8, 6, generator=g), torch.randn(8, 3, generator=g)
-        for model, opt in ((m1, o1), (m2, o2)):
-            opt.zero_grad()
+        o1.zero_grad()
+        o2.zero_grad()
         torch.nn.functional.mse_loss(m1(x), y).backward()
         o1.step()
         scaler.scale(torch.nn.functional.mse_loss(m2(x), y)).backward()
