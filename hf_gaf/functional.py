@@ -52,11 +52,24 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 @dataclass(frozen=True)
 class GAFSpec:
-    """A validated GAF: ``kind`` (name or callable), ``alpha`` and ``beta``."""
+    """A GAF setting, validated when it is made (the one place GAF settings are checked): ``kind`` (a
+    name of :data:`GAF_KINDS` or an elementwise callable), ``alpha`` and ``beta`` (finite numbers > 0).
+    A bad value is a ``ValueError`` naming it; :func:`validate_gaf` also warns about a gain α·β <= 1."""
 
     kind: GAFKind
     alpha: float
     beta: float
+
+    def __post_init__(self) -> None:
+        if not callable(self.kind) and self.kind not in GAF_KINDS:
+            raise ValueError(f"unknown GAF kind {self.kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy and torch scalars welcome
+                raise ValueError(f"GAF {name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"GAF {name} must be finite and > 0, got {name}={value!r}")
+            object.__setattr__(self, name, float(value))
 
     @property
     def gain(self) -> float:
@@ -78,26 +91,23 @@ def gaf_bound(kind: GAFKind, alpha: float) -> float:
     return math.inf
 
 
-def validate_gaf(kind: GAFKind, alpha: float, beta: float, *, warn: bool = True) -> GAFSpec:
-    """Check a GAF setting and return it as a :class:`GAFSpec`.
+def validate_gaf(kind: GAFKind | GAFSpec, alpha: float = 0.1, beta: float = 20.0, *, warn: bool = True) -> GAFSpec:
+    """The :class:`GAFSpec` of a setting given as ``(kind, alpha, beta)``, checked by its constructor;
+    a ``GAFSpec`` passed as ``kind`` is returned as it is (checked when it was made).
 
     Raises ``ValueError`` (naming the offending value) for an unknown kind or an α/β that is not
     a finite number > 0. Warns when α·β <= 1 for a named kind: then f enlarges no gradient.
     """
-    if not callable(kind) and kind not in GAF_KINDS:
-        raise ValueError(f"unknown GAF kind {kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
-    for name, value in (("alpha", alpha), ("beta", beta)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy and torch scalars welcome
-            raise ValueError(f"GAF {name} must be a number, got {value!r}")
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"GAF {name} must be finite and > 0, got {name}={value!r}")
+    if isinstance(kind, GAFSpec):
+        return kind
+    spec = GAFSpec(kind, alpha, beta)
     if warn and not callable(kind) and alpha * beta <= 1:
         warnings.warn(
             f"GAF gain alpha*beta = {alpha}*{beta} = {alpha * beta:g} <= 1: {kind} then enlarges no "
             "gradient and only compresses large ones (the paper uses alpha*beta = 2, e.g. alpha=0.1, beta=20)",
             stacklevel=2,
         )
-    return GAFSpec(kind, float(alpha), float(beta))
+    return spec
 
 
 def _apply_inplace(x: Tensor, kind: GAFKind, alpha: float, beta: float, nan_on_inf: bool = False) -> Tensor:

@@ -165,13 +165,14 @@ class GAFHook:
 def attach_gaf(
     optimizer,
     *,
-    gaf: GAFKind = "atan",
+    gaf: GAFKind | GAFSpec = "atan",
     alpha: float = 0.1,
     beta: float = 20.0,
     params: Iterable[Tensor] | None = None,
 ) -> GAFHook:
     """Make ``optimizer`` (any torch optimizer, or a wrapper of one) see f(g) instead of g.
 
+    ``gaf`` is a kind with ``alpha`` and ``beta``, or a :class:`~hf_gaf.functional.GAFSpec` that gives all three.
     f is applied in place to the final gradients once per ``step()``; ``params`` limits it to some
     parameters (default: all). Raises ``RuntimeError`` if GAF is already attached to this optimizer.
     """

@@ -177,7 +177,7 @@ def detection_throughput(out: Path, quick: bool) -> list[dict]:
     if missing:
         return [dict(recipe="(skipped)", preset="", images_per_s=float("nan"),
                      note=f"missing {', '.join(missing)}: carry their wheels (see the device README)")]
-    from hf_gaf.data.synthetic_voc import make_voc
+    from hf_gaf.detection.synthetic_voc import make_voc
 
     size = 96 if quick else 512
     n_train = 32 if quick else 320
@@ -195,7 +195,7 @@ def detection_throughput(out: Path, quick: bool) -> list[dict]:
     rows = []
     for recipe, script, preset, extra in runs:
         run_dir = out / f"{recipe}-{preset}"
-        cmd = [sys.executable, str(ROOT / script), "--voc_root", voc, "--classes", "shapes", "--recipe", preset,
+        cmd = [sys.executable, str(ROOT / script), "--voc_root", voc, "--classes", "shapes", "--preset", preset,
                "--image_size", str(size), "--num_train_epochs", "1" if quick else "2", "--eval_strategy", "no",
                "--draw_predictions", "0", "--output_dir", str(run_dir), "--overwrite_output_dir", "true",
                "--report_to", "none", *extra]

@@ -1,6 +1,8 @@
-"""Shared test settings: fixed seeds, eager optimizer paths unless a test asks for the fused one."""
+"""Shared test settings and fixtures: fixed seeds, eager optimizer paths unless a test asks for the fused one,
+a free TCP port for multi-process tests."""
 
 import os
+import socket
 
 # The compiled (fused) GAFSGD pass costs seconds of compilation per new model; the suite checks it in
 # test_gaf_sgd.py with fused=True and runs every other test on the eager paths.
@@ -23,3 +25,11 @@ if not torch.cuda.is_available():
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for accelerate / torchrun rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

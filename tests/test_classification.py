@@ -8,19 +8,18 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes" / "classification"))
-import train as classification  # noqa: E402
+from hf_gaf.recipes.classification import train as classification  # noqa: E402
 
 FAST = ["--max_train_samples", "384", "--max_eval_samples", "200", "--per_device_train_batch_size", "32",
         "--report_to", "none", "--disable_tqdm", "true"]
 
 
-@pytest.mark.parametrize("recipe", ["sgd", "gaf"])
+@pytest.mark.parametrize("recipe", [pytest.param("sgd", marks=pytest.mark.slow), "gaf"])  # sgd: `make test-all`
 def test_digits_two_epochs_beat_chance(tmp_path, recipe):
-    classification.main(["--recipe", recipe, "--num_train_epochs", "2", "--output_dir", str(tmp_path),
+    classification.main(["--preset", recipe, "--num_train_epochs", "2", "--output_dir", str(tmp_path),
                          "--max_eval_samples", "200", "--report_to", "none", "--disable_tqdm", "true"])
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert report["recipe"] == recipe and len(report["epochs"]) == 2
+    assert report["preset"] == recipe and len(report["epochs"]) == 2
     assert report["final"]["eval_accuracy"] > 0.5, report["final"]  # chance is 0.1
     assert 0 <= report["final"]["eval_top5_accuracy"] <= 1
     assert report["settings"]["gaf"] == ("atan" if recipe == "gaf" else "none")
@@ -28,7 +27,7 @@ def test_digits_two_epochs_beat_chance(tmp_path, recipe):
 
 
 def test_preset_defaults_are_overridden_by_flags(tmp_path):
-    classification.main(["--recipe", "gaf", "--gaf_beta", "7", "--learning_rate", "0.05", "--max_steps", "1",
+    classification.main(["--preset", "gaf", "--gaf_beta", "7", "--learning_rate", "0.05", "--max_steps", "1",
                          "--output_dir", str(tmp_path), *FAST])
     settings = json.loads((tmp_path / "metrics.json").read_text())["settings"]
     assert (settings["gaf_beta"], settings["learning_rate"], settings["gaf_alpha"]) == (7.0, 0.05, 0.1)
@@ -62,4 +61,4 @@ def test_uncached_hub_dataset_fails_fast_with_the_documented_message(tmp_path):
 
 def test_unknown_recipe_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit):
-        classification.main(["--recipe", "sgdd", "--output_dir", str(tmp_path)])
+        classification.main(["--preset", "sgdd", "--output_dir", str(tmp_path)])

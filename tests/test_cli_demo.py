@@ -1,17 +1,38 @@
+import contextlib
+import io
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
+
+from hf_gaf.harness.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_GAF = str(Path(sys.executable).with_name("hf-gaf"))
 
 
-def run(*args, timeout=120):
+def run(*args) -> SimpleNamespace:
+    """``hf-gaf ARGS`` in this process (the entry point itself is checked once, in a subprocess)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse: --help, bad choices
+            code = exit_.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def run_entry_point(*args, timeout=120):
     return subprocess.run([HF_GAF, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_the_installed_command_runs():
+    proc = run_entry_point("plot-gaf", "--alpha", "-1")
+    assert proc.returncode == 2 and proc.stderr.strip() == "hf-gaf plot-gaf: error: GAF alpha must be finite and > 0, got alpha=-1.0"
 
 
 @pytest.mark.parametrize("command", [[], ["make-voc"], ["plot-gaf"], ["compare"], ["demo"]])
@@ -49,9 +70,10 @@ def test_bad_arguments_are_one_line_errors(args, message):
     assert len([line for line in proc.stderr.splitlines() if "error" in line]) == 1
 
 
+@pytest.mark.slow  # six recipe runs in subprocesses (~100 s); `make test-all`
 def test_reduced_demo_end_to_end(tmp_path):
     start = time.perf_counter()
-    proc = run("demo", "--fast", "--out", str(tmp_path / "demo"), timeout=400)
+    proc = run_entry_point("demo", "--fast", "--out", str(tmp_path / "demo"), timeout=400)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "demo"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hf_gaf.compare import main, summarize
+from hf_gaf.harness.compare import main, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +34,7 @@ def test_summary_statistics_from_metrics_files(tmp_path):
         summarize(tmp_path, ["sgd"], [0], "eval_map")
 
 
+@pytest.mark.slow  # four recipe runs in subprocesses (~30 s); `make test-all`
 def test_compare_end_to_end_on_a_tiny_run(tmp_path, capsys):
     out = tmp_path / "cmp"
     main(["--script", str(ROOT / "recipes/classification/train.py"), "--presets", "sgd", "gaf", "--seeds", "0",
@@ -69,7 +70,7 @@ def test_a_non_finite_seed_is_counted_reported_and_never_best(tmp_path):
     fake_run(tmp_path / "gaf" / "seed-1", float("nan"), [float("nan")], 100)
     s = summarize(tmp_path, ["sgd", "gaf"], [0, 1], "eval_accuracy")
     assert s["table"]["gaf"]["n_nonfinite"] == 1 and s["table"]["gaf"]["mean"] == pytest.approx(0.95)
-    from hf_gaf.compare import results_markdown
+    from hf_gaf.harness.compare import results_markdown
 
     table = results_markdown(s)
     assert "(1 of 2 seeds non-finite, left out)" in table

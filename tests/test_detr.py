@@ -1,7 +1,6 @@
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_gaf.data.synthetic_voc import SHAPE_CLASSES, make_voc
-from hf_gaf.detection.data import load_detection_splits
+from hf_gaf.detection.data import load_detection_splits, with_canvas_transform
 from hf_gaf.detection.detr import DetrCollator, build_detr_model, detr_postprocess, processor_for
+from hf_gaf.detection.schema import EVAL_KEY, EvalTarget
+from hf_gaf.detection.synthetic_voc import SHAPE_CLASSES, make_voc
 from hf_gaf.detection.trainer import DetectionTrainer, detection_compute_metrics
 from hf_gaf.detection.transforms import DetectionTransform
+from hf_gaf.recipes.detection import train_detr
 from tests.helpers.tiny import tiny_args
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes" / "detection"))
-import train_detr  # noqa: E402
 
 
 def fake_outputs(labels, model_type, num_classes, queries=10):
@@ -50,7 +49,10 @@ def test_box_round_trip_on_non_square_padded_images(model_type, mode):
     boxes = [np.array([[30.0, 20.0, 150.0, 100.0], [0.0, 0.0, 200.0, 120.0]]), np.array([[5.5, 100.0, 80.0, 159.0]])]
     examples = [{"image": im, "objects": {"bbox": b.tolist(), "category": [1] * len(b), "difficult": [False] * len(b)},
                  "index": i} for i, (im, b) in enumerate(zip(images, boxes))]
-    batch = DetrCollator(processor, transform)(examples)
+    rows = [{"sample": transform.apply(ex)} for ex in examples]
+    for row, ex in zip(rows, examples):
+        row[EVAL_KEY] = EvalTarget.of(ex, row["sample"])
+    batch = DetrCollator(processor)(rows)
     assert batch["pixel_values"].shape[-2:] == (128, 128)
     detections = detr_postprocess(processor, 128)(fake_outputs(batch["labels"], model_type, 4), batch["labels"])
     for det, expected in zip(detections, boxes):
@@ -82,11 +84,12 @@ def synthetic_voc(tmp_path_factory):
 def test_oracle_through_the_recipe_evaluation_path_gives_map_one(tmp_path, synthetic_voc, model_type):
     _, eval_ds = load_detection_splits(synthetic_voc, "2007", "trainval", "test", list(SHAPE_CLASSES))
     processor = processor_for(model_type)
-    collate = DetrCollator(processor, DetectionTransform(128, train=False))
+    eval_ds = with_canvas_transform(eval_ds, DetectionTransform(128, train=False))
     trainer = DetectionTrainer(
         model=OracleDetector(model_type, 4), args=tiny_args(tmp_path, gaf="none", per_device_eval_batch_size=5,
                                                             batch_eval_metrics=True, remove_unused_columns=False),
-        eval_dataset=eval_ds, data_collator=collate, compute_metrics=detection_compute_metrics(list(SHAPE_CLASSES)),
+        eval_dataset=eval_ds, data_collator=DetrCollator(processor),
+        compute_metrics=detection_compute_metrics(list(SHAPE_CLASSES)),
         postprocess=detr_postprocess(processor, 128))
     metrics = trainer.evaluate()
     assert metrics["eval_voc07_map"] == pytest.approx(1.0, abs=1e-9)
@@ -100,7 +103,7 @@ FAST = ["--classes", "shapes", "--model_config", "tiny-rt-detr", "--image_size",
 
 
 def test_two_steps_and_an_evaluation_write_metrics_json(tmp_path, synthetic_voc):
-    train_detr.main(["--voc_root", synthetic_voc, "--output_dir", str(tmp_path), "--recipe", "adamw-gaf", *FAST])
+    train_detr.main(["--voc_root", synthetic_voc, "--output_dir", str(tmp_path), "--preset", "adamw-gaf", *FAST])
     report = json.loads((tmp_path / "metrics.json").read_text())
     final = report["final"]
     for key in ("eval_loss", "eval_voc07_map", "eval_voc12_map", "eval_coco_map", "eval_coco_ap50", "eval_ap_circle"):
@@ -109,17 +112,13 @@ def test_two_steps_and_an_evaluation_write_metrics_json(tmp_path, synthetic_voc)
     assert final["eval_n_images"] == 8
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def test_accelerate_launch_two_cpu_processes(tmp_path, synthetic_voc):
+@pytest.mark.slow  # two `accelerate launch` processes (~25 s); `make test-all`
+def test_accelerate_launch_two_cpu_processes(tmp_path, synthetic_voc, free_port):
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml"),
-           "--main_process_port", str(free_port()), str(ROOT / "recipes/detection/train_detr.py"),
-           "--voc_root", synthetic_voc, "--output_dir", str(tmp_path), "--recipe", "adamw", *FAST,
+           "--main_process_port", str(free_port), str(ROOT / "recipes/detection/train_detr.py"),
+           "--voc_root", synthetic_voc, "--output_dir", str(tmp_path), "--preset", "adamw", *FAST,
            "--max_eval_samples", "7", "--per_device_eval_batch_size", "2"]  # uneven: the last batch is padded
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})

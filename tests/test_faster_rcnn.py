@@ -1,22 +1,17 @@
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from hf_gaf.data.synthetic_voc import SHAPE_CLASSES, make_voc
-from hf_gaf.detection.data import load_detection_splits
-from hf_gaf.detection.frcnn import FasterRCNNCollator, faster_rcnn_postprocess
+from hf_gaf.detection.data import load_detection_splits, with_canvas_transform
+from hf_gaf.detection.faster_rcnn import (FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess,
+                                          from_model_labels, to_model_labels)
+from hf_gaf.detection.synthetic_voc import SHAPE_CLASSES, make_voc
 from hf_gaf.detection.trainer import DetectionTrainer, detection_compute_metrics
 from hf_gaf.detection.transforms import DetectionTransform
-from hf_gaf.models.faster_rcnn import build_faster_rcnn, from_model_labels, to_model_labels
+from hf_gaf.recipes.detection import train_faster_rcnn
 from tests.helpers.tiny import tiny_args
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes" / "detection"))
-import train_faster_rcnn  # noqa: E402
 
 TINY = dict(backbone="timm:resnet18", image_size=96, anchor_sizes=(16, 32, 64), timm_out_indices=(2, 3),
             fpn_channels=32, rpn_pre_nms_top_n=200, rpn_post_nms_top_n=100, rpn_batch_size_per_image=64,
@@ -62,10 +57,10 @@ class OracleFasterRCNN(torch.nn.Module):
 def test_oracle_through_the_recipe_evaluation_path_gives_map_one(tmp_path):
     root = make_voc(str(tmp_path / "voc"), n_train=4, n_test=16, image_size=96, seed=2)
     _, eval_ds = load_detection_splits(root, "2007", "trainval", "test", list(SHAPE_CLASSES))
-    collate = FasterRCNNCollator(DetectionTransform(128, train=False))
+    eval_ds = with_canvas_transform(eval_ds, DetectionTransform(128, train=False))
     trainer = DetectionTrainer(model=OracleFasterRCNN(), args=tiny_args(tmp_path / "o", gaf="none", batch_eval_metrics=True,
                                                                          per_device_eval_batch_size=6, remove_unused_columns=False),
-                               eval_dataset=eval_ds, data_collator=collate, postprocess=faster_rcnn_postprocess,
+                               eval_dataset=eval_ds, data_collator=FasterRCNNCollator(), postprocess=faster_rcnn_postprocess,
                                compute_metrics=detection_compute_metrics(list(SHAPE_CLASSES)))
     metrics = trainer.evaluate()
     assert metrics["eval_voc07_map"] == pytest.approx(1.0, abs=1e-9)
@@ -75,7 +70,7 @@ def test_oracle_through_the_recipe_evaluation_path_gives_map_one(tmp_path):
 def test_two_steps_and_an_evaluation_write_metrics_json(tmp_path):
     root = make_voc(str(tmp_path / "voc"), n_train=16, n_test=8, image_size=96, seed=3)
     train_faster_rcnn.main([
-        "--voc_root", root, "--classes", "shapes", "--output_dir", str(tmp_path / "out"), "--recipe", "gaf",
+        "--voc_root", root, "--classes", "shapes", "--output_dir", str(tmp_path / "out"), "--preset", "gaf",
         "--backbone", "timm:resnet18", "--image_size", "96", "--anchor_sizes", "16", "32", "64",
         "--timm_out_indices", "2", "3", "--fpn_channels", "32", "--rpn_pre_nms_top_n", "200",
         "--rpn_post_nms_top_n", "100", "--rpn_batch_size_per_image", "64", "--box_batch_size_per_image", "64",

@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from hf_gaf.data.synthetic_voc import make_voc
+from hf_gaf.detection.synthetic_voc import make_voc
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes" / "classification"))
-sys.path.insert(0, str(ROOT / "recipes" / "detection"))
-import train as classification  # noqa: E402
-import train_detr  # noqa: E402
-import train_faster_rcnn  # noqa: E402
+from hf_gaf.recipes.classification import train as classification  # noqa: E402
+from hf_gaf.recipes.detection import train_detr, train_faster_rcnn  # noqa: E402
 
 TIMING = ("epoch_time_s", "train_images_per_s", "wall_time_s", "_runtime", "_per_second")
 COMMON = ["--max_steps", "3", "--report_to", "none", "--disable_tqdm", "true", "--eval_strategy", "steps",
@@ -36,14 +33,14 @@ def voc(tmp_path_factory):
 
 
 def classification_args(voc):
-    return (classification.main, ["--recipe", "gaf", "--max_train_samples", "96", "--max_eval_samples", "40",
+    return (classification.main, ["--preset", "gaf", "--max_train_samples", "96", "--max_eval_samples", "40",
                                   "--per_device_train_batch_size", "16", "--model", "resnet10t"])
 
 
 def detr_args(voc):
     return (train_detr.main, ["--voc_root", voc, "--classes", "shapes", "--model_config", "tiny-rt-detr",
                               "--image_size", "96", "--per_device_train_batch_size", "4", "--max_eval_samples", "6",
-                              "--recipe", "adamw-gaf", "--hflip", "0.5", "--draw_predictions", "0"])
+                              "--preset", "adamw-gaf", "--hflip", "0.5", "--draw_predictions", "0"])
 
 
 def frcnn_args(voc):
@@ -51,7 +48,7 @@ def frcnn_args(voc):
         "--voc_root", voc, "--classes", "shapes", "--backbone", "timm:resnet18", "--image_size", "96",
         "--anchor_sizes", "16", "32", "64", "--timm_out_indices", "2", "3", "--fpn_channels", "32",
         "--rpn_pre_nms_top_n", "200", "--rpn_post_nms_top_n", "100", "--rpn_batch_size_per_image", "64",
-        "--box_batch_size_per_image", "64", "--per_device_train_batch_size", "4", "--recipe", "gaf",
+        "--box_batch_size_per_image", "64", "--per_device_train_batch_size", "4", "--preset", "gaf",
         "--draw_predictions", "0"])
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--recipe", "gaf", "--max_train_samples", "384", "--max_eval_samples", "100", "--num_train_epochs", "3",
+ARGS = ["--preset", "gaf", "--max_train_samples", "384", "--max_eval_samples", "100", "--num_train_epochs", "3",
         "--per_device_train_batch_size", "32", "--save_strategy", "epoch", "--report_to", "none",
         "--disable_tqdm", "true", "--seed", "3"]
 
@@ -77,8 +77,7 @@ def test_resume_from_a_missing_checkpoint_fails_before_training(tmp_path):
 
 
 def test_output_dir_holding_a_finished_run_or_unwritable_fails_before_training(tmp_path):
-    sys.path.insert(0, str(ROOT / "recipes" / "classification"))
-    import train as classification
+    from hf_gaf.recipes.classification import train as classification
 
     out = tmp_path / "done"
     out.mkdir()

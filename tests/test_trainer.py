@@ -1,7 +1,6 @@
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,9 @@ from transformers import HfArgumentParser, TrainerCallback
 
 from hf_gaf import GAFSGD, GAFTrainingArguments, attached_gaf, unwrap_optimizer
 from hf_gaf.functional import GAFSpec
-from hf_gaf.stats import gaf_stats
-from tests.helpers.tiny import SequentialGAFTrainer, TinyData, TinyRegressor, params_of, tiny_args
+from hf_gaf.trainer.stats import gaf_stats
+from tests.helpers.tiny import (SequentialExperimentTrainer, SequentialGAFTrainer, TinyData, TinyRegressor, params_of,
+                                tiny_args)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,18 +74,14 @@ def test_exclude_patterns_leave_parameters_plain(tmp_path):
             assert (group["gaf"] is None) == excluded, names[id(p)]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def test_two_process_ddp_matches_one_process(tmp_path):
+@pytest.mark.slow  # two `accelerate launch` processes (~30 s); `make test-all`
+def test_two_process_ddp_matches_one_process(tmp_path, free_port):
     script = ROOT / "tests" / "helpers" / "ddp_train.py"
     env = {**os.environ, "HF_GAF_FUSED": "0", "PYTHONPATH": str(ROOT)}
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate_configs/cpu_2proc.yaml"),
-           "--main_process_port", str(free_port()), str(script), "--out", str(tmp_path / "ddp"), "--batch", "4"]
+           "--main_process_port", str(free_port), str(script), "--out", str(tmp_path / "ddp"), "--batch", "4"]
     (tmp_path / "ddp").mkdir()
     (tmp_path / "one").mkdir()
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, timeout=300, capture_output=True)
@@ -263,8 +259,8 @@ def test_clipping_with_gaf_warns(tmp_path, caplog):
 
 def test_clip_value_equals_torch_clip_grad_value(tmp_path):
     model = TinyRegressor()
-    trainer = SequentialGAFTrainer(model=model, train_dataset=TinyData(64),
-                                   args=tiny_args(tmp_path, gaf="none", clip_value=0.05, weight_decay=0.0))
+    trainer = SequentialExperimentTrainer(model=model, train_dataset=TinyData(64),
+                                          args=tiny_args(tmp_path, gaf="none", clip_value=0.05, weight_decay=0.0))
     trainer.train()
     ref = TinyRegressor()
     opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
@@ -282,8 +278,9 @@ def test_clip_value_equals_torch_clip_grad_value(tmp_path):
 
 
 def test_multistep_schedule_with_warmup(tmp_path):
-    trainer = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(16),
-                                   args=tiny_args(tmp_path, lr_milestones=[0.5, 0.75], lr_gamma=0.1, warmup_steps=2))
+    trainer = SequentialExperimentTrainer(model=TinyRegressor(), train_dataset=TinyData(16),
+                                          args=tiny_args(tmp_path, lr_milestones=[0.5, 0.75], lr_gamma=0.1,
+                                                         warmup_steps=2))
     trainer.create_optimizer()
     sched = trainer.create_scheduler(num_training_steps=8)
     lrs = []
@@ -297,11 +294,63 @@ def test_multistep_schedule_with_warmup(tmp_path):
         tiny_args(tmp_path, lr_milestones=[0.8, 0.5])
 
 
-def test_fsdp2_sharded_gaf_equals_unsharded_on_two_cpu_processes():
+def test_plain_training_arguments_mean_gaf_off(tmp_path):
+    """GAFTrainer with transformers' own TrainingArguments is transformers.Trainer: torch SGD, no hook,
+    no gaf_config.json, the same parameters as the stock Trainer."""
+    from transformers import Trainer, TrainingArguments
+
+    settings = dict(output_dir=str(tmp_path / "a"), per_device_train_batch_size=8, learning_rate=0.05,
+                    lr_scheduler_type="constant", optim="sgd", report_to="none", use_cpu=True, max_steps=4,
+                    save_strategy="steps", save_steps=4, disable_tqdm=True)
+    ours = SequentialGAFTrainer(model=TinyRegressor(), args=TrainingArguments(**settings), train_dataset=TinyData(64))
+    ours.train()
+    assert type(unwrap_optimizer(ours.optimizer)) is torch.optim.SGD
+    assert attached_gaf(ours.optimizer) is None and not (tmp_path / "a" / "checkpoint-4" / "gaf_config.json").exists()
+
+    class SequentialTrainer(Trainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    stock = SequentialTrainer(model=TinyRegressor(), args=TrainingArguments(**{**settings, "output_dir": str(tmp_path / "b")}),
+                              train_dataset=TinyData(64))
+    stock.train()
+    for name, p in params_of(stock.model).items():
+        torch.testing.assert_close(params_of(ours.model)[name], p, rtol=0, atol=0, msg=name)
+
+
+def test_optimizer_built_once_with_decay_exclusion_and_backbone_groups(tmp_path):
+    """One construction: the Trainer's decay split x --gaf_exclude x --backbone_lr, each parameter in one group."""
+    trainer = SequentialExperimentTrainer(
+        model=TinyRegressor(), train_dataset=TinyData(16),
+        args=tiny_args(tmp_path, gaf_exclude=["head"], backbone_lr=0.001, backbone_pattern="body"))
+    built = []
+    original = GAFSGD.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    GAFSGD.__init__ = counting_init
+    try:
+        opt = trainer.create_optimizer()
+    finally:
+        GAFSGD.__init__ = original
+    assert len(built) == 1
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    seen = {names[id(p)]: g for g in opt.param_groups for p in g["params"]}
+    assert sorted(seen) == sorted(names.values())
+    assert seen["body.weight"]["lr"] == 0.001 and seen["body.weight"]["weight_decay"] == 0.01
+    assert seen["body.bias"]["lr"] == 0.001 and seen["body.bias"]["weight_decay"] == 0.0
+    assert seen["head.weight"]["gaf"] is None and seen["head.weight"]["lr"] == 0.05
+    assert seen["norm.weight"]["gaf"] == "atan" and seen["norm.weight"]["weight_decay"] == 0.0
+
+
+@pytest.mark.slow  # torchrun, two processes; `make test-all`
+def test_fsdp2_sharded_gaf_equals_unsharded_on_two_cpu_processes(free_port):
     """torch's FSDP2 (fully_shard) runs with gloo on CPU: GAF on sharded gradients (after reduce-scatter) is
     exact per shard, for GAFSGD and for attach_gaf."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()),
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port),
                            str(ROOT / "tests" / "helpers" / "fsdp_gaf.py")], env={**os.environ, "PYTHONPATH": str(ROOT)},
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_gaf.data.synthetic_voc import SHAPE_CLASSES, make_voc
-from hf_gaf.data.voc import VOC_CLASSES, VOCFormatError, load_voc, parse_voc_xml
+from hf_gaf.detection.synthetic_voc import SHAPE_CLASSES, make_voc
+from hf_gaf.detection.voc import VOC_CLASSES, VOCFormatError, load_voc, parse_voc_xml
 from hf_gaf.metrics import voc_eval
 from hf_gaf.metrics.coco import coco_eval
 

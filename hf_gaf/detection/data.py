@@ -1,15 +1,15 @@
-"""The detection recipes' data flags, and VOC splits with an ``index`` column that identifies each image in
-evaluation, and the class list by name (``voc`` = the 20 VOC classes, ``shapes`` = the synthetic set)."""
+"""The detection recipes' data flags; VOC splits with an ``index`` column that identifies each image in
+evaluation; the class list by name (``voc`` = the 20 VOC classes, ``shapes`` = the synthetic set); and
+the per-split canvas transform that feeds the collators of both model families."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from ..data.synthetic_voc import SHAPE_CLASSES
-from ..data.voc import VOC_CLASSES, load_voc
-from .transforms import canvas_to_original
+from .schema import EVAL_KEY, EvalTarget
+from .synthetic_voc import SHAPE_CLASSES
+from .transforms import DetectionTransform
+from .voc import VOC_CLASSES, load_voc
 
 
 @dataclass
@@ -73,26 +73,14 @@ def load_detection_splits(voc_root: str | None, years: str, train_split: str, ev
     return train.add_column("index", list(range(len(train)))), evaluation.add_column("index", list(range(len(evaluation))))
 
 
-def evaluation_fields(example: dict, sample) -> dict:
-    """What evaluation needs besides the model's own targets, carried in each label dict: the
-    original ground truth (boxes, classes, difficult), the image index, and the canvas scale."""
-    o = example["objects"]
-    return {
-        "orig_boxes": torch.as_tensor(o["bbox"], dtype=torch.float32).reshape(-1, 4),
-        "orig_class_labels": torch.as_tensor(o["category"], dtype=torch.int64),
-        "difficult": torch.as_tensor(o["difficult"], dtype=torch.bool),
-        "image_index": torch.tensor(int(example["index"])),
-        "scale": torch.tensor(sample.scale), "orig_size": torch.tensor(sample.orig_size),
-    }
+def with_canvas_transform(dataset, transform: DetectionTransform):
+    """``dataset`` (rows with ``image``, ``objects``, ``index``) whose rows come out, on access, as
+    ``{"sample": CanvasSample, "eval_target": EvalTarget}``: the training split gets the augmenting
+    transform, the evaluation split the plain one, and one collator per model family serves both."""
 
+    def apply(batch: dict) -> dict:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        samples = [transform.apply(row) for row in rows]
+        return {"sample": samples, EVAL_KEY: [EvalTarget.of(row, s) for row, s in zip(rows, samples)]}
 
-def detections_to_original(detections: list[dict], labels: list[dict]) -> list[dict]:
-    """Per-image ``{boxes, scores, labels}`` on the canvas back to original pixels, with the ``scale``
-    and ``orig_size`` that :func:`evaluation_fields` put into each label dict."""
-    out = []
-    for d, t in zip(detections, labels):
-        scale = tuple(float(v) for v in t["scale"])
-        size = tuple(int(v) for v in t["orig_size"])
-        out.append({"boxes": canvas_to_original(d["boxes"].float(), scale, size), "scores": d["scores"],
-                    "labels": d["labels"]})
-    return out
+    return dataset.with_transform(apply)

@@ -17,8 +17,7 @@ from types import SimpleNamespace
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection
 
-from .data import detections_to_original, evaluation_fields
-from .transforms import DetectionTransform
+from .schema import EVAL_KEY, detections_to_original
 
 # from-scratch configs; "tiny-*" are the CPU ones (small backbone, few layers, few queries)
 NAMED_CONFIGS = {
@@ -95,26 +94,23 @@ def processor_for(model_type: str):
 
 
 class DetrCollator:
-    """Examples (``image``, ``objects``, ``index``) to ``{"pixel_values", "labels"}`` for a DETR model."""
+    """Rows of :func:`~hf_gaf.detection.data.with_canvas_transform` (``sample``, ``eval_target``) to
+    ``{"pixel_values", "labels"}`` for a DETR model, through the model's own image processor; the same
+    collator serves training and evaluation (the split's transform made the difference)."""
 
-    def __init__(self, processor, transform: DetectionTransform) -> None:
+    def __init__(self, processor) -> None:
         self.processor = processor
-        self.transform = transform
 
-    def __call__(self, examples: list[dict]) -> dict:
-        samples, annotations = [], []
-        for ex in examples:
-            sample = self.transform.apply(ex)
-            samples.append(sample)
-            boxes = sample.boxes
-            annotations.append({"image_id": int(ex["index"]), "annotations": [
+    def __call__(self, rows: list[dict]) -> dict:
+        samples = [row["sample"] for row in rows]
+        annotations = []
+        for row, sample in zip(rows, samples):
+            annotations.append({"image_id": row[EVAL_KEY].image_index, "annotations": [
                 {"bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "category_id": int(c),
-                 "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": 0} for b, c in zip(boxes, sample.labels)]})
+                 "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": 0} for b, c in zip(sample.boxes, sample.labels)]})
         batch = self.processor(images=[s.image for s in samples], annotations=annotations, return_tensors="pt")
-        labels = []
-        for ex, sample, target in zip(examples, samples, batch["labels"]):
-            labels.append({"class_labels": target["class_labels"], "boxes": target["boxes"],
-                           **evaluation_fields(ex, sample)})
+        labels = [{"class_labels": target["class_labels"], "boxes": target["boxes"], EVAL_KEY: row[EVAL_KEY]}
+                  for row, target in zip(rows, batch["labels"])]
         return {"pixel_values": batch["pixel_values"], "labels": labels}
 
 

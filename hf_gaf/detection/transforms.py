@@ -41,7 +41,8 @@ class CanvasSample:
 
 
 class DetectionTransform:
-    """The canvas transform (module docstring); with ``sample_rng`` (:class:`hf_gaf.sample_rng.SampleRNG`),
+    """The canvas transform (module docstring); with ``sample_rng`` (any object with ``seeded(index)``, as the
+    recipes' :class:`hf_gaf.harness.sample_rng.SampleRNG`),
     :meth:`apply` draws each row's augmentation from (seed, epoch, the row's ``index``)."""
 
     def __init__(self, size: int, train: bool, mode: str = "letterbox", hflip: float = 0.5,
@@ -85,7 +86,7 @@ class DetectionTransform:
         return CanvasSample(torch.as_tensor(img), bbs.as_subclass(torch.Tensor).float(), lab, scale, (int(h), int(w)))
 
     def apply(self, example: dict) -> CanvasSample:
-        """The transform of a data-set row (``image`` and ``objects`` as :func:`~hf_gaf.data.voc.load_voc` gives,
+        """The transform of a data-set row (``image`` and ``objects`` as :func:`~hf_gaf.detection.voc.load_voc` gives,
         and ``index`` when a ``sample_rng`` seeds the augmentation)."""
         seeded = self.sample_rng.seeded(example["index"]) if self.sample_rng is not None else contextlib.nullcontext()
         with seeded:

@@ -8,8 +8,12 @@
 
 from pathlib import Path
 
-from .detection import DetectionEvaluator, make_compute_metrics
-from .voc import average_precision, box_iou, voc_eval
+from .._extras import require_extra
+
+require_extra("hf_gaf.metrics", "detection")
+
+from .detection import DetectionEvaluator, make_compute_metrics  # noqa: E402
+from .voc import average_precision, box_iou, voc_eval  # noqa: E402
 
 _MODULES = Path(__file__).parent / "modules"
 

@@ -3,7 +3,7 @@ r"""PASCAL VOC average precision, as the official devkit and py-faster-rcnn comp
 Inputs follow torchmetrics' convention, one dict per image (tensors or arrays):
 detections ``{image_id, boxes [N,4], scores [N], labels [N]}``, ground truths
 ``{image_id, boxes [M,4], labels [M], difficult [M]}``; boxes are continuous 0-based ``xyxy`` (as
-:func:`~hf_gaf.data.voc.load_voc` returns them), labels index ``class_names``.
+:func:`~hf_gaf.detection.voc.load_voc` returns them), labels index ``class_names``.
 
 Per class: detections are sorted by descending score (stable); each is matched to the ground truth
 of highest IoU in its image, matched or not. IoU >= threshold (``compat="devkit"``) or > threshold

@@ -1,10 +1,10 @@
 """Train a timm image classifier with or without GAF, the paper's classification comparison.
 
-    python recipes/classification/train.py --dataset digits --model resnet10t --recipe gaf \
+    python recipes/classification/train.py --dataset digits --model resnet10t --preset gaf \
         --num_train_epochs 5 --output_dir runs/digits/gaf
-    accelerate launch recipes/classification/train.py --dataset cifar10 --model resnet18 --recipe gaf ...
+    accelerate launch recipes/classification/train.py --dataset cifar10 --model resnet18 --preset gaf ...
 
---recipe presets (hf_gaf.presets, flags override them): sgd, gaf (update placement, alpha 0.1,
+Presets (--preset; hf_gaf.harness.presets, flags override them): sgd, gaf (update placement, alpha 0.1,
 beta 20), gaf-grad, clip-norm, clip-value, adamw, adamw-gaf. Writes metrics.json (per-epoch and final
 accuracy/loss, wall time, images/s) into --output_dir; TensorBoard logs when it is installed.
 Nothing is downloaded: --dataset is `digits` (bundled with scikit-learn), a local image folder, or a
@@ -27,13 +27,13 @@ import torch  # noqa: E402
 from timm.data import create_transform, resolve_data_config  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
-from hf_gaf import GAFTrainer, GAFTrainingArguments  # noqa: E402
-from hf_gaf.data.classification import DatasetNotAvailableError, load_classification_data  # noqa: E402
+from hf_gaf.harness.classification_data import DatasetNotAvailableError, load_classification_data  # noqa: E402
+from hf_gaf.harness.experiment import ExperimentArguments, ExperimentTrainer  # noqa: E402
+from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
+from hf_gaf.harness.run import prepare_run, recipe_defaults, run_training  # noqa: E402
+from hf_gaf.harness.sample_rng import SampleRNG  # noqa: E402
+from hf_gaf.harness.timm_classifier import TimmClassifier  # noqa: E402
 from hf_gaf.metrics import metric_path  # noqa: E402
-from hf_gaf.models.timm_classifier import TimmClassifier  # noqa: E402
-from hf_gaf.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.recipe import prepare_run, recipe_defaults, run_training  # noqa: E402
-from hf_gaf.sample_rng import SampleRNG  # noqa: E402
 
 @dataclass
 class ModelArguments:
@@ -94,9 +94,9 @@ def collate(examples):
 
 
 def main(argv=None) -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, PresetArguments, GAFTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, PresetArguments, ExperimentArguments))
     parser.set_defaults(**recipe_defaults(output_dir="runs/classification"))
-    (model_args, data_args, run_args, training_args), recipe = parse_with_preset(parser, "classification", argv)
+    (model_args, data_args, run_args, training_args), preset = parse_with_preset(parser, "classification", argv)
     prepare_run(training_args, run_args.overwrite_output_dir)
 
     try:
@@ -126,9 +126,9 @@ def main(argv=None) -> None:
         return accuracy.compute(predictions=eval_pred.predictions, references=eval_pred.label_ids,
                                 k=5 if k == 5 else 1)
 
-    trainer = GAFTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         data_collator=collate, compute_metrics=compute_metrics, preprocess_logits_for_metrics=top_k)
-    run_training(trainer, recipe, n_train_images=len(train_ds), sample_rng=sample_rng,
+    trainer = ExperimentTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+                            data_collator=collate, compute_metrics=compute_metrics, preprocess_logits_for_metrics=top_k)
+    run_training(trainer, preset, n_train_images=len(train_ds), sample_rng=sample_rng,
                  extra={"model": model_args.model, "dataset": data_args.dataset, "image_size": data_args.image_size})
 
 

@@ -3,13 +3,13 @@ with or without GAF, through the same Trainer, data, evaluator and comparison ru
 
     # CPU, synthetic VOC
     python recipes/detection/train_faster_rcnn.py --voc_root runs/voc-synth --classes shapes \
-        --backbone timm:resnet18 --image_size 128 --recipe gaf --output_dir runs/frcnn/gaf
+        --backbone timm:resnet18 --image_size 128 --preset gaf --output_dir runs/frcnn/gaf
     # GPUs, real VOC 07+12, VOC2007 test
     accelerate launch --config_file recipes/accelerate_configs/multi_gpu_ddp.yaml recipes/detection/train_faster_rcnn.py \
         --voc_root /data --years 2007+2012 --eval_years 2007 --backbone resnet50_fpn --weights_path /ckpt/r50.pth \
-        --image_size 800 --recipe sgd
+        --image_size 800 --preset sgd
 
---recipe presets (torchvision's reference: SGD lr 0.02 per 16 images, momentum 0.9, wd 1e-4, warmup, step
+Presets (--preset; torchvision's reference: SGD lr 0.02 per 16 images, momentum 0.9, wd 1e-4, warmup, step
 decay at 2/3 and 8/9 of training): sgd, gaf, gaf-grad, clip-norm, clip-value.
 """
 
@@ -24,16 +24,13 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from hf_gaf import GAFTrainingArguments  # noqa: E402
-from hf_gaf.data.voc import VOCFormatError  # noqa: E402
-from hf_gaf.detection.data import VOCDataArguments, class_names, load_detection_splits  # noqa: E402
-from hf_gaf.detection.frcnn import FasterRCNNCollator, faster_rcnn_postprocess  # noqa: E402
-from hf_gaf.detection.trainer import DetectionTrainer, detection_compute_metrics  # noqa: E402
-from hf_gaf.detection.transforms import DetectionTransform  # noqa: E402
-from hf_gaf.models.faster_rcnn import build_faster_rcnn  # noqa: E402
-from hf_gaf.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.recipe import prepare_run, recipe_defaults, run_training  # noqa: E402
-from hf_gaf.sample_rng import SampleRNG  # noqa: E402
+from hf_gaf.detection.data import VOCDataArguments  # noqa: E402
+from hf_gaf.detection.faster_rcnn import FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess  # noqa: E402
+from hf_gaf.harness.detection_run import load_splits_or_exit, train_detector  # noqa: E402
+from hf_gaf.harness.experiment import ExperimentArguments  # noqa: E402
+from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
+from hf_gaf.harness.run import prepare_run, recipe_defaults  # noqa: E402
+
 
 @dataclass
 class ModelArguments:
@@ -51,17 +48,14 @@ class ModelArguments:
 
 
 def main(argv=None) -> None:
-    parser = HfArgumentParser((ModelArguments, VOCDataArguments, PresetArguments, GAFTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, VOCDataArguments, PresetArguments, ExperimentArguments))
     parser.set_defaults(**recipe_defaults(output_dir="runs/faster_rcnn", per_device_train_batch_size=4,
                         per_device_eval_batch_size=8, batch_eval_metrics=True, eval_do_concat_batches=False,
                         image_size=800, max_zoom_out=1.0))
-    (model_args, data_args, run_args, training_args), recipe = parse_with_preset(parser, "faster_rcnn", argv)
+    (model_args, data_args, run_args, training_args), preset = parse_with_preset(parser, "faster_rcnn", argv)
     prepare_run(training_args, run_args.overwrite_output_dir)
-    names = class_names(data_args.classes)
+    names, train_ds, eval_ds = load_splits_or_exit(data_args)
     try:
-        train_ds, eval_ds = load_detection_splits(
-            data_args.voc_root, data_args.years, data_args.train_split, data_args.eval_split, names,
-            data_args.max_train_samples, data_args.max_eval_samples, data_args.eval_years, data_args.skip_unknown_classes)
         model = build_faster_rcnn(
             len(names), backbone=model_args.backbone, image_size=data_args.image_size,
             anchor_sizes=tuple(model_args.anchor_sizes) if model_args.anchor_sizes else None,
@@ -69,19 +63,10 @@ def main(argv=None) -> None:
             rpn_batch_size_per_image=model_args.rpn_batch_size_per_image,
             box_batch_size_per_image=model_args.box_batch_size_per_image, fpn_channels=model_args.fpn_channels,
             weights_path=model_args.weights_path, timm_out_indices=tuple(model_args.timm_out_indices))
-    except (VOCFormatError, FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
-    size = data_args.image_size
-    sample_rng = SampleRNG(training_args.seed)  # augmentation = f(seed, epoch, image): exact mid-epoch resume
-    train_tf = DetectionTransform(size, train=True, mode=data_args.resize_mode, hflip=data_args.hflip,
-                                  max_zoom_out=data_args.max_zoom_out, iou_crop=data_args.iou_crop, sample_rng=sample_rng)
-    eval_tf = DetectionTransform(size, train=False, mode=data_args.resize_mode)
-    trainer = DetectionTrainer(
-        model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=FasterRCNNCollator(train_tf), eval_data_collator=FasterRCNNCollator(eval_tf),
-        compute_metrics=detection_compute_metrics(names, compat=data_args.compat), postprocess=faster_rcnn_postprocess)
-    run_training(trainer, recipe, n_train_images=len(train_ds), sample_rng=sample_rng, extra={"backbone": model_args.backbone, "image_size": size})
-    trainer.draw_predictions(eval_ds, names, n_images=data_args.draw_predictions)
+    train_detector(model, FasterRCNNCollator(), faster_rcnn_postprocess, training_args, data_args, names,
+                   train_ds, eval_ds, preset, extra={"backbone": model_args.backbone})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, SequentialSampler
 
-from hf_gaf import GAFTrainer, GAFTrainingArguments
+from hf_gaf.harness.experiment import ExperimentArguments, ExperimentTrainerMixin
+from hf_gaf.trainer import GAFTrainer, GAFTrainingArguments
 
 
 class TinyRegressor(torch.nn.Module):
@@ -42,7 +43,11 @@ class SequentialGAFTrainer(GAFTrainer):
         return SequentialSampler(self.train_dataset)
 
 
-def tiny_args(out_dir, **overrides) -> GAFTrainingArguments:
+class SequentialExperimentTrainer(ExperimentTrainerMixin, SequentialGAFTrainer):
+    """The same, with the experiment harness's flags (clip_value, lr_milestones, backbone_lr)."""
+
+
+def tiny_args(out_dir, args_cls=GAFTrainingArguments, **overrides) -> GAFTrainingArguments:
     settings = dict(
         output_dir=str(out_dir), per_device_train_batch_size=8, learning_rate=0.05, num_train_epochs=1,
         lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.01, optim="sgd", optim_args="momentum=0.9",
@@ -50,7 +55,9 @@ def tiny_args(out_dir, **overrides) -> GAFTrainingArguments:
         dataloader_num_workers=0, gaf="atan", gaf_alpha=0.1, gaf_beta=20.0,
     )
     settings.update(overrides)
-    return GAFTrainingArguments(**settings)
+    if any(k in overrides for k in ("clip_value", "lr_milestones", "lr_gamma", "backbone_lr")):
+        args_cls = ExperimentArguments
+    return args_cls(**settings)
 
 
 def params_of(model) -> dict[str, torch.Tensor]:

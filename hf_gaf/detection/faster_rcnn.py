@@ -1,4 +1,5 @@
-"""torchvision's Faster R-CNN as a Trainer-compatible module, with any backbone.
+"""Faster R-CNN (torchvision) for the detection recipes: the model as a Trainer-compatible module with
+any backbone, its collator, and its post-processing.
 
 Training forward returns ``{"loss": sum of the RPN and ROI losses, "loss_classifier", "loss_box_reg",
 "loss_objectness", "loss_rpn_box_reg"}``; eval forward returns ``{"detections": [...]}``. Labels:
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import timm
 import torch
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -29,7 +29,8 @@ from torchvision.models.detection.backbone_utils import mobilenet_backbone, resn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from .timm_classifier import load_state_dict_file
+from .schema import EVAL_KEY, detections_to_original
+from .weights import load_state_dict_file
 
 
 def to_model_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -47,6 +48,8 @@ class TimmFPN(torch.nn.Module):
 
     def __init__(self, name: str, out_indices=(1, 2, 3, 4), out_channels: int = 128) -> None:
         super().__init__()
+        import timm  # the timm:<name> backbones only
+
         self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
         self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
@@ -102,7 +105,26 @@ def build_faster_rcnn(num_classes: int, backbone: str = "resnet50_fpn", image_si
         box_score_thresh=0.0, box_detections_per_img=100)
     model = FasterRCNNModule(detector)
     if weights_path:
-        state = load_state_dict_file(weights_path)
+        state = load_state_dict_file(weights_path, "--weights_path")
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
     return model
+
+
+class FasterRCNNCollator:
+    """Rows of :func:`~hf_gaf.detection.data.with_canvas_transform` (``sample``, ``eval_target``) to
+    ``{"pixel_values", "labels"}``: canvas images in [0, 1], boxes and data-set classes per image."""
+
+    def __call__(self, rows: list[dict]) -> dict:
+        images, labels = [], []
+        for row in rows:
+            sample = row["sample"]
+            images.append(sample.image.float() / 255.0)
+            labels.append({"boxes": sample.boxes.reshape(-1, 4), "labels": sample.labels, EVAL_KEY: row[EVAL_KEY]})
+        return {"pixel_values": torch.stack(images), "labels": labels}
+
+
+def faster_rcnn_postprocess(outputs: dict, labels: list[dict]) -> list[dict]:
+    """``postprocess`` for :class:`~hf_gaf.detection.trainer.DetectionTrainer` (the model's labels are
+    already data-set classes)."""
+    return detections_to_original(outputs["detections"], labels)

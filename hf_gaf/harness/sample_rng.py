@@ -14,7 +14,7 @@ The epoch lives in shared memory, so forked data-loader workers (persistent ones
 
 Example:
     >>> import torch
-    >>> from hf_gaf.sample_rng import SampleRNG
+    >>> from hf_gaf.harness.sample_rng import SampleRNG
     >>> rng = SampleRNG(seed=0)
     >>> with rng.seeded(7):
     ...     a = torch.rand(2)

@@ -14,13 +14,15 @@ import argparse
 import os
 import sys
 
+from ..functional import GAF_KINDS
+from .demo import TASKS as DEMO_TASKS
 
 class CommandError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
 def _make_voc(args) -> None:
-    from .data.synthetic_voc import SHAPE_CLASSES, make_voc
+    from ..detection.synthetic_voc import SHAPE_CLASSES, make_voc
 
     classes = args.classes.split(",") if args.classes else SHAPE_CLASSES
     try:
@@ -32,7 +34,7 @@ def _make_voc(args) -> None:
 
 
 def _plot_gaf(args) -> None:
-    from .functional import validate_gaf
+    from ..functional import validate_gaf
     from .plots import plot_gaf
 
     try:
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_make_voc)
 
     p = sub.add_parser("plot-gaf", help="plot f and f' of a GAF against identity and clip-by-value")
-    p.add_argument("--kind", default="atan", choices=["atan", "tanh", "log"])
+    p.add_argument("--kind", default="atan", choices=list(GAF_KINDS))
     p.add_argument("--alpha", type=float, default=0.1)
     p.add_argument("--beta", type=float, default=20.0)
     p.add_argument("--out", default="gaf.png")
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the CPU demo: digits and synthetic-VOC comparisons, plots, summary")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--fast", action="store_true", help="a reduced demo (about 2 minutes), as the tests run it")
-    p.add_argument("--task", nargs="+", choices=["digits", "detr", "faster_rcnn"], default=None,
+    p.add_argument("--task", nargs="+", choices=list(DEMO_TASKS), default=None,
                    help="run only these comparisons")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every task run (default: each task's own)")
     p.set_defaults(func=_demo)

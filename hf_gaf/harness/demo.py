@@ -1,6 +1,6 @@
 """``hf-gaf demo`` / ``make demo``: GAF against its baseline on the built-in data, on the CPU.
 
-Three side-by-side comparisons (one seed each), each through ``hf_gaf.compare``:
+Three side-by-side comparisons (one seed each), each through ``hf_gaf.harness.compare``:
 
 1. ``digits``: classification of scikit-learn's bundled digits with timm ``resnet10t``, ``sgd`` vs ``gaf``;
 2. ``detr``: synthetic-VOC detection with a tiny RT-DETR, ``adamw`` (DETR's recipe, clipping 0.1) vs
@@ -23,11 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import recipes
+from ..detection.synthetic_voc import is_synthetic_voc, make_voc
 from .compare import main as compare
-from .data.synthetic_voc import is_synthetic_voc, make_voc
 from .plots import plot_gaf
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(recipes.__file__).resolve().parent  # recipes/ of the checkout, installed as hf_gaf.recipes
 
 
 @dataclass(frozen=True)

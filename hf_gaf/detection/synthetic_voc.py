@@ -3,11 +3,11 @@
 Images of simple filled shapes (classes ``circle``, ``square``, ``triangle``, ``cross``) on a noisy
 background: 1 to 4 objects per image of varied size and colour, some cut by the border
 (``truncated``), a few marked ``difficult`` (the smallest ones), a few images with no object. Written
-as ``OUT/VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}``, so :func:`~hf_gaf.data.voc.load_voc`
+as ``OUT/VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}``, so :func:`~hf_gaf.detection.voc.load_voc`
 reads it exactly as it reads real VOC. The same seed gives the same bytes.
 
 Example:
-    >>> from hf_gaf.data.synthetic_voc import make_voc
+    >>> from hf_gaf.detection.synthetic_voc import make_voc
     >>> make_voc("/tmp/hf_gaf_doctest_voc2", n_train=4, n_test=2)
     '/tmp/hf_gaf_doctest_voc2/VOCdevkit'
 """
@@ -156,7 +156,7 @@ def make_voc(
         with open(os.path.join(base, "ImageSets", "Main", f"{name}.txt"), "w") as f:
             f.writelines(f"{i}\n" for i in members)
     with open(os.path.join(out_dir, SYNTHETIC_MARKER), "w") as f:
-        f.write(f"written by hf_gaf.data.synthetic_voc.make_voc (seed {seed})\n")
+        f.write(f"written by hf_gaf.detection.synthetic_voc.make_voc (seed {seed})\n")
     return devkit
 
 

@@ -1,4 +1,5 @@
-"""Plumbing shared by the recipe scripts: common Trainer defaults and the train/evaluate/report run."""
+"""Running one recipe: common Trainer defaults, the checks before anything is built, and the
+train/evaluate/report run that writes ``metrics.json``."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def resolve_checkpoint(args) -> str | None:
 
 
 class SampleRNGEpochCallback(TrainerCallback):
-    """Tells a :class:`~hf_gaf.sample_rng.SampleRNG` the epoch that begins (the floor of the Trainer's
+    """Tells a :class:`~hf_gaf.harness.sample_rng.SampleRNG` the epoch that begins (the floor of the Trainer's
     epoch, so a run resumed mid-epoch continues that epoch's augmentations)."""
 
     def __init__(self, sample_rng: SampleRNG) -> None:
@@ -101,7 +102,7 @@ class SampleRNGEpochCallback(TrainerCallback):
         self.sample_rng.set_epoch(int(state.epoch or 0))
 
 
-def run_training(trainer, recipe: str, n_train_images: int, extra: dict | None = None,
+def run_training(trainer, preset: str, n_train_images: int, extra: dict | None = None,
                  sample_rng: SampleRNG | None = None) -> dict:
     """Train (evaluating each epoch; from ``--resume_from_checkpoint`` when given, which transformers'
     Trainer does not read by itself), write ``metrics.json`` and return it. ``sample_rng`` (the one
@@ -109,7 +110,7 @@ def run_training(trainer, recipe: str, n_train_images: int, extra: dict | None =
     checkpoint = resolve_checkpoint(trainer.args)
     if sample_rng is not None:
         trainer.add_callback(SampleRNGEpochCallback(sample_rng))
-    trainer.add_callback(MetricsJsonCallback(recipe, n_train_images, extra, resume_from=checkpoint))
+    trainer.add_callback(MetricsJsonCallback(preset, n_train_images, extra, resume_from=checkpoint))
     trainer.train(resume_from_checkpoint=checkpoint)
     path = os.path.join(trainer.args.output_dir, "metrics.json")
     if not trainer.is_world_process_zero():
@@ -118,5 +119,5 @@ def run_training(trainer, recipe: str, n_train_images: int, extra: dict | None =
         report = json.load(f)
     final = ", ".join(f"{k}={v:.4f}" for k, v in report["final"].items()
                       if isinstance(v, float) and not k.endswith(("runtime", "_per_second")))
-    print(f"[{recipe}] {final} | {report['train_images_per_s']:.0f} images/s | wrote {path}")
+    print(f"[{preset}] {final} | {report['train_images_per_s']:.0f} images/s | wrote {path}")
     return report

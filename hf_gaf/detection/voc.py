@@ -12,8 +12,8 @@ ordinary IoU equals VOC's "+1" IoU. Each object's own ``bndbox`` is read; the ``
 person objects are ignored. XML is parsed with ``defusedxml``: entity-expansion attacks are refused.
 
 Example:
-    >>> from hf_gaf.data.synthetic_voc import make_voc, SHAPE_CLASSES
-    >>> from hf_gaf.data.voc import load_voc
+    >>> from hf_gaf.detection.synthetic_voc import make_voc, SHAPE_CLASSES
+    >>> from hf_gaf.detection.voc import load_voc
     >>> root = make_voc("/tmp/hf_gaf_doctest_voc", n_train=8, n_test=4, overwrite=True)
     >>> ds = load_voc(root, split="test", classes=SHAPE_CLASSES)
     >>> len(ds), sorted(ds[0]["objects"])

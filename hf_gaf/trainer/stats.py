@@ -20,9 +20,9 @@ from torch import Tensor
 from transformers import TrainerCallback
 from transformers.trainer_utils import IntervalStrategy
 
-from .functional import GAFSpec, foreach_gaf
-from .gaf_sgd import GAFSGD
-from .hook import attached_gaf, unwrap_optimizer
+from ..functional import GAFSpec, foreach_gaf
+from ..gaf_sgd import GAFSGD
+from ..hook import attached_gaf, unwrap_optimizer
 
 
 @torch.no_grad()

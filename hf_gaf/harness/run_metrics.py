@@ -2,7 +2,7 @@
 
 Layout::
 
-    {"recipe": ..., "seed": ..., "initial_weights_sha256": ..., "settings": {...optimizer and GAF settings...},
+    {"preset": ..., "seed": ..., "initial_weights_sha256": ..., "settings": {...optimizer and GAF settings...},
      "epochs": [{"epoch": 1, "train_loss": ..., "epoch_time_s": ..., "train_images_per_s": ...,
                  "eval_<metric>": ...}, ...],
      "final": {"eval_<metric>": ... of the last evaluation},
@@ -55,9 +55,9 @@ class MetricsJsonCallback(TrainerCallback):
     resume) gets ``"partial": <fraction>``; its images/s counts only the images it trained, and its
     ``train_loss`` is the mean over the steps trained after the restart."""
 
-    def __init__(self, recipe: str, n_train_images: int, extra: dict | None = None,
+    def __init__(self, preset: str, n_train_images: int, extra: dict | None = None,
                  resume_from: str | None = None) -> None:
-        self.recipe = recipe
+        self.preset = preset
         self.n_train_images = n_train_images
         self.extra = extra or {}
         self.epochs: list[dict] = []
@@ -118,7 +118,7 @@ class MetricsJsonCallback(TrainerCallback):
         whole = [e for e in self.epochs if "partial" not in e]
         speeds = [e["train_images_per_s"] for e in whole[1:] or whole or self.epochs]
         report = {
-            "recipe": self.recipe, "seed": args.seed, "initial_weights_sha256": self.initial_weights,
+            "preset": self.preset, "seed": args.seed, "initial_weights_sha256": self.initial_weights,
             "settings": {k: getattr(args, k, None) for k in SETTING_KEYS} | self.extra,
             "epochs": self.epochs,
             "final": {k: v for k, v in self.last_eval.items() if k.startswith("eval_")},

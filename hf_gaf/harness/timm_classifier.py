@@ -15,22 +15,10 @@ Example:
 
 from __future__ import annotations
 
-import os
-
 import timm
 import torch
 
-
-def load_state_dict_file(path: str) -> dict:
-    """A state dict from a local ``.safetensors`` or torch file (``FileNotFoundError`` naming it if absent)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--pretrained_path {path!r} does not exist (weights are read only from local files)")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+from ..detection.weights import load_state_dict_file
 
 
 class TimmClassifier(torch.nn.Module):

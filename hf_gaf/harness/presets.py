@@ -1,8 +1,9 @@
-"""Named recipe presets (``--recipe NAME``): the paper's comparison as defaults that flags override.
+"""Named presets (``--preset NAME``): the paper's comparison as defaults that flags override.
 
-Each preset is a dict of ``GAFTrainingArguments`` defaults. :func:`parse_with_preset` reads
-``--recipe`` first, installs the preset as parser defaults, then parses the command line, so an
-explicit flag always wins over the preset.
+Each preset is a dict of :class:`~hf_gaf.harness.experiment.ExperimentArguments` defaults.
+:func:`parse_with_preset` reads ``--preset`` first, installs the preset as parser defaults, then
+parses the command line, so an explicit flag always wins over the preset. ``--recipe`` is the old
+name of ``--preset``: still accepted, with a deprecation warning.
 
 Example:
     >>> PRESETS["classification"]["gaf"]["gaf_beta"]
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -56,34 +58,44 @@ PRESETS: dict[str, dict[str, dict]] = {
 
 @dataclass
 class PresetArguments:
-    """The flags every recipe script shares beside ``TrainingArguments``: ``--recipe`` and
+    """The flags every recipe script shares beside ``TrainingArguments``: ``--preset`` and
     ``--overwrite_output_dir``."""
 
-    recipe: str = field(default="sgd", metadata={"help": "Named preset of optimizer settings (see hf_gaf.presets)."})
+    preset: str = field(default="sgd", metadata={
+        "help": "Named preset of optimizer settings (hf_gaf.harness.presets); --recipe is its deprecated alias."})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Write into an --output_dir that already holds a finished run's metrics.json (refused otherwise)."})
 
 
 def parse_with_preset(parser, task: str, argv: Sequence[str] | None = None, default: str = "sgd"):
     """Parse ``argv`` with ``parser`` (an ``HfArgumentParser`` that includes :class:`PresetArguments`)
-    after applying ``--recipe``'s preset.
+    after applying ``--preset``'s defaults (``--recipe NAME`` is rewritten to ``--preset NAME``, with a
+    ``FutureWarning``).
 
     A preset key that no dataclass of the parser has is an error in the preset table itself.
     Returns the parsed dataclasses and the preset name.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [_renamed(a) for a in (sys.argv[1:] if argv is None else argv)]
     presets = PRESETS[task]
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--recipe", default=default)
+    pre.add_argument("--preset", default=default)
     known, _ = pre.parse_known_args(argv)
-    if known.recipe not in presets:
-        parser.error(f"--recipe {known.recipe!r} is not one of: {', '.join(presets)}")
+    if known.preset not in presets:
+        parser.error(f"--preset {known.preset!r} is not one of: {', '.join(presets)}")
     dests = {a.dest for a in parser._actions}
-    missing = [k for k in presets[known.recipe] if k not in dests]
+    missing = [k for k in presets[known.preset] if k not in dests]
     if missing:
-        raise KeyError(f"preset {task}/{known.recipe} sets {missing}, which the parser does not have")
-    parser.set_defaults(**presets[known.recipe], recipe=known.recipe)
+        raise KeyError(f"preset {task}/{known.preset} sets {missing}, which the parser does not have")
+    parser.set_defaults(**presets[known.preset], preset=known.preset)
     parsed = parser.parse_args_into_dataclasses(args=argv)
     if len(parsed) > len(parser.dataclass_types):  # defaults that no dataclass field took
         raise KeyError(f"defaults {sorted(vars(parsed[-1]))} belong to no argument dataclass")
-    return parsed, known.recipe
+    return parsed, known.preset
+
+
+def _renamed(arg: str) -> str:
+    """``--recipe`` (and ``--recipe=NAME``) to ``--preset``, warning once per use."""
+    if arg == "--recipe" or arg.startswith("--recipe="):
+        warnings.warn("--recipe is deprecated and will be removed: use --preset", FutureWarning, stacklevel=3)
+        return "--preset" + arg[len("--recipe"):]
+    return arg

@@ -1,6 +1,6 @@
 """The comparison runner: one recipe over presets x seeds, then one table and one plot.
 
-Each run is a separate process (``python SCRIPT --recipe P --seed S --output_dir OUT/P/seed-S ...``)
+Each run is a separate process (``python SCRIPT --preset P --seed S --output_dir OUT/P/seed-S ...``)
 writing its own ``metrics.json``; its log goes to ``OUT/P/seed-S/log.txt``. The runner owns these
 folders: running a comparison again into the same ``--out`` replaces its runs (``--reuse`` keeps the
 finished ones). Then:
@@ -48,7 +48,7 @@ def run_all(script: str, presets: list[str], seeds: list[int], out: Path, extra:
         if reuse and (folder / "metrics.json").is_file():
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        cmd = [*(launcher or [sys.executable]), script, "--recipe", preset, "--seed", str(seed),
+        cmd = [*(launcher or [sys.executable]), script, "--preset", preset, "--seed", str(seed),
                "--output_dir", str(folder), "--overwrite_output_dir", "true", "--disable_tqdm", "true", *extra]
         start = time.perf_counter()
         with open(folder / "log.txt", "w") as log:
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hf-gaf compare", description="Run a recipe over presets x seeds and compare them. "
         "Arguments after `--` go to the recipe.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--script", required=True, help="recipe script, e.g. recipes/classification/train.py")
-    parser.add_argument("--presets", nargs="+", required=True, help="--recipe presets to compare")
+    parser.add_argument("--presets", nargs="+", required=True, help="--preset names to compare")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--metric", default="eval_accuracy", help="main metric, a key of metrics.json's 'final'")
     parser.add_argument("--baseline", default=None, help="preset the others are compared to (default: the first)")

@@ -1,0 +1,34 @@
+"""Install extras: which wing of hf_gaf needs which packages, and the one-line error when they are missing
+(also for the ``hf-gaf`` command, whose code lives in the ``[recipes]`` wing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+_HF = ("transformers", "accelerate")
+_DETECTION = ("torchvision", "datasets", "pycocotools", "defusedxml")
+#: the import names each extra of pyproject.toml provides (``recipes`` includes ``hf`` and ``detection``)
+EXTRAS = {
+    "hf": _HF,
+    "detection": _DETECTION,
+    "recipes": (*_HF, *_DETECTION, "timm", "evaluate", "sklearn", "matplotlib"),
+}
+
+
+def require_extra(module: str, extra: str) -> None:
+    """Raise ``ImportError`` in one line, naming the extra to install, when a package of ``extra``
+    (see :data:`EXTRAS`) is not installed; ``module`` is the wing that needs it."""
+    missing = [name for name in EXTRAS[extra] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"{module} needs {', '.join(missing)}: pip install 'hf_gaf[{extra}]'")
+
+
+def cli_main() -> int:
+    """The ``hf-gaf`` entry point: :func:`hf_gaf.harness.cli.main`, or one line naming the extra to install."""
+    try:
+        from .harness.cli import main
+    except ImportError as err:
+        print(f"hf-gaf: error: {err}", file=sys.stderr)
+        return 2
+    return main()

@@ -1,1 +1,0 @@
-"""Model wrappers that make timm and torchvision models Trainer-compatible modules."""

@@ -1,0 +1,85 @@
+"""``GAFTrainingArguments``: ``transformers.TrainingArguments`` plus GAF's own flags, nothing else.
+
+Example (``python train.py --gaf atan --gaf_alpha 0.1 --gaf_beta 20 --optim sgd ...``):
+    >>> from transformers import HfArgumentParser
+    >>> from hf_gaf.trainer import GAFTrainingArguments
+    >>> (args,) = HfArgumentParser(GAFTrainingArguments).parse_args_into_dataclasses(
+    ...     ["--output_dir", "/tmp/out", "--gaf", "atan", "--optim", "sgd", "--report_to", "none"])
+    >>> args.gaf_spec, args.gaf_placement, args.max_grad_norm
+    (GAFSpec(kind='atan', alpha=0.1, beta=20.0), 'update', 0.0)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from ..functional import GAF_KINDS, GAFSpec, validate_gaf
+from ..gaf_sgd import PLACEMENTS, check_placement
+
+logger = logging.getLogger(__name__)
+
+GAF_CHOICES = ("none", *GAF_KINDS)
+
+
+@dataclass
+class GAFTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the GAF settings (see :mod:`hf_gaf.trainer` for where GAF runs).
+
+    One default of ``TrainingArguments`` changes: ``max_grad_norm`` is 1.0 as in transformers when GAF
+    is off, but 0 (no norm clipping) when GAF is on, because clipping before GAF shrinks every
+    coordinate into GAF's linear zone (an explicit ``--max_grad_norm`` wins, with a warning).
+
+    The GAF kind, α and β are validated once, here, into ``gaf_spec``
+    (a :class:`~hf_gaf.functional.GAFSpec`, ``None`` with ``--gaf none``); everything downstream takes
+    that spec.
+    """
+
+    gaf: str = field(default="none", metadata={"help": "Gradient activation: none, atan, tanh or log.",
+                                               "choices": list(GAF_CHOICES)})
+    gaf_alpha: float = field(default=0.1, metadata={"help": "GAF scale alpha (bound alpha*pi/2 for atan)."})
+    gaf_beta: float = field(default=20.0, metadata={"help": "GAF slope beta (gain alpha*beta near zero)."})
+    gaf_placement: str = field(default="update", metadata={
+        "help": "update: f on the SGD momentum update (needs --optim sgd); grad: f on the gradient (any optimizer).",
+        "choices": list(PLACEMENTS)})
+    gaf_exclude: list[str] = field(default_factory=list, metadata={
+        "help": "Regular expressions; parameters whose name matches one are left untransformed (e.g. bias norm head)."})
+    gaf_log_stats: bool = field(default=False, metadata={
+        "help": "On logging steps, log gradient norm before/after GAF and the fractions amplified/compressed/saturated."})
+    max_grad_norm: float | None = field(default=None, metadata={
+        "help": "Gradient clipping norm (0 disables). Default: 1.0, or 0 when GAF is on (clipping before GAF "
+                "shrinks every coordinate into GAF's linear zone)."})
+
+    def __post_init__(self):
+        if self.gaf not in GAF_CHOICES:
+            raise ValueError(f"--gaf {self.gaf!r} is not one of {', '.join(GAF_CHOICES)}")
+        check_placement(self.gaf_placement)
+        self.gaf_spec: GAFSpec | None = None
+        if self.gaf != "none":
+            self.gaf_spec = validate_gaf(self.gaf, self.gaf_alpha, self.gaf_beta)
+            if self.gaf_placement == "update" and str(self.optim).split(".")[-1].lower() != "sgd":
+                raise ValueError(
+                    f"--gaf_placement update applies f to the SGD momentum update and needs --optim sgd "
+                    f"(got --optim {self.optim}); use --gaf_placement grad with other optimizers")
+            for pattern in self.gaf_exclude:
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise ValueError(f"--gaf_exclude {pattern!r} is not a valid regular expression: {err}") from None
+        if self.max_grad_norm is None:
+            self.max_grad_norm = 0.0 if self.gaf_spec is not None else 1.0
+        elif self.gaf_spec is not None and self.max_grad_norm > 0:
+            logger.warning(
+                "GAF (%s) and --max_grad_norm %s are both on: gradients are clipped to norm %s FIRST, which shrinks "
+                "every coordinate towards GAF's linear zone, so GAF mostly rescales by alpha*beta=%g. "
+                "Set --max_grad_norm 0 to run GAF as in the paper.",
+                self.gaf, self.max_grad_norm, self.max_grad_norm, self.gaf_spec.gain)
+        super().__post_init__()
+
+    def gaf_config(self) -> dict:
+        """The GAF settings as written into each checkpoint (``gaf_config.json``)."""
+        return dict(gaf=self.gaf, gaf_alpha=self.gaf_alpha, gaf_beta=self.gaf_beta,
+                    gaf_placement=self.gaf_placement, gaf_exclude=list(self.gaf_exclude))
