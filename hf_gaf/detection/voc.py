@@ -161,6 +161,28 @@ def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = T
     return {"width": width, "height": height, "objects": objects, "n_unknown": n_unknown, "n_degenerate": n_degenerate}
 
 
+def voc_class_names(root: str, years: Sequence[str], split: str) -> list[str]:
+    """The sorted class names that the annotations of ``split`` (over ``years``) under ``root`` use."""
+    names = set()
+    for year in years:
+        base = _year_dir(root, str(year))
+        split_file = os.path.join(base, "ImageSets", "Main", f"{split}.txt")
+        if not os.path.isfile(split_file):
+            raise VOCFormatError(f"split file {split_file} not found\n{EXPECTED_LAYOUT}")
+        with open(split_file) as f:
+            ids = [line.split()[0] for line in f if line.strip()]
+        for image_id in ids:
+            xml = os.path.join(base, "Annotations", f"{image_id}.xml")
+            try:
+                tree = ElementTree.parse(xml).getroot()
+            except (OSError, ElementTree.ParseError, DefusedXmlException) as err:
+                raise VOCFormatError(f"{xml}: cannot be read ({err})") from None
+            names |= {_text(obj, "name", xml) for obj in tree.findall("object")}
+    if not names:
+        raise VOCFormatError(f"--classes auto: no <object><name> in split {split!r} of {list(years)} under {root}")
+    return sorted(names)
+
+
 def load_voc(
     root: str,
     years: Sequence[str] | str = ("2007",),

@@ -1,9 +1,11 @@
-"""The ``hf-gaf`` command: ``make-voc``, ``plot-gaf``, ``compare`` and ``demo``.
+"""The ``hf-gaf`` command: ``make-voc``, ``plot-gaf``, ``compare``, ``demo``, ``predict`` and ``evaluate``.
 
     hf-gaf make-voc runs/voc-synth --n-train 400 --n-test 100
     hf-gaf plot-gaf --kind atan --alpha 0.1 --beta 20 --out gaf.png
     hf-gaf compare --script recipes/classification/train.py --presets sgd gaf --out runs/cmp -- --num_train_epochs 2
     hf-gaf demo
+    hf-gaf predict --model runs/frcnn/model --images photos/ --out preds/ --threshold 0.5
+    hf-gaf evaluate --model runs/frcnn/best-model --out eval/ --voc_root runs/voc-synth --classes shapes
 
 Bad arguments are reported in one line (no traceback) with exit code 2.
 """
@@ -31,6 +33,11 @@ def _make_voc(args) -> None:
     except (ValueError, FileExistsError) as err:
         raise CommandError(str(err)) from None
     print(f"wrote {args.n_train} trainval + {args.n_test} test images to {root}")
+    if args.format == "coco":
+        from ..detection.coco_json import voc_to_coco
+
+        for path in voc_to_coco(root, classes=classes):
+            print(f"wrote {path}")
 
 
 def _plot_gaf(args) -> None:
@@ -71,6 +78,33 @@ def _demo(args) -> None:
         raise CommandError(str(err)) from None
 
 
+def _predict(args) -> None:
+    from .inference import predict
+
+    try:
+        predict(args.model, args.images, args.out, threshold=args.threshold, batch_size=args.batch_size)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+
+
+def _evaluate(args, rest: list[str]) -> None:
+    from transformers import HfArgumentParser
+
+    from ..detection.data import DetectionDataArguments
+    from ..detection.voc import VOCFormatError
+    from .inference import evaluate_saved
+
+    parser = HfArgumentParser(DetectionDataArguments, prog="hf-gaf evaluate (data flags)")
+    try:
+        (data,) = parser.parse_args_into_dataclasses(args=rest)
+    except SystemExit as exit_:
+        raise CommandError(f"bad data flags {rest}") if exit_.code else exit_
+    try:
+        evaluate_saved(args.model, data, args.out, batch_size=args.batch_size)
+    except (ValueError, VOCFormatError, FileNotFoundError) as err:
+        raise CommandError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-gaf", description="Gradient Activation Functions for the HF stack.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -84,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None, help="comma-separated subset of circle,square,triangle,cross")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty folder, replacing its VOCdevkit/VOC2007 (refused without it)")
+    p.add_argument("--format", choices=["voc", "coco"], default="voc",
+                   help="coco: also write VOC2007/coco/{trainval,test}.json (COCO JSON over the same JPEGs)")
     p.set_defaults(func=_make_voc)
 
     p = sub.add_parser("plot-gaf", help="plot f and f' of a GAF against identity and clip-by-value")
@@ -104,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only these comparisons")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every task run (default: each task's own)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("predict", help="run a saved detector on images: detections.json and drawn PNGs")
+    p.add_argument("--model", required=True, help="a folder saved by a detection recipe (OUTPUT_DIR/model or best-model)")
+    p.add_argument("--images", required=True, nargs="+", help="image files and/or folders of images")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--threshold", type=float, default=0.5, help="keep detections with at least this score")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("evaluate", help="score a saved detector on a labelled split (VOC or COCO flags as the "
+                       "recipes take them, e.g. --voc_root DIR --eval_split test): metrics.json")
+    p.add_argument("--model", required=True, help="a folder saved by a detection recipe")
+    p.add_argument("--out", required=True, help="output folder for metrics.json")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=_evaluate)
     return parser
 
 
@@ -117,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hf-gaf compare: error: {err}", file=sys.stderr)
             return 2
         return 0
-    args = parser.parse_args(argv)
+    if argv[:1] == ["evaluate"]:  # the data flags are the recipes' (HfArgumentParser)
+        args, rest = parser.parse_known_args(argv)
+    else:
+        args, rest = parser.parse_args(argv), None
     try:
-        args.func(args)
+        args.func(args) if rest is None else args.func(args, rest)
     except CommandError as err:
         print(f"hf-gaf {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,12 +1,18 @@
-"""The run both detection recipes share once they have a model: per-split canvas transforms, the
-trainer, training with ``metrics.json``, and the drawn predictions."""
+"""The run both detection recipes share once they have a model: per-split canvas transforms, the trainer,
+training with ``metrics.json``, the saved final and best models with their model cards, and the drawn
+predictions."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
-from ..detection.data import VOCDataArguments, class_names, load_detection_splits, with_canvas_transform
+from transformers import TrainerCallback
+
+from ..detection.coco_json import coco_categories
+from ..detection.data import DetectionDataArguments, load_splits, resolve_classes, with_canvas_transform
+from ..detection.saved import DetectorInfo, save_detector
 from ..detection.trainer import detection_compute_metrics
 from ..detection.transforms import DetectionTransform
 from ..detection.voc import VOCFormatError
@@ -14,24 +20,59 @@ from .experiment import ExperimentArguments, ExperimentDetectionTrainer
 from .run import run_training
 from .sample_rng import SampleRNG
 
+FINAL_MODEL, BEST_MODEL = "model", "best-model"
+SAVED_AT = "saved_at.json"  # the metrics a saved model was saved with
 
-def load_splits_or_exit(data_args: VOCDataArguments):
-    """``(class names, train split, eval split)`` from the data flags; a data error exits in one line."""
+
+def load_splits_or_exit(data_args: DetectionDataArguments):
+    """``(class names, category ids or None, train split, eval split)`` from the data flags; a data error
+    exits in one line."""
     try:
-        names = class_names(data_args.classes)
-        train_ds, eval_ds = load_detection_splits(
-            data_args.voc_root, data_args.years, data_args.train_split, data_args.eval_split, names,
-            data_args.max_train_samples, data_args.max_eval_samples, data_args.eval_years, data_args.skip_unknown_classes)
+        names = resolve_classes(data_args)
+        category_ids = None
+        if data_args.data_format == "coco":
+            by_name = {name: cat_id for cat_id, name in coco_categories(data_args.train_json)}
+            category_ids = [by_name[n] for n in names] if set(names) <= set(by_name) else None
+        train_ds, eval_ds = load_splits(data_args, names)
     except (VOCFormatError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
-    return names, train_ds, eval_ds
+    return names, category_ids, train_ds, eval_ds
 
 
-def train_detector(model, collator, postprocess, training_args: ExperimentArguments, data_args: VOCDataArguments,
-                   names: list[str], train_ds, eval_ds, preset: str, extra: dict) -> dict:
-    """Train ``model`` on the raw splits of :func:`load_splits_or_exit` (the training split augmented with
-    a per-sample RNG, so a resumed run augments as the uninterrupted one), write ``metrics.json``, draw
-    ``--draw_predictions`` evaluation images; returns the report."""
+def _metric_key(args) -> str:
+    name = args.metric_for_best_model
+    return name if name.startswith("eval_") else f"eval_{name}"
+
+
+class BestModelCallback(TrainerCallback):
+    """Saves the detector to ``OUTPUT_DIR/best-model`` whenever ``--metric_for_best_model`` improves; a
+    resumed run starts from the value the saved best model records."""
+
+    def __init__(self, save) -> None:
+        self.save, self.best = save, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        path = os.path.join(args.output_dir, BEST_MODEL, SAVED_AT)
+        if state.global_step > 0 and os.path.isfile(path):  # resumed from a checkpoint
+            with open(path) as f:
+                self.best = json.load(f).get(_metric_key(args))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        key = _metric_key(args)
+        if not metrics or key not in metrics or not state.is_world_process_zero:
+            return
+        value = metrics[key]
+        if self.best is None or (value > self.best if args.greater_is_better else value < self.best):
+            self.best = value
+            self.save(BEST_MODEL, {key: value, "epoch": state.epoch, "step": state.global_step})
+
+
+def train_detector(model, collator, postprocess, training_args: ExperimentArguments, data_args: DetectionDataArguments,
+                   splits, preset: str, info: DetectorInfo, extra: dict, processor=None) -> dict:
+    """Train ``model`` on ``splits`` (from :func:`load_splits_or_exit`; the training split augmented with a
+    per-sample RNG, so a resumed run augments as the uninterrupted one), write ``metrics.json``, save the
+    final and best models (``--save_models``), draw ``--draw_predictions`` evaluation images; returns the report."""
+    names, _, train_ds, eval_ds = splits
     size = data_args.image_size
     sample_rng = SampleRNG(training_args.seed)
     train_tf = DetectionTransform(size, train=True, mode=data_args.resize_mode, hflip=data_args.hflip,
@@ -41,10 +82,52 @@ def train_detector(model, collator, postprocess, training_args: ExperimentArgume
         model=model, args=training_args, train_dataset=with_canvas_transform(train_ds, train_tf),
         eval_dataset=with_canvas_transform(eval_ds, eval_tf), data_collator=collator,
         compute_metrics=detection_compute_metrics(names, compat=data_args.compat), postprocess=postprocess)
+
+    def save(name: str, metrics: dict) -> None:
+        folder = save_detector(os.path.join(training_args.output_dir, name), trainer.model, info, processor)
+        write_model_card(folder, info, data_args, training_args, preset, metrics)
+        with open(os.path.join(folder, SAVED_AT), "w") as f:
+            json.dump(metrics, f, indent=2)
+
+    if data_args.save_models:
+        trainer.add_callback(BestModelCallback(save))
     report = run_training(trainer, preset, n_train_images=len(train_ds), sample_rng=sample_rng,
-                          extra={**extra, "image_size": size})
+                          extra={**extra, "image_size": size, "classes": names})
+    if data_args.save_models and trainer.is_world_process_zero():
+        save(FINAL_MODEL, report.get("final", {}))
+        print(f"saved the final model to {os.path.join(training_args.output_dir, FINAL_MODEL)} and the best "
+              f"({training_args.metric_for_best_model}) to {os.path.join(training_args.output_dir, BEST_MODEL)}")
     draw_predictions(trainer, eval_ds, eval_tf, collator, names, data_args.draw_predictions)
     return report
+
+
+def write_model_card(folder: str, info: DetectorInfo, data_args: DetectionDataArguments, training_args, preset: str,
+                     metrics: dict) -> str:
+    """``README.md`` of a saved model: data, classes, preset and GAF settings, the metrics it was saved with."""
+    data = (f"COCO JSON `{data_args.train_json}` (images `{data_args.train_images}`), evaluated on `{data_args.eval_json}`"
+            if data_args.data_format == "coco" else
+            f"VOC tree `{data_args.voc_root}`, years {data_args.years} {data_args.train_split}, evaluated on "
+            f"{data_args.eval_years or data_args.years.split('+')[0]} {data_args.eval_split}")
+    gaf = training_args.gaf_config()
+    rows = [f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in metrics.items()
+            if isinstance(v, float) and k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]
+    lines = [
+        "---", "library_name: transformers" if info.family == "detr" else "library_name: pytorch",
+        "pipeline_tag: object-detection", "tags: [hf_gaf, gradient-activation-function]", "---", "",
+        f"# {info.family} trained with hf_gaf (preset `{preset}`)", "",
+        f"- data: {data}", f"- classes ({len(info.class_names)}): {', '.join(info.class_names)}",
+        f"- canvas: {info.image_size} px, {info.resize_mode}",
+        f"- optimizer: `{training_args.optim}` lr {training_args.learning_rate}, weight decay {training_args.weight_decay}, "
+        f"max_grad_norm {training_args.max_grad_norm}",
+        f"- GAF: {json.dumps(gaf)}", f"- saved at: {json.dumps({k: v for k, v in metrics.items() if k in ('epoch', 'step')})}",
+        "", "| metric | value |", "|---|---:|", *rows, "",
+        "Load: `hf-gaf predict --model THIS_FOLDER --images IMAGES --out OUT`, `hf-gaf evaluate --model THIS_FOLDER ...`"
+        + (", or `pipeline(\"object-detection\", model=THIS_FOLDER)`." if info.family == "detr" else "."),
+    ]
+    path = os.path.join(folder, "README.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
 
 
 def draw_predictions(trainer, dataset, transform: DetectionTransform, collator, names: list[str], n_images: int = 8,

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from hf_gaf.detection.data import VOCDataArguments  # noqa: E402
+from hf_gaf.detection.data import DetectionDataArguments  # noqa: E402
 from hf_gaf.detection.detr import CheckpointClassMismatch, DetrCollator, build_detr_model, detr_postprocess  # noqa: E402
+from hf_gaf.detection.saved import DetectorInfo  # noqa: E402
 from hf_gaf.harness.detection_run import load_splits_or_exit, train_detector  # noqa: E402
 from hf_gaf.harness.experiment import ExperimentArguments  # noqa: E402
 from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
@@ -43,20 +44,22 @@ class ModelArguments:
 
 
 def main(argv=None) -> None:
-    parser = HfArgumentParser((ModelArguments, VOCDataArguments, PresetArguments, ExperimentArguments))
+    parser = HfArgumentParser((ModelArguments, DetectionDataArguments, PresetArguments, ExperimentArguments))
     parser.set_defaults(**recipe_defaults(output_dir="runs/detr", per_device_train_batch_size=8,
                         per_device_eval_batch_size=16, batch_eval_metrics=True, eval_do_concat_batches=False,
-                        lr_scheduler_type="cosine", warmup_steps=0))
+                        lr_scheduler_type="cosine", warmup_steps=0, metric_for_best_model="voc07_map"))
     (model_args, data_args, run_args, training_args), preset = parse_with_preset(parser, "detr", argv, default="adamw")
     prepare_run(training_args, run_args.overwrite_output_dir)
-    names, train_ds, eval_ds = load_splits_or_exit(data_args)
+    splits = load_splits_or_exit(data_args)
+    names = splits[0]
     try:
         model, processor = build_detr_model(names, model_args.model_name_or_path, model_args.model_config,
                                             model_args.ignore_mismatched_sizes)
     except (CheckpointClassMismatch, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
+    info = DetectorInfo("detr", names, data_args.image_size, data_args.resize_mode, category_ids=splits[1])
     train_detector(model, DetrCollator(processor), detr_postprocess(processor, data_args.image_size), training_args,
-                   data_args, names, train_ds, eval_ds, preset,
+                   data_args, splits, preset, info, processor=processor,
                    extra={"model": model_args.model_name_or_path or model_args.model_config})
 
 

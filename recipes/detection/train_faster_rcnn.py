@@ -24,8 +24,9 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from hf_gaf.detection.data import VOCDataArguments  # noqa: E402
+from hf_gaf.detection.data import DetectionDataArguments  # noqa: E402
 from hf_gaf.detection.faster_rcnn import FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess  # noqa: E402
+from hf_gaf.detection.saved import DetectorInfo  # noqa: E402
 from hf_gaf.harness.detection_run import load_splits_or_exit, train_detector  # noqa: E402
 from hf_gaf.harness.experiment import ExperimentArguments  # noqa: E402
 from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
@@ -48,25 +49,28 @@ class ModelArguments:
 
 
 def main(argv=None) -> None:
-    parser = HfArgumentParser((ModelArguments, VOCDataArguments, PresetArguments, ExperimentArguments))
+    parser = HfArgumentParser((ModelArguments, DetectionDataArguments, PresetArguments, ExperimentArguments))
     parser.set_defaults(**recipe_defaults(output_dir="runs/faster_rcnn", per_device_train_batch_size=4,
                         per_device_eval_batch_size=8, batch_eval_metrics=True, eval_do_concat_batches=False,
-                        image_size=800, max_zoom_out=1.0))
+                        image_size=800, max_zoom_out=1.0, metric_for_best_model="voc07_map"))
     (model_args, data_args, run_args, training_args), preset = parse_with_preset(parser, "faster_rcnn", argv)
     prepare_run(training_args, run_args.overwrite_output_dir)
-    names, train_ds, eval_ds = load_splits_or_exit(data_args)
+    splits = load_splits_or_exit(data_args)
+    names = splits[0]
+    build = dict(num_classes=len(names), backbone=model_args.backbone, image_size=data_args.image_size,
+                 anchor_sizes=list(model_args.anchor_sizes) if model_args.anchor_sizes else None,
+                 rpn_pre_nms_top_n=model_args.rpn_pre_nms_top_n, rpn_post_nms_top_n=model_args.rpn_post_nms_top_n,
+                 rpn_batch_size_per_image=model_args.rpn_batch_size_per_image,
+                 box_batch_size_per_image=model_args.box_batch_size_per_image, fpn_channels=model_args.fpn_channels,
+                 timm_out_indices=list(model_args.timm_out_indices))
     try:
-        model = build_faster_rcnn(
-            len(names), backbone=model_args.backbone, image_size=data_args.image_size,
-            anchor_sizes=tuple(model_args.anchor_sizes) if model_args.anchor_sizes else None,
-            rpn_pre_nms_top_n=model_args.rpn_pre_nms_top_n, rpn_post_nms_top_n=model_args.rpn_post_nms_top_n,
-            rpn_batch_size_per_image=model_args.rpn_batch_size_per_image,
-            box_batch_size_per_image=model_args.box_batch_size_per_image, fpn_channels=model_args.fpn_channels,
-            weights_path=model_args.weights_path, timm_out_indices=tuple(model_args.timm_out_indices))
+        model = build_faster_rcnn(**build, weights_path=model_args.weights_path)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
-    train_detector(model, FasterRCNNCollator(), faster_rcnn_postprocess, training_args, data_args, names,
-                   train_ds, eval_ds, preset, extra={"backbone": model_args.backbone})
+    info = DetectorInfo("faster_rcnn", names, data_args.image_size, data_args.resize_mode, category_ids=splits[1],
+                        build_kwargs=build)
+    train_detector(model, FasterRCNNCollator(), faster_rcnn_postprocess, training_args, data_args, splits, preset,
+                   info, extra={"backbone": model_args.backbone})
 
 
 if __name__ == "__main__":

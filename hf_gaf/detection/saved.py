@@ -1,0 +1,106 @@
+"""Saved detectors: what a trained detection model is written as, and how it is loaded back.
+
+A saved folder holds ``hf_gaf_detection.json`` (``family``, ``class_names``, ``category_ids`` when the data
+were COCO JSON, the canvas ``image_size`` and ``resize_mode``) and the family's own files:
+
+- DETR family: a transformers folder (``config.json`` with ``id2label``, ``model.safetensors`` and the
+  image processor), which ``AutoModelForObjectDetection.from_pretrained`` and
+  ``pipeline("object-detection")`` load. The saved processor resizes to the training canvas
+  (``image_size`` × ``image_size``, no padding), so the pipeline sees inputs of the training scale; on
+  non-square images a ``letterbox``-trained model is best run through ``hf-gaf predict``, which applies
+  the recipe's own transform.
+- Faster R-CNN: ``model.safetensors`` (the state dict) and ``faster_rcnn_config.json`` (the arguments of
+  :func:`~hf_gaf.detection.faster_rcnn.build_faster_rcnn`), from which :func:`load_detector` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+DETECTION_CONFIG = "hf_gaf_detection.json"
+FASTER_RCNN_CONFIG = "faster_rcnn_config.json"
+FAMILIES = ("detr", "faster_rcnn")
+
+
+@dataclass
+class DetectorInfo:
+    """The contents of ``hf_gaf_detection.json``."""
+
+    family: str
+    class_names: list[str]
+    image_size: int
+    resize_mode: str = "letterbox"
+    category_ids: list[int] | None = None  # COCO category id of each label (COCO data only)
+    build_kwargs: dict = field(default_factory=dict)  # Faster R-CNN: build_faster_rcnn's arguments
+
+    def category_id(self, label: int) -> int:
+        """The id to write for ``label`` in COCO-style output (the label itself without COCO categories)."""
+        return self.category_ids[label] if self.category_ids else int(label)
+
+
+@dataclass
+class SavedDetector:
+    """A loaded detector: the module, its ``postprocess`` and collator, and its :class:`DetectorInfo`."""
+
+    info: DetectorInfo
+    model: torch.nn.Module
+    collator: object
+    postprocess: object
+    processor: object = None
+
+
+def save_detector(folder: str, model: torch.nn.Module, info: DetectorInfo, processor=None) -> str:
+    """Write ``model`` (module docstring) into ``folder`` (created; files of an earlier save are replaced)."""
+    if info.family not in FAMILIES:
+        raise ValueError(f"family {info.family!r}: expected one of {', '.join(FAMILIES)}")
+    os.makedirs(folder, exist_ok=True)
+    if info.family == "detr":
+        model.save_pretrained(folder)
+        saved = type(processor).from_dict({**processor.to_dict(), "do_resize": True, "do_pad": False,
+                                          "size": {"height": info.image_size, "width": info.image_size}})
+        saved.save_pretrained(folder)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                  os.path.join(folder, "model.safetensors"))
+        with open(os.path.join(folder, FASTER_RCNN_CONFIG), "w") as f:
+            json.dump(info.build_kwargs, f, indent=2)
+    with open(os.path.join(folder, DETECTION_CONFIG), "w") as f:
+        json.dump(asdict(info), f, indent=2)
+    return folder
+
+
+def load_detector(folder: str) -> SavedDetector:
+    """A detector saved by :func:`save_detector` (a ``ValueError`` naming the folder when it is neither family)."""
+    path = os.path.join(folder, DETECTION_CONFIG)
+    if not os.path.isdir(folder):
+        raise ValueError(f"--model {folder}: not a folder")
+    if not os.path.isfile(path):
+        raise ValueError(f"--model {folder}: no {DETECTION_CONFIG}, so it is neither a saved DETR-family nor a "
+                         "Faster R-CNN model of hf_gaf (train one with recipes/detection/train_*.py)")
+    try:
+        with open(path) as f:
+            info = DetectorInfo(**json.load(f))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"{path} cannot be read ({err})") from None
+    if info.family == "detr":
+        from transformers import AutoImageProcessor, AutoModelForObjectDetection
+
+        from .detr import DetrCollator, detr_postprocess
+
+        model = AutoModelForObjectDetection.from_pretrained(folder)
+        processor = AutoImageProcessor.from_pretrained(folder, do_resize=False, do_pad=False)  # our transform resizes
+        return SavedDetector(info, model, DetrCollator(processor), detr_postprocess(processor, info.image_size), processor)
+    if info.family == "faster_rcnn":
+        from .faster_rcnn import FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess
+        from .weights import load_state_dict_file
+
+        model = build_faster_rcnn(**info.build_kwargs)
+        model.load_state_dict(load_state_dict_file(os.path.join(folder, "model.safetensors"), "--model"))
+        return SavedDetector(info, model, FasterRCNNCollator(), faster_rcnn_postprocess)
+    raise ValueError(f"{path}: family {info.family!r} is neither of {', '.join(FAMILIES)}")

@@ -1,0 +1,168 @@
+"""A detection user's journey on CPU with tiny models: own data as a VOC tree (``--classes auto`` or a file)
+or COCO JSON, saved models with a model card, ``hf-gaf predict``, ``hf-gaf evaluate`` and the bad inputs."""
+
+import json
+import math
+import os
+
+import pytest
+from PIL import Image
+
+from hf_gaf.detection.coco_json import load_coco, voc_to_coco
+from hf_gaf.detection.saved import load_detector
+from hf_gaf.detection.synthetic_voc import make_voc
+from hf_gaf.detection.voc import VOCFormatError
+from hf_gaf.harness.cli import main as hf_gaf
+from hf_gaf.recipes.detection import train_detr, train_faster_rcnn
+
+STEPS = ["--max_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2", "--report_to", "none",
+         "--disable_tqdm", "true", "--draw_predictions", "0", "--image_size", "96"]
+FRCNN = ["--backbone", "timm:resnet18", "--anchor_sizes", "16", "32", "64", "--timm_out_indices", "2", "3",
+         "--fpn_channels", "32", "--rpn_pre_nms_top_n", "200", "--rpn_post_nms_top_n", "100",
+         "--rpn_batch_size_per_image", "64", "--box_batch_size_per_image", "64", "--per_device_train_batch_size", "4",
+         "--per_device_eval_batch_size", "8"]
+DETR = ["--model_config", "tiny-rt-detr", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8"]
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    root = make_voc(str(tmp_path_factory.mktemp("voc")), n_train=12, n_test=8, image_size=96, seed=4)
+    voc_to_coco(root)
+    return root
+
+
+def coco_flags(root):
+    base = os.path.join(root, "VOC2007")
+    return ["--data_format", "coco", "--train_json", f"{base}/coco/trainval.json", "--train_images", f"{base}/JPEGImages",
+            "--eval_json", f"{base}/coco/test.json", "--eval_images", f"{base}/JPEGImages"]
+
+
+@pytest.fixture(scope="module")
+def frcnn_run(voc, tmp_path_factory):
+    out = tmp_path_factory.mktemp("frcnn")
+    train_faster_rcnn.main([*coco_flags(voc), "--output_dir", str(out), *STEPS, *FRCNN])
+    return out
+
+
+@pytest.fixture(scope="module")
+def detr_run(voc, tmp_path_factory):
+    out = tmp_path_factory.mktemp("detr")
+    train_detr.main(["--voc_root", voc, "--classes", "auto", "--output_dir", str(out), *STEPS, *DETR])
+    return out
+
+
+def test_coco_training_saves_final_and_best_models_with_a_card(frcnn_run):
+    report = json.loads((frcnn_run / "metrics.json").read_text())
+    assert report["settings"]["classes"] == ["circle", "cross", "square", "triangle"]  # the COCO categories by id
+    for name in ("model", "best-model"):
+        folder = frcnn_run / name
+        assert (folder / "model.safetensors").is_file() and (folder / "faster_rcnn_config.json").is_file()
+        card = (folder / "README.md").read_text()
+        assert "COCO JSON" in card and "circle, cross, square, triangle" in card and '"gaf": "none"' in card
+        assert "| voc07_map |" in card
+    info = json.loads((frcnn_run / "model" / "hf_gaf_detection.json").read_text())
+    assert info["family"] == "faster_rcnn" and info["category_ids"] == [1, 2, 3, 4]
+
+
+def test_evaluate_reproduces_the_final_map_of_training(frcnn_run, voc, tmp_path):
+    final = json.loads((frcnn_run / "metrics.json").read_text())["final"]
+    code = hf_gaf(["evaluate", "--model", str(frcnn_run / "model"), "--out", str(tmp_path), "--batch-size", "8",
+                   *coco_flags(voc)])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    for key in ("eval_voc07_map", "eval_voc12_map", "eval_coco_map", "eval_ap_circle"):
+        assert metrics[key] == pytest.approx(final[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize("run", ["frcnn_run", "detr_run"])
+def test_predict_writes_coco_json_and_pngs_for_both_families(run, request, voc, tmp_path):
+    folder = request.getfixturevalue(run) / "model"
+    images = os.path.join(voc, "VOC2007", "JPEGImages")
+    chosen = sorted(os.listdir(images))[:3]
+    code = hf_gaf(["predict", "--model", str(folder), "--images", *[os.path.join(images, c) for c in chosen],
+                   "--out", str(tmp_path), "--threshold", "0.0"])
+    assert code == 0
+    detections = json.loads((tmp_path / "detections.json").read_text())
+    assert {d["image_id"] for d in detections} == {c[:-4] for c in chosen}
+    assert all(len(d["bbox"]) == 4 and d["bbox"][2] >= 0 and 0 <= d["score"] <= 1 for d in detections)
+    for c in chosen:
+        with Image.open(tmp_path / f"{c[:-4]}.png") as png:
+            assert png.size == (96, 96)
+
+
+def test_voc_classes_auto_are_sorted_and_the_detr_folder_loads_in_the_pipeline(detr_run, voc):
+    from transformers import AutoModelForObjectDetection, pipeline
+
+    folder = str(detr_run / "model")
+    model = AutoModelForObjectDetection.from_pretrained(folder)
+    assert list(model.config.id2label.values()) == ["circle", "cross", "square", "triangle"]  # sorted, from the XML
+    image_path = os.path.join(voc, "VOC2007", "JPEGImages", sorted(os.listdir(os.path.join(voc, "VOC2007", "JPEGImages")))[0])
+    detector = pipeline("object-detection", model=folder, device="cpu")
+    with Image.open(image_path) as img:
+        image = img.convert("RGB")
+    piped = detector(image, threshold=0.0)
+    ours = load_detector(folder)
+    from hf_gaf.harness.inference import predict  # the recipe's transform and post-processing
+
+    out = detr_run / "pred-one"
+    predict(folder, [image_path], str(out), threshold=0.0)
+    recipe = json.loads((out / "detections.json").read_text())
+    assert len(piped) == len(recipe) > 0 and ours.info.family == "detr"
+    top = sorted(piped, key=lambda d: -d["score"])[:5]
+    mine = sorted(recipe, key=lambda d: -d["score"])[:5]
+    for p, r in zip(top, mine):
+        x, y, w, h = r["bbox"]
+        assert p["label"] == r["category"] and p["score"] == pytest.approx(r["score"], abs=1e-3)
+        box = p["box"]  # the pipeline rounds to whole pixels
+        assert max(abs(box["xmin"] - x), abs(box["ymin"] - y), abs(box["xmax"] - x - w), abs(box["ymax"] - y - h)) <= 1.0
+
+
+def test_classes_from_a_file(voc, tmp_path):
+    names = tmp_path / "classes.txt"
+    names.write_text("triangle\ncircle\nsquare\ncross\n")
+    train_faster_rcnn.main(["--voc_root", voc, "--classes", str(names), "--output_dir", str(tmp_path / "o"), *STEPS,
+                            *FRCNN, "--save_models", "false"])
+    report = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert report["settings"]["classes"] == ["triangle", "circle", "square", "cross"] and not (tmp_path / "o" / "model").exists()
+    assert math.isfinite(report["final"]["eval_voc07_map"])
+
+
+def _coco(tmp_path, **changes):
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
+    spec = {"images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30}],
+            "categories": [{"id": 5, "name": "cat"}],
+            "annotations": [{"id": 9, "image_id": 1, "category_id": 5, "bbox": [1, 2, 10, 8], "iscrowd": 0}]}
+    for key, value in changes.items():
+        spec[key] = value
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def test_coco_bad_inputs_name_the_file_and_field(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(VOCFormatError, match=r"broken\.json is not JSON"):
+        load_coco(str(broken), str(tmp_path))
+    with pytest.raises(VOCFormatError, match=r"annotations\[0\] \(id 9\): category_id 7 is not in 'categories'"):
+        load_coco(_coco(tmp_path, annotations=[{"id": 9, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4]}]),
+                  str(tmp_path))
+    with pytest.raises(VOCFormatError, match=r"annotations\[0\] \(id 9\): image_id 2 is not in 'images'"):
+        load_coco(_coco(tmp_path, annotations=[{"id": 9, "image_id": 2, "category_id": 5, "bbox": [1, 2, 3, 4]}]),
+                  str(tmp_path))
+    with pytest.raises(VOCFormatError, match=r"image id 1: file .*b\.jpg does not exist"):
+        load_coco(_coco(tmp_path, images=[{"id": 1, "file_name": "b.jpg", "width": 40, "height": 30}]), str(tmp_path))
+    flat = [{"id": 9, "image_id": 1, "category_id": 5, "bbox": [1, 2, 0, 8]},
+            {"id": 10, "image_id": 1, "category_id": 5, "bbox": [1, 2, 5, -1]},
+            {"id": 11, "image_id": 1, "category_id": 5, "bbox": [1, 2, 5, 6], "iscrowd": 1}]
+    with pytest.warns(UserWarning, match="skipped 2 boxes with non-positive width or height"):
+        ds = load_coco(_coco(tmp_path, annotations=flat), str(tmp_path))
+    assert ds[0]["objects"]["bbox"] == [[1.0, 2.0, 6.0, 8.0]] and ds[0]["objects"]["difficult"] == [True]
+
+
+def test_a_model_folder_of_neither_family_is_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    code = hf_gaf(["predict", "--model", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("hf-gaf predict: error: --model") and "neither a saved DETR-family" in err
+    assert "\n" not in err
