@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUNS ?= runs
 
-.PHONY: help install test test-all gpu-check bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn demo
+.PHONY: help install test test-all gpu-check study-depth bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn demo
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ gpu-check:  ## GPU: paths vs float64, step/training-step/hook ratios, detection 
 
 bench-optim: install  ## optimizer-step benchmark on resnet50's parameters (GAFSGD vs torch SGD; first-step compile time)
 	$(PY) recipes/bench_optimizer_step.py --out $(RUNS)/bench_optim.json
+
+study-depth: install  ## CPU: plain MLP/CNN (no normalisation) depth 4-16 on digits, 5 presets x 5 seeds, CIs (about 11 min on 2 cores)
+	$(PY) recipes/study_depth.py --out $(RUNS)/study-depth
 
 bench-map: install  ## mAP speed: voc_eval vs torchmetrics on 5,000 images x 100 detections x 20 classes
 	$(PY) recipes/bench_map.py --out $(RUNS)/bench_map.json

@@ -35,7 +35,8 @@ def test_the_installed_command_runs():
     assert proc.returncode == 2 and proc.stderr.strip() == "hf-gaf plot-gaf: error: GAF alpha must be finite and > 0, got alpha=-1.0"
 
 
-@pytest.mark.parametrize("command", [[], ["make-voc"], ["plot-gaf"], ["compare"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["make-voc"], ["plot-gaf"], ["compare"], ["sweep"], ["demo"], ["predict"],
+                                     ["evaluate"]])
 def test_help_of_every_command(command):
     proc = run(*command, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -58,6 +59,8 @@ def test_make_voc_and_plot_gaf_write_valid_files(tmp_path):
     (["plot-gaf", "--alpha", "-1"], "alpha must be finite and > 0"),
     (["make-voc", "/tmp/x", "--classes", "hexagon"], "unknown class names"),
     (["compare", "--script", "nope.py", "--presets", "sgd", "--out", "/tmp/x"], "does not exist"),
+    (["sweep", "--script", "nope.py", "--alphas", "0.1", "--betas", "5", "--out", "/tmp/x"], "does not exist"),
+    (["predict", "--model", "/no/such/model", "--images", "/tmp", "--out", "/tmp/x"], "not a folder"),
     (["demo", "--task", "segmentation"], "invalid choice"),
     (["demo", "--epochs", "-1"], "--epochs -1: need at least 1"),
     (["plot-gaf", "--out", "/no/such/folder/f.png"], "does not exist or is not writable"),

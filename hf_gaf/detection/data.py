@@ -5,6 +5,7 @@ image in evaluation; and the per-split canvas transform that feeds the collators
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -155,4 +156,10 @@ def with_canvas_transform(dataset, transform: DetectionTransform):
         samples = [transform.apply(row) for row in rows]
         return {"sample": samples, EVAL_KEY: [EvalTarget.of(row, s) for row, s in zip(rows, samples)]}
 
-    return dataset.with_transform(apply)
+    fingerprint_log = logging.getLogger("datasets.fingerprint")  # it warns that a closure "couldn't be hashed":
+    level = fingerprint_log.level                                 # harmless for an on-access transform
+    fingerprint_log.setLevel(logging.ERROR)
+    try:
+        return dataset.with_transform(apply)
+    finally:
+        fingerprint_log.setLevel(level)

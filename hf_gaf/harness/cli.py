@@ -1,8 +1,9 @@
-"""The ``hf-gaf`` command: ``make-voc``, ``plot-gaf``, ``compare``, ``demo``, ``predict`` and ``evaluate``.
+"""The ``hf-gaf`` command: ``make-voc``, ``plot-gaf``, ``compare``, ``sweep``, ``demo``, ``predict`` and ``evaluate``.
 
     hf-gaf make-voc runs/voc-synth --n-train 400 --n-test 100
     hf-gaf plot-gaf --kind atan --alpha 0.1 --beta 20 --out gaf.png
     hf-gaf compare --script recipes/classification/train.py --presets sgd gaf --out runs/cmp -- --num_train_epochs 2
+    hf-gaf sweep --script recipes/classification/train.py --alphas 0.05 0.1 --betas 5 20 --out runs/sweep -- --num_train_epochs 2
     hf-gaf demo
     hf-gaf predict --model runs/frcnn/model --images photos/ --out preds/ --threshold 0.5
     hf-gaf evaluate --model runs/frcnn/best-model --out eval/ --voc_root runs/voc-synth --classes shapes
@@ -58,9 +59,10 @@ def _plot_gaf(args) -> None:
     print(f"wrote {args.out}")
 
 
-def _compare(rest: list[str]) -> None:
-    from .compare import main
+def _runner(name: str, rest: list[str]) -> None:
+    from importlib import import_module
 
+    main = import_module(f".{name}", __package__).main
     try:
         main(rest)
     except (FileNotFoundError, KeyError, RuntimeError, ValueError) as err:
@@ -133,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.set_defaults(func=None)
 
+    p = sub.add_parser("sweep", help="run a recipe over a grid of GAF alpha x beta; heatmap, table, JSON (see --help)",
+                       add_help=False)
+    p.set_defaults(func=None)
+
     p = sub.add_parser("demo", help="the CPU demo: digits and synthetic-VOC comparisons, plots, summary")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--fast", action="store_true", help="a reduced demo (about 2 minutes), as the tests run it")
@@ -161,11 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv[:1] == ["compare"]:  # the comparison runner owns its flags (and `--` for the recipe)
+    if argv[:1] in (["compare"], ["sweep"]):  # these runners own their flags (and `--` for the recipe)
         try:
-            _compare(argv[1:])
+            _runner(argv[0], argv[1:])
         except CommandError as err:
-            print(f"hf-gaf compare: error: {err}", file=sys.stderr)
+            print(f"hf-gaf {argv[0]}: error: {err}", file=sys.stderr)
             return 2
         return 0
     if argv[:1] == ["evaluate"]:  # the data flags are the recipes' (HfArgumentParser)

@@ -6,10 +6,13 @@ folders: running a comparison again into the same ``--out`` replaces its runs (`
 finished ones). Then:
 
 - ``results.json``: every run's final metric, per-epoch curve, time per epoch and images/s;
-- ``results.md``: per preset, mean ± std over seeds of the main metric, its difference to the
-  baseline preset, the median time per epoch, images/s and images/s relative to the baseline
-  (measured in this same comparison);
-- ``curves.png``: the metric per epoch (and the training loss), mean over seeds with a min-max band.
+- ``results.md``: per preset, mean ± std and 95 % CI over seeds of the main metric; against the baseline
+  preset, the paired difference (seeds pair runs: same data order and initial weights), its 95 % CI, the
+  paired t-test's p-value and a verdict (``better``, ``worse``, ``no difference shown``; see
+  :mod:`~hf_gaf.harness.paired_stats`); the median time per epoch, images/s and images/s relative to the
+  baseline (measured in this same comparison);
+- ``curves.png``: the metric per epoch (and the training loss), mean over seeds with a min-max band;
+- ``gaf_stats.png``: with ``--gaf_log_stats`` runs, the GAF telemetry per preset, averaged over seeds.
 
 Example:
     python recipes/compare.py --script recipes/classification/train.py --presets sgd gaf \\
@@ -30,11 +33,30 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .plots import PRETTY, plot_curves
+from .paired_stats import mean_ci, paired_difference
+from .plots import PRETTY, plot_curves, plot_gaf_stats
 
 
 def run_dir(out: Path, preset: str, seed: int) -> Path:
     return out / preset / f"seed-{seed}"
+
+
+def run_one(script: str, folder: Path, flags: list[str], launcher: list[str] | None = None, label: str = "") -> float:
+    """Run ``script`` with ``flags`` into ``folder`` (its own process, log in ``folder/log.txt``); return the
+    seconds it took; stop with the log's tail (and ``label``) if it fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [*(launcher or [sys.executable]), script, *flags, "--output_dir", str(folder), "--overwrite_output_dir", "true",
+           "--disable_tqdm", "true"]
+    start = time.perf_counter()
+    with open(folder / "log.txt", "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0 or not (folder / "metrics.json").is_file():
+        tail = (folder / "log.txt").read_text().splitlines()[-25:]
+        raise RuntimeError(f"run {label or folder} failed (exit {code}); last lines of {folder / 'log.txt'}:\n"
+                           + "\n".join(tail))
+    return time.perf_counter() - start
 
 
 def run_all(script: str, presets: list[str], seeds: list[int], out: Path, extra: list[str], reuse: bool = False,
@@ -47,29 +69,9 @@ def run_all(script: str, presets: list[str], seeds: list[int], out: Path, extra:
         bar.set_postfix(preset=preset, seed=seed)
         if reuse and (folder / "metrics.json").is_file():
             continue
-        folder.mkdir(parents=True, exist_ok=True)
-        cmd = [*(launcher or [sys.executable]), script, "--preset", preset, "--seed", str(seed),
-               "--output_dir", str(folder), "--overwrite_output_dir", "true", "--disable_tqdm", "true", *extra]
-        start = time.perf_counter()
-        with open(folder / "log.txt", "w") as log:
-            log.write(" ".join(cmd) + "\n")
-            log.flush()
-            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-        if code != 0 or not (folder / "metrics.json").is_file():
-            tail = (folder / "log.txt").read_text().splitlines()[-25:]
-            raise RuntimeError(f"run {preset} seed {seed} failed (exit {code}); last lines of {folder / 'log.txt'}:\n"
-                               + "\n".join(tail))
-        tqdm.write(f"  {preset:<12s} seed {seed}: {time.perf_counter() - start:5.1f} s")
-
-
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
-    """Mean and sample std of the finite values, and how many were not finite (a diverged seed is
-    counted and reported, never averaged away in silence)."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    skipped = len(values) - len(finite)
-    if not finite:
-        return float("nan"), float("nan"), skipped
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0, skipped
+        seconds = run_one(script, folder, ["--preset", preset, "--seed", str(seed), *extra], launcher,
+                          label=f"{preset} seed {seed}")
+        tqdm.write(f"  {preset:<12s} seed {seed}: {seconds:5.1f} s")
 
 
 def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, baseline: str | None = None) -> dict:
@@ -94,40 +96,57 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
                 "train_loss": [e.get("train_loss") for e in report["epochs"]],
                 "epoch_time_s": [e["epoch_time_s"] for e in report["epochs"]],
                 "train_images_per_s": report["train_images_per_s"],
+                "gaf_stats": report.get("gaf_stats", []),
             }
+    greater_is_better = not metric.endswith("loss")
     for preset in presets:
         mine = [r for r in runs.values() if r["preset"] == preset]
-        mean, std, n_nonfinite = _mean_std([r["final"] for r in mine])
+        finals = [r["final"] for r in mine]
         table[preset] = {
-            "mean": mean, "std": std, "n": len(mine), "n_nonfinite": n_nonfinite, "finals": [r["final"] for r in mine],
+            **mean_ci(finals), "n": len(mine), "finals": finals,
             "epoch_time_s": statistics.median(t for r in mine for t in r["epoch_time_s"]),
             "images_per_s": statistics.median(r["train_images_per_s"] for r in mine),
         }
     base = table[baseline]
-    for row in table.values():
+    for preset, row in table.items():
         row["delta_vs_baseline"] = row["mean"] - base["mean"]
         row["speed_vs_baseline"] = row["images_per_s"] / base["images_per_s"]
-    return {"metric": metric, "baseline": baseline, "presets": presets, "seeds": seeds, "table": table, "runs": runs}
+        row["vs_baseline"] = None if preset == baseline else paired_difference(row["finals"], base["finals"],
+                                                                               greater_is_better)
+    return {"metric": metric, "baseline": baseline, "greater_is_better": greater_is_better, "presets": presets,
+            "seeds": seeds, "table": table, "runs": runs}
 
 
 def results_markdown(summary: dict, title: str = "") -> str:
     metric, baseline = summary["metric"], summary["baseline"]
     name = PRETTY.get(metric, metric)
     lines = [f"## {title}" if title else "## Results", "",
-             f"{name} (`{metric}`), mean ± std over seeds {summary['seeds']}; Δ is against `{baseline}`; "
-             f"images/s is training throughput in the steady state (median over epochs after the first, then over "
-             f"seeds), measured in this same comparison.", "",
-             f"| preset | {name} | Δ vs {baseline} | per seed | s / epoch | images/s | images/s vs {baseline} |",
-             "|---|---:|---:|---|---:|---:|---:|"]
+             f"{name} (`{metric}`), mean ± std [95 % CI] over seeds {summary['seeds']}. Δ is the paired difference "
+             f"to `{baseline}` (runs pair by seed: same data order and initial weights) with its 95 % CI and the "
+             f"paired t-test's p; the verdict reads the CI (\"no difference shown\" when it contains 0). images/s "
+             f"is training throughput in the steady state (median over epochs after the first, then over seeds), "
+             f"measured in this same comparison.", "",
+             f"| preset | {name} | Δ vs {baseline} [95 % CI] | p | verdict | n | per seed | s / epoch | images/s | "
+             f"images/s vs {baseline} |",
+             "|---|---:|---:|---:|---|---:|---|---:|---:|---:|"]
     complete = [r for r in summary["table"].values() if r.get("n_nonfinite", 0) == 0 and math.isfinite(r["mean"])]
     best = max(complete, key=lambda r: r["mean"]) if complete else None  # never a preset with a diverged seed
     for preset, r in summary["table"].items():
         mark = " **(best)**" if r is best and len(summary["table"]) > 1 else ""
         seeds = ", ".join(f"{v:.4f}" for v in r["finals"])
-        delta = "—" if preset == baseline else f"{r['delta_vs_baseline']:+.4f}"
+        ci = f" [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else ""
         skipped = f" ({r['n_nonfinite']} of {r['n']} seeds non-finite, left out)" if r.get("n_nonfinite") else ""
-        lines.append(f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f}{skipped} | {delta} | {seeds} | "
-                     f"{r['epoch_time_s']:.2f} | {r['images_per_s']:.0f} | {r['speed_vs_baseline']:.3f} |")
+        paired = r.get("vs_baseline")
+        if paired is None:
+            delta, p, verdict = "—", "—", "baseline"
+        else:
+            delta = f"{paired['mean']:+.4f}" + (f" [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]"
+                                                  if paired["ci95"] else "")
+            p = f"{paired['p_value']:.3g}" if paired["p_value"] is not None else "—"
+            verdict = paired["verdict"]
+        lines.append(f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f}{ci}{skipped} | {delta} | {p} | {verdict} | "
+                     f"{r['n']} | {seeds} | {r['epoch_time_s']:.2f} | {r['images_per_s']:.0f} | "
+                     f"{r['speed_vs_baseline']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -143,6 +162,12 @@ def write_results(summary: dict, out: Path, title: str = "") -> str:
         entry[summary["metric"]].append([v for v in r["curve"] if v is not None])
         entry["train_loss"].append([v for v in r["train_loss"] if v is not None])
     plot_curves(curves, summary["metric"], str(out / "curves.png"), title=title)
+    telemetry = {}
+    for r in summary["runs"].values():
+        if r["gaf_stats"]:
+            telemetry.setdefault(r["preset"], []).append(r["gaf_stats"])
+    if telemetry:
+        plot_gaf_stats(telemetry, str(out / "gaf_stats.png"), title=title)
     return markdown
 
 

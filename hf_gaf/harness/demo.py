@@ -26,6 +26,7 @@ from pathlib import Path
 from .. import recipes
 from ..detection.synthetic_voc import is_synthetic_voc, make_voc
 from .compare import main as compare
+from .paired_stats import ONE_SEED
 from .plots import plot_gaf
 
 RECIPES = Path(recipes.__file__).resolve().parent  # recipes/ of the checkout, installed as hf_gaf.recipes
@@ -65,19 +66,23 @@ VOC = {"full": dict(n_train=400, n_test=80, image_size=128), "fast": dict(n_trai
 def _summary_row(name: str, out: Path, task: DemoTask) -> dict:
     result = json.loads((out / name / "results.json").read_text())
     base, gaf = result["table"][task.baseline], result["table"][task.gaf]
+    verdict = gaf["vs_baseline"]["verdict"]
+    if verdict == ONE_SEED:
+        verdict = "no difference shown (one seed: no CI)"
     return {"task": name, "metric": result["metric"], "baseline": task.baseline, "baseline_value": base["mean"],
-            "gaf": task.gaf, "gaf_value": gaf["mean"], "delta": gaf["mean"] - base["mean"],
+            "gaf": task.gaf, "gaf_value": gaf["mean"], "delta": gaf["mean"] - base["mean"], "verdict": verdict,
             "speed": gaf["images_per_s"] / base["images_per_s"]}
 
 
 def summary_markdown(rows: list[dict], seconds: float, fast: bool) -> str:
     lines = ["## hf_gaf demo: GAF against its baseline (CPU, one seed, built-in data)" + (" [FAST]" if fast else ""), "",
-             "| task | metric | baseline | value | GAF preset | value | Δ (GAF − baseline) | images/s GAF/baseline |",
-             "|---|---|---|---:|---|---:|---:|---:|"]
+             "| task | metric | baseline | value | GAF preset | value | Δ (GAF − baseline) | verdict | images/s GAF/baseline |",
+             "|---|---|---|---:|---|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['metric'].removeprefix('eval_')} | {r['baseline']} | {r['baseline_value']:.4f} | "
-                     f"{r['gaf']} | {r['gaf_value']:.4f} | {r['delta']:+.4f} | {r['speed']:.3f} |")
-    lines += ["", "One seed per preset, so each Δ includes seed-to-seed noise (`make bench-digits` runs 3 seeds); "
+                     f"{r['gaf']} | {r['gaf_value']:.4f} | {r['delta']:+.4f} | {r['verdict']} | {r['speed']:.3f} |")
+    lines += ["", "One seed per preset, so each Δ includes seed-to-seed noise and no difference can be shown "
+              "(`make bench-digits` runs 3 seeds and reports confidence intervals and paired tests); "
               "images/s ratios on a shared 2-core machine swing by about ±10 % between runs.",
               f"Total time {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import matplotlib.colors
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -49,6 +50,93 @@ def plot_curves(curves: dict[str, dict[str, list[list[float]]]], metric: str, pa
     fig.suptitle(title or f"{PRETTY.get(metric, metric)}: mean over seeds, band = min..max", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+GAF_FRACTIONS = {"gaf/amplified": "amplified |f(x)| > |x|", "gaf/compressed": "compressed |f(x)| < |x|",
+                 "gaf/saturated": "saturated |f(x)| > 0.9 bound"}
+
+
+def _mean_by_step(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps logged by every run, and ``key`` averaged over the runs at each."""
+    steps = sorted(set.intersection(*[{e["step"] for e in run if key in e} for run in runs])) if runs else []
+    values = [[next(e[key] for e in run if e["step"] == step) for run in runs] for step in steps]
+    return np.array(steps), np.array([np.mean(v) for v in values])
+
+
+def plot_gaf_stats(telemetry: dict[str, list[list[dict]]], path: str, title: str = "") -> None:
+    """GAF telemetry (``metrics.json``'s ``gaf_stats``: one list of logging-step entries per run), one line
+    per label averaged over its runs: the fractions of coordinates amplified, compressed and saturated,
+    and the gradient norm before and after f. Everything saturated means β is too large (GAF acts as
+    sign-SGD); nothing amplified means β is too small (GAF is the identity times α·β)."""
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    for i, (label, runs) in enumerate(telemetry.items()):
+        colour = f"C{i}"
+        for ax, key in zip(axes[:3], GAF_FRACTIONS):
+            steps, values = _mean_by_step(runs, key)
+            ax.plot(steps, values, color=colour, marker=".", label=f"{label} (n={len(runs)})")
+        for key, style in (("gaf/norm_before", "--"), ("gaf/norm_after", "-")):
+            steps, values = _mean_by_step(runs, key)
+            axes[3].plot(steps, values, color=colour, ls=style, label=f"{label}: {key.removeprefix('gaf/norm_')} f")
+    for ax, key in zip(axes[:3], GAF_FRACTIONS):
+        ax.set_title(GAF_FRACTIONS[key], fontsize=10)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("fraction of coordinates")
+    axes[3].set_title("gradient norm before (dashed) / after f", fontsize=10)
+    axes[3].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[3].legend(fontsize=7)
+    fig.suptitle(title or "GAF telemetry (--gaf_log_stats), mean over runs", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_sweep_heatmap(summary: dict, path: str) -> None:
+    """The mean metric of each α × β cell of a sweep (:mod:`~hf_gaf.harness.sweep`), one panel per placement,
+    annotated with the value and the paired verdict against the baseline (+ better, − worse, = no difference
+    shown); the colour map is centred on the baseline's mean, which the title states."""
+    cells = summary["cells"]
+    placements = list(dict.fromkeys(c["placement"] for c in cells))
+    alphas = sorted({c["alpha"] for c in cells})
+    betas = sorted({c["beta"] for c in cells})
+    base = summary.get("baseline")
+    values = [c["mean"] for c in cells if math.isfinite(c["mean"])] + ([base["mean"]] if base else [])
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    centre = base["mean"] if base and math.isfinite(base["mean"]) else (low + high) / 2
+    span = max(high - centre, centre - low, 1e-12)
+    norm = matplotlib.colors.TwoSlopeNorm(vcenter=centre, vmin=centre - span, vmax=centre + span)
+    cmap = "RdYlGn" if summary.get("greater_is_better", True) else "RdYlGn_r"
+    fig, axes = plt.subplots(1, len(placements), figsize=(1.3 * len(alphas) + 2.6, 1.0 * len(betas) + 1.8) if len(
+        placements) == 1 else (len(placements) * (1.3 * len(alphas) + 2.2), 1.0 * len(betas) + 1.8), squeeze=False)
+    marks = {"better": "+", "worse": "−", "no difference shown": "="}
+    for ax, placement in zip(axes[0], placements):
+        grid = np.full((len(betas), len(alphas)), np.nan)
+        for c in cells:
+            if c["placement"] == placement:
+                grid[betas.index(c["beta"]), alphas.index(c["alpha"])] = c["mean"]
+                verdict = marks.get((c["vs_baseline"] or {}).get("verdict"), "")
+                ax.text(alphas.index(c["alpha"]), betas.index(c["beta"]), f"{c['mean']:.3f}{verdict}", ha="center",
+                        va="center", fontsize=8)
+        image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto")
+        ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+        ax.set_yticks(range(len(betas)), [f"{b:g}" for b in betas])
+        ax.set_xlabel("α")
+        ax.set_ylabel("β")
+        ax.set_title(f"placement: {placement or 'preset'}", fontsize=10)
+    bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
+    name = PRETTY.get(summary["metric"], summary["metric"])
+    bar.set_label(name)
+    if base:
+        bar.ax.axhline(base["mean"], color="black", lw=2)
+    n = len(summary["seeds"])
+    fig.suptitle(f"{name}, mean over {n} seed{'s' if n > 1 else ''}"
+                 + (f"; baseline {base['preset']} = {base['mean']:.3f} (black line); +/−/= paired verdict" if base else ""),
+                 fontsize=9)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -21,7 +21,7 @@ def loader_defaults() -> dict:
     cores allow), pinned memory and persistent workers, so decoding and augmentation keep the GPU fed;
     on CPU, 0 workers (the training itself needs the cores). Explicit flags win, as for every default."""
     if not torch.cuda.is_available():
-        return dict(dataloader_num_workers=0)
+        return dict(dataloader_num_workers=0, dataloader_pin_memory=False)  # pinning needs an accelerator
     workers = max(2, min(8, (os.cpu_count() or 2) // max(1, torch.cuda.device_count())))
     return dict(dataloader_num_workers=workers, dataloader_pin_memory=True, dataloader_persistent_workers=True)
 
@@ -120,4 +120,10 @@ def run_training(trainer, preset: str, n_train_images: int, extra: dict | None =
     final = ", ".join(f"{k}={v:.4f}" for k, v in report["final"].items()
                       if isinstance(v, float) and not k.endswith(("runtime", "_per_second")))
     print(f"[{preset}] {final} | {report['train_images_per_s']:.0f} images/s | wrote {path}")
+    if report.get("gaf_stats"):
+        from .plots import plot_gaf_stats
+
+        png = os.path.join(trainer.args.output_dir, "gaf_stats.png")
+        plot_gaf_stats({preset: [report["gaf_stats"]]}, png, title=f"GAF telemetry of this run ({preset})")
+        print(f"[{preset}] GAF telemetry: {png}")
     return report

@@ -126,6 +126,10 @@ class MetricsJsonCallback(TrainerCallback):
             "train_images_per_s": statistics.median(speeds) if speeds else float("nan"),
             "global_step": state.global_step,
         }
+        telemetry = [{"step": e["step"], **{k: v for k, v in e.items() if k.startswith("gaf/")}}
+                     for e in state.log_history if "gaf/amplified" in e]
+        if telemetry:  # --gaf_log_stats: what GAF did on each logging step (hf_gaf.trainer.stats)
+            report["gaf_stats"] = telemetry
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
             json.dump(report, f, indent=2, default=str)
