@@ -44,7 +44,8 @@ def plot_curves(curves: dict[str, dict[str, list[list[float]]]], metric: str, pa
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel(PRETTY.get(key, key))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=9)
         if key == "train_loss":
             ax.set_yscale("log")
     fig.suptitle(title or f"{PRETTY.get(metric, metric)}: mean over seeds, band = min..max", fontsize=12)
