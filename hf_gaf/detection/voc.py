@@ -161,17 +161,21 @@ def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = T
     return {"width": width, "height": height, "objects": objects, "n_unknown": n_unknown, "n_degenerate": n_degenerate}
 
 
+def _split_ids(base: str, split: str) -> tuple[str, list[str]]:
+    """The path of ``ImageSets/Main/<split>.txt`` under a year's folder, and the image ids it lists."""
+    split_file = os.path.join(base, "ImageSets", "Main", f"{split}.txt")
+    if not os.path.isfile(split_file):
+        raise VOCFormatError(f"split file {split_file} not found\n{EXPECTED_LAYOUT}")
+    with open(split_file) as f:
+        return split_file, [line.split()[0] for line in f if line.strip()]
+
+
 def voc_class_names(root: str, years: Sequence[str], split: str) -> list[str]:
     """The sorted class names that the annotations of ``split`` (over ``years``) under ``root`` use."""
     names = set()
     for year in years:
         base = _year_dir(root, str(year))
-        split_file = os.path.join(base, "ImageSets", "Main", f"{split}.txt")
-        if not os.path.isfile(split_file):
-            raise VOCFormatError(f"split file {split_file} not found\n{EXPECTED_LAYOUT}")
-        with open(split_file) as f:
-            ids = [line.split()[0] for line in f if line.strip()]
-        for image_id in ids:
+        for image_id in _split_ids(base, split)[1]:
             xml = os.path.join(base, "Annotations", f"{image_id}.xml")
             try:
                 tree = ElementTree.parse(xml).getroot()
@@ -207,11 +211,7 @@ def load_voc(
     n_unknown = n_degenerate = 0
     for year in years:
         base = _year_dir(root, str(year))
-        split_file = os.path.join(base, "ImageSets", "Main", f"{split}.txt")
-        if not os.path.isfile(split_file):
-            raise VOCFormatError(f"split file {split_file} not found\n{EXPECTED_LAYOUT}")
-        with open(split_file) as f:
-            ids = [line.split()[0] for line in f if line.strip()]
+        split_file, ids = _split_ids(base, split)
         repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
         if repeated:
             raise VOCFormatError(f"{split_file} lists {repeated[:5]} more than once")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .paired_stats import mean_ci, paired_difference
+from .paired_stats import mean_ci, paired_cells, paired_difference
 from .plots import PRETTY, plot_curves, plot_gaf_stats
 
 
@@ -136,14 +136,7 @@ def results_markdown(summary: dict, title: str = "") -> str:
         seeds = ", ".join(f"{v:.4f}" for v in r["finals"])
         ci = f" [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else ""
         skipped = f" ({r['n_nonfinite']} of {r['n']} seeds non-finite, left out)" if r.get("n_nonfinite") else ""
-        paired = r.get("vs_baseline")
-        if paired is None:
-            delta, p, verdict = "—", "—", "baseline"
-        else:
-            delta = f"{paired['mean']:+.4f}" + (f" [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]"
-                                                  if paired["ci95"] else "")
-            p = f"{paired['p_value']:.3g}" if paired["p_value"] is not None else "—"
-            verdict = paired["verdict"]
+        delta, p, verdict = paired_cells(r.get("vs_baseline"), none="baseline")
         lines.append(f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f}{ci}{skipped} | {delta} | {p} | {verdict} | "
                      f"{r['n']} | {seeds} | {r['epoch_time_s']:.2f} | {r['images_per_s']:.0f} | "
                      f"{r['speed_vs_baseline']:.3f} |")

@@ -69,3 +69,13 @@ def paired_difference(values: list[float], baseline: list[float], greater_is_bet
     else:
         out["verdict"] = "better" if (low > 0) == greater_is_better else "worse"
     return out
+
+
+def paired_cells(paired: dict | None, none: str = "—") -> tuple[str, str, str]:
+    """Table cells ``(Δ [95 % CI], p, verdict)`` of a :func:`paired_difference` result (``none`` in each
+    when there is no comparison, e.g. the baseline's own row)."""
+    if paired is None:
+        return "—", "—", none
+    delta = f"{paired['mean']:+.4f}" + (f" [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]" if paired["ci95"] else "")
+    p = f"{paired['p_value']:.3g}" if paired["p_value"] is not None else "—"
+    return delta, p, paired["verdict"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .compare import run_one
-from .paired_stats import mean_ci, paired_difference
+from .paired_stats import mean_ci, paired_cells, paired_difference
 from .plots import PRETTY, plot_sweep_heatmap
 
 SETTINGS = "sweep.json"
@@ -112,14 +112,7 @@ def sweep_markdown(summary: dict) -> str:
               "|---:|---:|---|---:|---|---:|---:|---|"]
     for r in summary["cells"]:
         ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else "—"
-        paired = r["vs_baseline"]
-        if paired is None:
-            delta, p, verdict = "—", "—", "—"
-        else:
-            delta = f"{paired['mean']:+.4f}" + (f" [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]"
-                                                  if paired["ci95"] else "")
-            p = f"{paired['p_value']:.3g}" if paired["p_value"] is not None else "—"
-            verdict = paired["verdict"]
+        delta, p, verdict = paired_cells(r["vs_baseline"])
         lines.append(f"| {r['alpha']:g} | {r['beta']:g} | {r['placement'] or 'preset'} | {r['mean']:.4f} ± "
                      f"{r['std']:.4f} | {ci} | {delta} | {p} | {verdict} |")
     return "\n".join(lines) + "\n"
