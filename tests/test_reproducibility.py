@@ -2,7 +2,6 @@
 and writes identical metrics.json numbers; another seed starts elsewhere."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
