@@ -55,7 +55,10 @@ def _read(path: str) -> dict:
 
 def coco_categories(path: str) -> list[tuple[int, str]]:
     """``(category id, name)`` of the JSON at ``path``, sorted by id: label k is the k-th of them."""
-    spec = _read(path)
+    return _categories(_read(path), path)
+
+
+def _categories(spec: dict, path: str) -> list[tuple[int, str]]:
     out = []
     for i, cat in enumerate(spec["categories"]):
         if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
@@ -73,7 +76,7 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
     (module docstring). ``classes``: the label order to use (default: this file's categories by id);
     a category whose name is not among them is an error naming it."""
     spec = _read(path)
-    categories = coco_categories(path)
+    categories = _categories(spec, path)
     names = list(classes) if classes is not None else [name for _, name in categories]
     index = {name: k for k, name in enumerate(names)}
     label_of = {}
