@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from hf_gaf import GAFSGD
+from hf_gaf.harness.experiment import ClipByValue
 from hf_gaf.harness.paired_stats import mean_ci, paired_difference
 from hf_gaf.harness.presets import PRESETS
 
@@ -71,18 +72,18 @@ def build(arch: str, depth: int, activation: str) -> torch.nn.Module:
                                torch.nn.Flatten(), torch.nn.Linear(8, 10))
 
 
-def optimizer_for(preset: dict, params, lr: float | None = None) -> tuple[torch.optim.Optimizer, float, float]:
-    """The optimizer a classification preset asks for (``lr`` replacing its learning rate), with its clip norm
-    and clip value (0: off)."""
+def optimizer_for(preset: dict, params, lr: float | None = None) -> tuple[torch.optim.Optimizer, float]:
+    """The optimizer a classification preset asks for (``lr`` replacing its learning rate; clip-by-value as
+    the recipes run it, an elementwise transform in GAF's place), and its clip norm (0: off)."""
     momentum = float(preset["optim_args"].split("=")[1])
     gaf = preset["gaf"] if preset["gaf"] != "none" else None
     clip_value = preset["clip_value"]
-    kind = gaf or ((lambda g: g.clamp(-clip_value, clip_value)) if clip_value > 0 else None)
+    kind = gaf or (ClipByValue(clip_value) if clip_value > 0 else None)
     optimizer = GAFSGD(params, lr=lr or preset["learning_rate"], momentum=momentum, weight_decay=preset["weight_decay"],
                        gaf=kind, alpha=preset.get("gaf_alpha", 1.0) if gaf else 1.0,
                        beta=preset.get("gaf_beta", 1.0) if gaf else 1.0,
                        placement=preset.get("gaf_placement", "grad") if gaf else "grad", fused=False)
-    return optimizer, preset["max_grad_norm"], clip_value
+    return optimizer, preset["max_grad_norm"]
 
 
 def run(job: tuple) -> dict:
@@ -92,7 +93,7 @@ def run(job: tuple) -> dict:
     x, y, x_test, y_test = digits_split()
     torch.manual_seed(seed)
     model = build(arch, depth, activation)
-    optimizer, max_norm, _ = optimizer_for(PRESETS["classification"][preset_name], model.parameters(), lr)
+    optimizer, max_norm = optimizer_for(PRESETS["classification"][preset_name], model.parameters(), lr)
     order = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for _ in range(epochs):
