@@ -174,7 +174,12 @@ def attach_gaf(
 
     ``gaf`` is a kind with ``alpha`` and ``beta``, or a :class:`~hf_gaf.functional.GAFSpec` that gives all three.
     f is applied in place to the final gradients once per ``step()``; ``params`` limits it to some
-    parameters (default: all). Raises ``RuntimeError`` if GAF is already attached to this optimizer.
+    parameters (default: all). Raises ``RuntimeError`` if GAF is already attached to this optimizer, or if
+    it is a :class:`~hf_gaf.GAFSGD` that applies GAF itself (f would run twice).
+
+    The hook belongs to this optimizer object: a copy made with ``copy.deepcopy`` or ``torch.save`` /
+    ``torch.load`` of the whole optimizer has no hook (torch does not copy step pre-hooks); checkpoint the
+    ``state_dict()`` and call ``attach_gaf`` again on the optimizer you load it into.
     """
     spec = validate_gaf(gaf, alpha, beta)
     inner = unwrap_optimizer(optimizer)
@@ -182,6 +187,13 @@ def attach_gaf(
         raise RuntimeError(
             f"GAF is already attached to this {type(inner).__name__}; call .remove() on the first handle "
             "before attaching again (two hooks would apply f twice)"
+        )
+    from .gaf_sgd import GAFSGD
+
+    if isinstance(inner, GAFSGD) and any(group.get("gaf") is not None for group in inner.param_groups):
+        raise RuntimeError(
+            "this GAFSGD already applies GAF in its step (a group has gaf set): attaching the hook would apply f "
+            "twice; build it with gaf=None to use attach_gaf, or drop attach_gaf"
         )
     params = None if params is None else list(params)
     selected = params if params is not None else [p for g in inner.param_groups for p in g["params"]]

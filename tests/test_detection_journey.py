@@ -69,7 +69,7 @@ def test_evaluate_reproduces_the_final_map_of_training(frcnn_run, voc, tmp_path)
     code = hf_gaf(["evaluate", "--model", str(frcnn_run / "model"), "--out", str(tmp_path), "--batch-size", "8",
                    *coco_flags(voc)])
     assert code == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    metrics = json.loads((tmp_path / "eval_results.json").read_text())["metrics"]
     for key in ("eval_voc07_map", "eval_voc12_map", "eval_coco_map", "eval_ap_circle"):
         assert metrics[key] == pytest.approx(final[key], abs=1e-6), key
 
@@ -83,10 +83,10 @@ def test_predict_writes_coco_json_and_pngs_for_both_families(run, request, voc, 
                    "--out", str(tmp_path), "--threshold", "0.0"])
     assert code == 0
     detections = json.loads((tmp_path / "detections.json").read_text())
-    assert {d["image_id"] for d in detections} == {c[:-4] for c in chosen}
+    assert {d["image_id"] for d in detections} == set(chosen)
     assert all(len(d["bbox"]) == 4 and d["bbox"][2] >= 0 and 0 <= d["score"] <= 1 for d in detections)
     for c in chosen:
-        with Image.open(tmp_path / f"{c[:-4]}.png") as png:
+        with Image.open(tmp_path / "drawn" / f"{c}.png") as png:
             assert png.size == (96, 96)
 
 
@@ -166,3 +166,111 @@ def test_a_model_folder_of_neither_family_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("hf-gaf predict: error: --model") and "neither a saved DETR-family" in err
     assert "\n" not in err
+
+
+def test_predict_never_writes_over_its_inputs_and_names_apart_images_of_one_stem(frcnn_run, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "x").mkdir(parents=True)
+    (folder / "y").mkdir()
+    for name in ("a.jpg", "a.png", "x/f.jpg", "y/f.jpg"):
+        Image.new("RGB", (64, 48), (90, 120, 150)).save(folder / name)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    code = hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", str(folder), "--out", str(folder)])
+    assert code == 2 and "is inside --images" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    out = tmp_path / "preds"
+    assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", str(folder), "--out", str(out),
+                   "--threshold", "0.0"]) == 0
+    drawn = sorted(str(p.relative_to(out / "drawn")) for p in (out / "drawn").rglob("*.png"))
+    assert drawn == ["a.jpg.png", "a.png.png", "x/f.jpg.png", "y/f.jpg.png"]
+    ids = {d["image_id"] for d in json.loads((out / "detections.json").read_text())}
+    assert ids <= {"a.jpg", "a.png", "x/f.jpg", "y/f.jpg"}
+    code = hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", str(folder), "--out", str(out)])
+    assert code == 2 and "already holds detections.json" in capsys.readouterr().err
+
+
+def test_predict_skips_and_lists_an_unreadable_image_unless_strict(frcnn_run, voc, tmp_path, capsys):
+    images = os.path.join(voc, "VOC2007", "JPEGImages")
+    good = [os.path.join(images, n) for n in sorted(os.listdir(images))[:2]]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "o"
+    assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", *good, str(bad), "--out", str(out),
+                   "--threshold", "0.0"]) == 0
+    assert "skipped 1 unreadable images" in capsys.readouterr().err
+    assert str(bad) in (out / "skipped.txt").read_text()
+    assert {d["file_name"] for d in json.loads((out / "detections.json").read_text())} == set(good)
+    assert len(list((out / "drawn").rglob("*.png"))) == 2
+    code = hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", *good, str(bad), "--out",
+                   str(tmp_path / "strict"), "--strict"])
+    assert code == 2 and "broken.jpg is not a readable image" in capsys.readouterr().err
+    assert not (tmp_path / "strict" / "detections.json").exists()
+
+
+def test_evaluate_into_the_training_folder_keeps_its_metrics_json(frcnn_run, voc, capsys):
+    record = (frcnn_run / "metrics.json").read_bytes()
+    args = ["evaluate", "--model", str(frcnn_run / "model"), "--out", str(frcnn_run), *coco_flags(voc)]
+    assert hf_gaf(args) == 0
+    assert (frcnn_run / "metrics.json").read_bytes() == record
+    assert "eval_voc07_map" in json.loads((frcnn_run / "eval_results.json").read_text())["metrics"]
+    assert hf_gaf(args) == 2 and "already holds eval_results.json" in capsys.readouterr().err
+    assert hf_gaf([*args, "--overwrite"]) == 0
+    assert hf_gaf(["evaluate", "--model", str(frcnn_run / "model"), "--out", str(frcnn_run), "--batch-size", "0",
+                   *coco_flags(voc)]) == 2
+
+
+def test_coco_classes_absent_from_the_training_json_are_refused(voc, tmp_path):
+    with pytest.raises(SystemExit, match="--classes names pentagon, which .*trainval.json has no category"):
+        train_faster_rcnn.main([*coco_flags(voc), "--classes", "circle,cross,square,triangle,pentagon",
+                                "--output_dir", str(tmp_path), *STEPS, *FRCNN])
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_saved_model_folders_with_a_bad_config_or_weights_are_one_line(frcnn_run, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "m"
+    shutil.copytree(frcnn_run / "model", broken)
+    info = json.loads((broken / "hf_gaf_detection.json").read_text())
+    (broken / "hf_gaf_detection.json").write_text(json.dumps({**info, "image_size": "96"}))
+    image = os.path.join(voc_images := str(tmp_path / "img.jpg"))
+    Image.new("RGB", (32, 32)).save(voc_images)
+    assert hf_gaf(["predict", "--model", str(broken), "--images", image, "--out", str(tmp_path / "o")]) == 2
+    assert "image_size must be a positive integer" in capsys.readouterr().err
+    (broken / "hf_gaf_detection.json").write_text(json.dumps(info))
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short
+    assert hf_gaf(["predict", "--model", str(broken), "--images", image, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be read as weights" in err and "\n" not in err
+    weights.unlink()
+    assert hf_gaf(["predict", "--model", str(broken), "--images", image, "--out", str(tmp_path / "o")]) == 2
+    assert "model.safetensors is missing" in capsys.readouterr().err
+
+
+def test_coco_strings_booleans_and_repeated_files_are_refused(tmp_path):
+    one = {"id": 9, "image_id": 1, "category_id": 5, "bbox": [1, 2, 10, 8]}
+    with pytest.raises(VOCFormatError, match="iscrowd must be 0 or 1, got '0'"):
+        load_coco(_coco(tmp_path, annotations=[{**one, "iscrowd": "0"}]), str(tmp_path))
+    with pytest.raises(VOCFormatError, match="iscrowd must be 0 or 1, got True"):
+        load_coco(_coco(tmp_path, annotations=[{**one, "iscrowd": True}]), str(tmp_path))
+    with pytest.raises(VOCFormatError, match="bbox must be 4 finite numbers"):
+        load_coco(_coco(tmp_path, annotations=[{**one, "bbox": [1, "2", 10, 8]}]), str(tmp_path))
+    twice = [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
+             {"id": 2, "file_name": "./a.jpg", "width": 40, "height": 30}]
+    with pytest.raises(VOCFormatError, match=r"file '\./a\.jpg' is listed twice in 'images' \(ids 1 and 2\)"):
+        load_coco(_coco(tmp_path, images=twice, annotations=[one]), str(tmp_path))
+    with pytest.raises(VOCFormatError, match="width must be a number"):
+        load_coco(_coco(tmp_path, images=[{"id": 1, "file_name": "a.jpg", "width": "40", "height": 30}]),
+                  str(tmp_path))
+
+
+def test_an_exif_rotated_photo_annotated_upright_is_explained(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40x30, displayed turned by 90 degrees: 30x40
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg", exif=exif)
+    spec = {"images": [{"id": 1, "file_name": "a.jpg", "width": 30, "height": 40}],
+            "categories": [{"id": 5, "name": "cat"}], "annotations": []}
+    (tmp_path / "d.json").write_text(json.dumps(spec))
+    with pytest.raises(VOCFormatError, match=r"declares 30x40 but .*a\.jpg is 40x30; its EXIF orientation \(6\)"):
+        load_coco(str(tmp_path / "d.json"), str(tmp_path))

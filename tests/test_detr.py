@@ -146,3 +146,30 @@ def test_bad_inputs_are_clear_errors(tmp_path, synthetic_voc):
     assert model.config.num_labels == 4
     with pytest.raises(FileNotFoundError, match="neither a local checkpoint folder nor a cached hub id"):
         build_detr_model(list(SHAPE_CLASSES), model_name_or_path=str(tmp_path / "nothing-here"))
+
+
+@pytest.mark.parametrize("where, batch", [("epoch boundary", "4"), ("mid-epoch", "2")])
+def test_rt_detr_resume_equals_the_uninterrupted_run(tmp_path, synthetic_voc, where, batch):
+    """RT-DETR's checkpoints hold some weights under their original names (save_pretrained converts them);
+    the resumed run must load them as from_pretrained does, or they restart from their initial values.
+    Resumed from checkpoint-2, it ends with the uninterrupted run's weights and metrics."""
+    import shutil
+
+    flags = ["--voc_root", synthetic_voc, "--preset", "adamw-gaf", *FAST, "--max_steps", "4",
+             "--max_train_samples", "8", "--per_device_train_batch_size", batch, "--save_strategy", "steps",
+             "--save_steps", "2", "--save_models", "false", "--draw_predictions", "0", "--seed", "5"]
+    train_detr.main([*flags, "--output_dir", str(tmp_path / "whole")])
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(tmp_path / "whole" / "checkpoint-2", resumed / "checkpoint-2")
+    train_detr.main([*flags, "--output_dir", str(resumed), "--resume_from_checkpoint", "last"])
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((resumed / "metrics.json").read_text())
+    timing = ("_runtime", "_per_second")
+    assert {k: v for k, v in a["final"].items() if not k.endswith(timing)} == \
+        {k: v for k, v in b["final"].items() if not k.endswith(timing)}
+    from safetensors.torch import load_file
+
+    wa = load_file(tmp_path / "whole" / "checkpoint-4" / "model.safetensors")
+    wb = load_file(resumed / "checkpoint-4" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), where

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import datasets
 
-from .voc import VOCFormatError, _image_size, voc_features
+from .voc import VOCFormatError, _image_size, size_mismatch_note, voc_features
 
 
 def _read(path: str) -> dict:
@@ -51,6 +51,11 @@ def _read(path: str) -> dict:
         if not isinstance(spec.get(key), list):
             raise VOCFormatError(f"{path}: field {key!r} is missing or not a list")
     return spec
+
+
+def _is_number(value) -> bool:
+    """An int or float, not a string or a boolean (JSON ``"12"`` and ``true`` are not sizes or coordinates)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def coco_categories(path: str) -> list[tuple[int, str]]:
@@ -84,12 +89,20 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
         if name not in index:
             raise VOCFormatError(f"{path}: category {name!r} (id {cat_id}) is not one of the classes {names}")
         label_of[cat_id] = index[name]
-    images = {}
+    images, files = {}, {}
     for i, img in enumerate(spec["images"]):
         if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
             raise VOCFormatError(f"{path}: images[{i}] needs 'id' and 'file_name', got {img!r}")
         if img["id"] in images:
             raise VOCFormatError(f"{path}: image id {img['id']!r} appears twice in 'images'")
+        for key in ("width", "height"):
+            if key in img and not _is_number(img[key]):
+                raise VOCFormatError(f"{path}: images[{i}] (id {img['id']!r}): {key} must be a number, got {img[key]!r}")
+        file = os.path.normpath(img["file_name"])
+        if file in files:  # its boxes would be learned twice and scored as two images
+            raise VOCFormatError(f"{path}: file {img['file_name']!r} is listed twice in 'images' (ids {files[file]!r} "
+                                 f"and {img['id']!r}); merge their annotations under one id")
+        files[file] = img["id"]
         images[img["id"]] = img
     objects = {image_id: {"bbox": [], "category": [], "difficult": [], "truncated": [], "area": []} for image_id in images}
     n_degenerate = 0
@@ -102,9 +115,11 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
         if ann.get("category_id") not in label_of:
             raise VOCFormatError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
         box = ann.get("bbox")
-        if (not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box)
-                or not all(math.isfinite(v) for v in box)):
+        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) and math.isfinite(v) for v in box):
             raise VOCFormatError(f"{where}: bbox must be 4 finite numbers [x, y, width, height], got {box!r}")
+        crowd = ann.get("iscrowd", 0)
+        if type(crowd) is not int or crowd not in (0, 1):
+            raise VOCFormatError(f"{where}: iscrowd must be 0 or 1, got {ann['iscrowd']!r}")
         img = images[ann["image_id"]]
         x, y, w, h = (float(v) for v in box)
         if w <= 0 or h <= 0:
@@ -116,13 +131,12 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
         if x1 <= x0 or y1 <= y0:
             n_degenerate += 1
             continue
-        crowd = bool(ann.get("iscrowd", 0))
         if crowd and not keep_difficult:
             continue
         target = objects[ann["image_id"]]
         target["bbox"].append([x0, y0, x1, y1])
         target["category"].append(label_of[ann["category_id"]])
-        target["difficult"].append(crowd)
+        target["difficult"].append(bool(crowd))
         target["truncated"].append(False)
         target["area"].append((x1 - x0) * (y1 - y0))
     if n_degenerate:
@@ -138,7 +152,7 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
         declared = (img.get("width"), img.get("height"))
         if None not in declared and tuple(declared) != actual:
             raise VOCFormatError(f"{path}: image id {image_id!r} declares {declared[0]}x{declared[1]} but {file} is "
-                                 f"{actual[0]}x{actual[1]}")
+                                 f"{actual[0]}x{actual[1]}" + size_mismatch_note(file, declared, actual))
         rows["image"].append(file)
         rows["image_id"].append(str(image_id))
         rows["width"].append(actual[0])

@@ -58,6 +58,21 @@ class DetectionDataArguments:
                 "voc07_map) to OUTPUT_DIR/best-model, each with a model card (README.md)."})
 
 
+    def __post_init__(self):
+        for flag in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, flag)
+            if value is not None and value < 1:
+                raise ValueError(f"--{flag} {value}: need at least 1 (leave it out to use every image)")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"--image_size {self.image_size}: the detectors need a canvas of at least "
+                             f"{MIN_IMAGE_SIZE} px")
+        if self.max_zoom_out < 1:
+            raise ValueError(f"--max_zoom_out {self.max_zoom_out}: need >= 1 (1 turns the zoom-out off)")
+        if not 0 <= self.hflip <= 1:
+            raise ValueError(f"--hflip {self.hflip}: a probability in [0, 1]")
+
+
+MIN_IMAGE_SIZE = 32  # the coarsest feature maps (stride 32) need at least one cell
 CLASS_SETS = {"voc": VOC_CLASSES, "shapes": SHAPE_CLASSES}
 
 
@@ -85,6 +100,8 @@ def resolve_classes(data: DetectionDataArguments) -> list[str]:
     names = [c.strip() for c in spec.split(",") if c.strip()]
     if not names or ("," not in spec and (os.sep in spec or spec.endswith(".txt"))):
         raise ValueError(f"--classes {spec!r}: expected voc, shapes, auto, an existing file or comma-separated names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--classes {spec!r}: a class is named twice")
     return names
 
 

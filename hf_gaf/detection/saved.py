@@ -37,6 +37,25 @@ class DetectorInfo:
     category_ids: list[int] | None = None  # COCO category id of each label (COCO data only)
     build_kwargs: dict = field(default_factory=dict)  # Faster R-CNN: build_faster_rcnn's arguments
 
+    def __post_init__(self) -> None:
+        """A hand-edited file is checked field by field (a ``ValueError`` naming the field)."""
+        if self.family not in FAMILIES:
+            raise ValueError(f"family {self.family!r}: expected one of {', '.join(FAMILIES)}")
+        if (not isinstance(self.class_names, list) or not self.class_names
+                or not all(isinstance(n, str) for n in self.class_names)
+                or len(set(self.class_names)) != len(self.class_names)):
+            raise ValueError(f"class_names must be a non-empty list of distinct strings, got {self.class_names!r}")
+        if type(self.image_size) is not int or self.image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
+        if self.resize_mode not in ("letterbox", "stretch"):
+            raise ValueError(f"resize_mode must be letterbox or stretch, got {self.resize_mode!r}")
+        if self.category_ids is not None and (
+                not isinstance(self.category_ids, list) or len(self.category_ids) != len(self.class_names)
+                or not all(type(i) is int for i in self.category_ids)):
+            raise ValueError(f"category_ids must be null or one integer per class, got {self.category_ids!r}")
+        if not isinstance(self.build_kwargs, dict):
+            raise ValueError(f"build_kwargs must be an object, got {self.build_kwargs!r}")
+
     def category_id(self, label: int) -> int:
         """The id to write for ``label`` in COCO-style output (the label itself without COCO categories)."""
         return self.category_ids[label] if self.category_ids else int(label)
@@ -86,14 +105,21 @@ def load_detector(folder: str) -> SavedDetector:
     try:
         with open(path) as f:
             info = DetectorInfo(**json.load(f))
-    except (json.JSONDecodeError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as err:
         raise ValueError(f"{path} cannot be read ({err})") from None
+    weights = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(weights):
+        raise ValueError(f"--model {folder}: {weights} is missing; copy the whole saved folder")
     if info.family == "detr":
         from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
         from .detr import DetrCollator, detr_postprocess
 
-        model = AutoModelForObjectDetection.from_pretrained(folder)
+        try:
+            model = AutoModelForObjectDetection.from_pretrained(folder)
+        except (OSError, ValueError, RuntimeError) as err:  # safetensors' errors (a file cut short) are among these
+            raise ValueError(f"--model {folder}: the saved model cannot be loaded ({str(err).splitlines()[0]}); "
+                             f"is {weights} complete?") from None
         processor = AutoImageProcessor.from_pretrained(folder, do_resize=False, do_pad=False)  # our transform resizes
         return SavedDetector(info, model, DetrCollator(processor), detr_postprocess(processor, info.image_size), processor)
     if info.family == "faster_rcnn":

@@ -106,6 +106,20 @@ def _image_size(jpg: str) -> tuple[int, int]:
         raise VOCFormatError(f"image {jpg} cannot be read: {err}") from None
 
 
+def size_mismatch_note(path: str, declared: tuple, actual: tuple[int, int]) -> str:
+    """The end of a size-mismatch error: whether the file's EXIF orientation explains it (a camera photo
+    stored sideways that viewers and annotation tools show turned upright; its pixels are read as stored)."""
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except OSError:
+        orientation = 1
+    if orientation in (5, 6, 7, 8) and tuple(declared) == (actual[1], actual[0]):
+        return (f"; its EXIF orientation ({orientation}) turns it by 90 degrees when displayed, so it was annotated "
+                "upright: save the image upright (e.g. PIL.ImageOps.exif_transpose) and annotate that")
+    return "; boxes would be clamped to the wrong image"
+
+
 def _ends_with_eoi(path: str) -> bool:
     """True when the file's last non-padding bytes are the JPEG end-of-image marker FFD9."""
     with open(path, "rb") as f:
@@ -225,8 +239,9 @@ def load_voc(
             record = parse_voc_xml(xml, classes, keep_difficult=keep_difficult, skip_unknown=skip_unknown)
             actual = _image_size(jpg)
             if actual != (record["width"], record["height"]):
-                raise VOCFormatError(f"{xml}: <size> says {record['width']}x{record['height']} but {jpg} is "
-                                     f"{actual[0]}x{actual[1]}; boxes would be clamped to the wrong image")
+                declared = (record["width"], record["height"])
+                raise VOCFormatError(f"{xml}: <size> says {declared[0]}x{declared[1]} but {jpg} is "
+                                     f"{actual[0]}x{actual[1]}" + size_mismatch_note(jpg, declared, actual))
             n_unknown += record["n_unknown"]
             n_degenerate += record["n_degenerate"]
             if skip_empty and not record["objects"]["bbox"]:

@@ -13,9 +13,13 @@ def load_state_dict_file(path: str, flag: str = "--pretrained_path") -> dict:
     ``state_dict`` or ``model`` (as training scripts save it) is unwrapped."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{flag} {path!r} does not exist (weights are read only from local files)")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors and torch.load raise their own types for a file cut short
+        raise ValueError(f"{flag} {path!r} cannot be read as weights ({str(err).splitlines()[0]}): is the file "
+                         "complete?") from None
     return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state

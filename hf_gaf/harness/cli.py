@@ -28,6 +28,11 @@ def _make_voc(args) -> None:
     from ..detection.synthetic_voc import SHAPE_CLASSES, make_voc
 
     classes = args.classes.split(",") if args.classes else SHAPE_CLASSES
+    if args.n_train < 1 or args.n_test < 1:
+        raise CommandError(f"--n-train {args.n_train} --n-test {args.n_test}: each split needs at least 1 image (an "
+                           "empty split can be neither trained on nor evaluated)")
+    if len(set(classes)) != len(classes):
+        raise CommandError(f"--classes {args.classes}: a class is named twice")
     try:
         root = make_voc(args.out, n_train=args.n_train, n_test=args.n_test, image_size=args.image_size,
                         seed=args.seed, classes=classes, overwrite=args.overwrite)
@@ -84,7 +89,8 @@ def _predict(args) -> None:
     from .inference import predict
 
     try:
-        predict(args.model, args.images, args.out, threshold=args.threshold, batch_size=args.batch_size)
+        predict(args.model, args.images, args.out, threshold=args.threshold, batch_size=args.batch_size,
+                strict=args.strict, overwrite=args.overwrite)
     except ValueError as err:
         raise CommandError(str(err)) from None
 
@@ -101,8 +107,10 @@ def _evaluate(args, rest: list[str]) -> None:
         (data,) = parser.parse_args_into_dataclasses(args=rest)
     except SystemExit as exit_:
         raise CommandError(f"bad data flags {rest}") if exit_.code else exit_
+    except ValueError as err:
+        raise CommandError(str(err)) from None
     try:
-        evaluate_saved(args.model, data, args.out, batch_size=args.batch_size)
+        evaluate_saved(args.model, data, args.out, batch_size=args.batch_size, overwrite=args.overwrite)
     except (ValueError, VOCFormatError, FileNotFoundError) as err:
         raise CommandError(str(err)) from None
 
@@ -153,13 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=0.5, help="keep detections with at least this score")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable image (default: skip it and list it in OUT/skipped.txt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction in --out")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="score a saved detector on a labelled split (VOC or COCO flags as the "
                        "recipes take them, e.g. --voc_root DIR --eval_split test): metrics.json")
     p.add_argument("--model", required=True, help="a folder saved by a detection recipe")
-    p.add_argument("--out", required=True, help="output folder for metrics.json")
+    p.add_argument("--out", required=True, help="output folder for eval_results.json (may be the training run's: "
+                   "its metrics.json is left alone)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier eval_results.json in --out")
     p.set_defaults(func=_evaluate)
     return parser
 

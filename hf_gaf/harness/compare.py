@@ -3,7 +3,9 @@
 Each run is a separate process (``python SCRIPT --preset P --seed S --output_dir OUT/P/seed-S ...``)
 writing its own ``metrics.json``; its log goes to ``OUT/P/seed-S/log.txt``. The runner owns these
 folders: running a comparison again into the same ``--out`` replaces its runs (``--reuse`` keeps the
-finished ones). Then:
+finished ones, and is refused when ``OUT/compare.json`` records another script or other recipe flags). A
+``--metric`` that the runs do not report stops the comparison after the first run; ``--summarize-only``
+recomputes the tables from finished runs (with another ``--metric`` too). Then:
 
 - ``results.json``: every run's final metric, per-epoch curve, time per epoch and images/s;
 - ``results.md``: per preset, mean ± std and 95 % CI over seeds of the main metric; against the baseline
@@ -59,19 +61,53 @@ def run_one(script: str, folder: Path, flags: list[str], launcher: list[str] | N
     return time.perf_counter() - start
 
 
+def final_metric(folder: Path, metric: str) -> float:
+    """The final ``metric`` of the run in ``folder``; a ``KeyError`` listing the metrics it has otherwise."""
+    path = folder / "metrics.json"
+    report = json.loads(path.read_text())
+    if metric not in report["final"]:
+        raise KeyError(f"{path} has no final {metric!r}; --metric must be one of {sorted(report['final'])} (the runs "
+                       "so far are kept: run the same command again with the right --metric)")
+    return report["final"][metric]
+
+
+SETTINGS = "compare.json"
+
+
+def check_settings(out: Path, name: str, settings: dict, keys: tuple[str, ...], allowed: bool, remedy: str) -> None:
+    """Refuse to reuse the runs in ``out`` when ``out/name`` records other values of ``keys`` than ``settings``
+    (the kept runs would mix two experiments) unless ``allowed``; ``remedy`` says how to allow it."""
+    path = out / name
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text()).get("settings", {})
+    changed = [k for k in keys if previous.get(k) != settings[k]]
+    if changed and not allowed:
+        raise ValueError(f"--out {out} holds runs with other {', '.join(changed)} ({path}); reusing them would mix two "
+                         f"experiments: choose another --out or {remedy}")
+
+
 def run_all(script: str, presets: list[str], seeds: list[int], out: Path, extra: list[str], reuse: bool = False,
-            launcher: list[str] | None = None) -> None:
-    """Run every (preset, seed) sequentially; stop with the log's tail if one fails."""
+            launcher: list[str] | None = None, metric: str | None = None) -> None:
+    """Run every (preset, seed) sequentially; stop with the log's tail if one fails, and after the first run
+    whose ``metrics.json`` lacks ``metric`` (not after all of them). ``reuse`` keeps finished runs, only when
+    ``out/compare.json`` records the same script and recipe flags."""
+    settings = {"script": os.path.abspath(script), "recipe_args": extra}
+    if reuse:
+        check_settings(out, SETTINGS, settings, ("script", "recipe_args"), False, "drop --reuse (to run them all again)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SETTINGS).write_text(json.dumps({"settings": settings}, indent=2))
     jobs = [(p, s) for s in seeds for p in presets]  # seed-major: early results cover every preset
     bar = tqdm(jobs, desc="runs", unit="run")
     for preset, seed in bar:
         folder = run_dir(out, preset, seed)
         bar.set_postfix(preset=preset, seed=seed)
-        if reuse and (folder / "metrics.json").is_file():
-            continue
-        seconds = run_one(script, folder, ["--preset", preset, "--seed", str(seed), *extra], launcher,
-                          label=f"{preset} seed {seed}")
-        tqdm.write(f"  {preset:<12s} seed {seed}: {seconds:5.1f} s")
+        if not (reuse and (folder / "metrics.json").is_file()):
+            seconds = run_one(script, folder, ["--preset", preset, "--seed", str(seed), *extra], launcher,
+                              label=f"{preset} seed {seed}")
+            tqdm.write(f"  {preset:<12s} seed {seed}: {seconds:5.1f} s")
+        if metric is not None:
+            final_metric(folder, metric)
 
 
 def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, baseline: str | None = None) -> dict:
@@ -88,10 +124,8 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
             if not path.is_file():
                 raise FileNotFoundError(f"{path} is missing: run the comparison first (or drop --summarize-only)")
             report = json.loads(path.read_text())
-            if metric not in report["final"]:
-                raise KeyError(f"{path} has no final {metric!r}; it has {sorted(report['final'])}")
             runs[f"{preset}/seed-{seed}"] = {
-                "preset": preset, "seed": seed, "final": report["final"][metric],
+                "preset": preset, "seed": seed, "final": final_metric(path.parent, metric),
                 "curve": [e.get(metric) for e in report["epochs"]],
                 "train_loss": [e.get("train_loss") for e in report["epochs"]],
                 "epoch_time_s": [e["epoch_time_s"] for e in report["epochs"]],
@@ -175,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline", default=None, help="preset the others are compared to (default: the first)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--title", default="")
-    parser.add_argument("--reuse", action="store_true", help="skip runs whose metrics.json exists")
+    parser.add_argument("--reuse", action="store_true", help="skip runs whose metrics.json exists (same script and "
+                        "recipe flags only)")
     parser.add_argument("--summarize-only", action="store_true", help="only aggregate existing runs")
     parser.add_argument("--launcher", default=None,
                         help="command that starts each run instead of python, e.g. 'accelerate launch --config_file X'")
@@ -196,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if not args.summarize_only:
         run_all(args.script, args.presets, args.seeds, out, extra, reuse=args.reuse,
-                launcher=args.launcher.split() if args.launcher else None)
+                launcher=args.launcher.split() if args.launcher else None, metric=args.metric)
     markdown = write_results(summarize(out, args.presets, args.seeds, args.metric, args.baseline), out, args.title)
     print("\n" + markdown)
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")

@@ -16,6 +16,7 @@ from ..detection.saved import DetectorInfo, save_detector
 from ..detection.trainer import detection_compute_metrics
 from ..detection.transforms import DetectionTransform
 from ..detection.voc import VOCFormatError
+from ..metrics.detection import METRIC_KEYS
 from .experiment import ExperimentArguments, ExperimentDetectionTrainer
 from .run import run_training
 from .sample_rng import SampleRNG
@@ -32,7 +33,11 @@ def load_splits_or_exit(data_args: DetectionDataArguments):
         category_ids = None
         if data_args.data_format == "coco":
             by_name = {name: cat_id for cat_id, name in coco_categories(data_args.train_json)}
-            category_ids = [by_name[n] for n in names] if set(names) <= set(by_name) else None
+            absent = [n for n in names if n not in by_name]
+            if absent:  # it would have no COCO id to write into detections.json
+                raise ValueError(f"--classes names {', '.join(absent)}, which {data_args.train_json} has no category "
+                                 f"for (its categories: {', '.join(by_name)}); list only those classes")
+            category_ids = [by_name[n] for n in names]
         train_ds, eval_ds = load_splits(data_args, names)
     except (VOCFormatError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
@@ -91,8 +96,9 @@ def train_detector(model, collator, postprocess, training_args: ExperimentArgume
 
     if data_args.save_models:
         trainer.add_callback(BestModelCallback(save))
+    metric_names = ["loss", *METRIC_KEYS, *(f"ap_{name}" for name in names)]
     report = run_training(trainer, preset, n_train_images=len(train_ds), sample_rng=sample_rng,
-                          extra={**extra, "image_size": size, "classes": names})
+                          extra={**extra, "image_size": size, "classes": names}, metric_names=metric_names)
     if data_args.save_models and trainer.is_world_process_zero():
         save(FINAL_MODEL, report.get("final", {}))
         print(f"saved the final model to {os.path.join(training_args.output_dir, FINAL_MODEL)} and the best "

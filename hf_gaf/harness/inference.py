@@ -4,20 +4,25 @@ re-scored on a labelled split without training.
     hf-gaf predict --model runs/frcnn/model --images photos/ --out preds/ --threshold 0.5
     hf-gaf evaluate --model runs/detr/best-model --out eval/ --voc_root data/voc --eval_split test
 
-``predict`` writes ``detections.json`` (COCO-style results: ``image_id``, ``file_name``, ``category_id``,
-``category``, ``bbox`` as [x, y, width, height] in pixels, ``score``) and one PNG per image with the boxes
-drawn; ``evaluate`` writes ``metrics.json`` with VOC07/VOC12/COCO mAP and per-class AP, computed by the same
-evaluation path as training (:class:`~hf_gaf.detection.trainer.DetectionTrainer`).
+``predict`` writes ``detections.json`` (COCO-style results: ``image_id`` (the image's path relative to the
+folder given, extension included), ``file_name``, ``category_id``, ``category``, ``bbox`` as [x, y, width,
+height] in pixels, ``score``) and one PNG per image with the boxes drawn (``drawn/<image id>.png``);
+unreadable images are skipped and listed in ``skipped.txt`` (``--strict`` stops instead). ``evaluate`` writes
+``eval_results.json`` with VOC07/VOC12/COCO mAP and per-class AP, computed by the same evaluation path as
+training (:class:`~hf_gaf.detection.trainer.DetectionTrainer`); its own file name, so ``--out`` may be the
+training run's folder without touching its ``metrics.json``. Neither replaces an earlier result without
+``--overwrite``, and ``--out`` may not lie inside an ``--images`` folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..detection.data import DetectionDataArguments, load_eval_split, with_canvas_transform
@@ -27,14 +32,18 @@ from ..detection.trainer import DetectionTrainer, detection_compute_metrics
 from ..detection.transforms import DetectionTransform
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DRAWN = "drawn"  # the folder of drawn PNGs inside --out
 
 
-def image_files(sources: list[str]) -> list[str]:
-    """The image files of ``sources`` (files, or folders searched one level deep), sorted per folder."""
+def image_files(sources: list[str]) -> list[tuple[str, str]]:
+    """``(path, image id)`` of the images of ``sources`` (files, or folders searched recursively), sorted,
+    each file once. The id is the path relative to the sources' common folder, extension included, so
+    ``a.jpg`` and ``a.png``, or ``x/f.jpg`` and ``y/f.jpg``, never share an id."""
     files = []
     for source in sources:
         if os.path.isdir(source):
-            found = sorted(os.path.join(source, n) for n in os.listdir(source) if n.lower().endswith(IMAGE_SUFFIXES))
+            found = sorted(os.path.join(folder, n) for folder, _, names in os.walk(source) for n in names
+                           if n.lower().endswith(IMAGE_SUFFIXES))
             if not found:
                 raise ValueError(f"--images {source}: the folder holds no {'/'.join(IMAGE_SUFFIXES)} file")
             files += found
@@ -42,55 +51,94 @@ def image_files(sources: list[str]) -> list[str]:
             files.append(source)
         else:
             raise ValueError(f"--images {source}: no such file or folder")
-    return files
+    files = list(dict.fromkeys(os.path.abspath(f) for f in files))
+    root = os.path.commonpath([os.path.dirname(f) for f in files])
+    return [(f, os.path.relpath(f, root)) for f in files]
+
+
+def check_predict_out(out: str, sources: list[str], overwrite: bool) -> None:
+    """Outputs never land on inputs: ``--out`` must not be (or lie inside) an ``--images`` folder, and an
+    earlier prediction's ``detections.json`` there is kept unless ``overwrite``."""
+    target = os.path.realpath(out)
+    for source in sources:
+        if os.path.isdir(source):
+            folder = os.path.realpath(source)
+            if os.path.commonpath([folder, target]) == folder:
+                raise ValueError(f"--out {out} is inside --images {source}: outputs would be mixed with (and read "
+                                 "back as) the images; choose an --out outside it")
+    if os.path.isfile(os.path.join(out, "detections.json")) and not overwrite:
+        raise ValueError(f"--out {out} already holds detections.json from an earlier prediction; choose another "
+                         "folder or pass --overwrite")
+
+
+def _read_rgb(file: str) -> Image.Image:
+    """The image of ``file`` as RGB, turned upright as its EXIF orientation says (as viewers display it)."""
+    with Image.open(file) as img:
+        return ImageOps.exif_transpose(img).convert("RGB")
 
 
 @torch.no_grad()
 def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5, batch_size: int = 8,
-            device: str | None = None) -> str:
+            device: str | None = None, strict: bool = False, overwrite: bool = False) -> str:
     """Run the detector of ``model_dir`` on the images of ``sources``; write ``out/detections.json`` and one
-    PNG per image; return the JSON's path."""
+    PNG per image (``out/drawn/<image id>.png``); return the JSON's path. An unreadable image is skipped and
+    listed in ``out/skipped.txt`` (``strict``: it stops the run before anything is written)."""
     if not 0 <= threshold <= 1:
         raise ValueError(f"--threshold {threshold}: expected a score in [0, 1]")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: need at least 1")
     detector = load_detector(model_dir)
     files = image_files(sources)
+    check_predict_out(out, sources, overwrite)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = detector.model.to(device).eval()
     transform = DetectionTransform(detector.info.image_size, train=False, mode=detector.info.resize_mode)
-    os.makedirs(out, exist_ok=True)
-    results, names = [], detector.info.class_names
+    os.makedirs(os.path.join(out, DRAWN), exist_ok=True)
+    results, skipped, names = [], [], detector.info.class_names
     for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch"):
-        batch_files = files[start:start + batch_size]
-        images, rows = [], []
-        for index, file in enumerate(batch_files, start):
+        batch, images, rows = [], [], []
+        for index, (file, image_id) in enumerate(files[start:start + batch_size], start):
             try:
-                with Image.open(file) as img:
-                    image = img.convert("RGB")
+                image = _read_rgb(file)
             except (UnidentifiedImageError, OSError) as err:
-                raise ValueError(f"--images: {file} is not a readable image ({err})") from None
+                if strict:
+                    raise ValueError(f"--images: {file} is not a readable image ({err}); without --strict it is "
+                                     "skipped and listed") from None
+                skipped.append(f"{file}\t{err}")
+                continue
             sample = transform(image, [], [])
             empty = EvalTarget(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool),
                                index, tuple(sample.scale), tuple(sample.orig_size))
+            batch.append((file, image_id))
             images.append(image)
             rows.append({"sample": sample, EVAL_KEY: empty})
-        batch = detector.collator(rows)
-        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        detections = detector.postprocess(model(pixel_values=batch["pixel_values"]), batch["labels"])
-        for file, image, det in zip(batch_files, images, detections):
+        if not rows:
+            continue
+        inputs = detector.collator(rows)
+        inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+        detections = detector.postprocess(model(pixel_values=inputs["pixel_values"]), inputs["labels"])
+        for (file, image_id), image, det in zip(batch, images, detections):
             keep = det["scores"] >= threshold
             boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
-            stem = os.path.splitext(os.path.basename(file))[0]
             for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-                results.append({"image_id": stem, "file_name": file, "category_id": detector.info.category_id(label),
+                results.append({"image_id": image_id, "file_name": file, "category_id": detector.info.category_id(label),
                                 "category": names[label], "score": round(score, 5),
                                 "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2),
                                          round(box[3] - box[1], 2)]})
-            _draw(image, boxes.tolist(), scores.tolist(), [names[i] for i in labels.tolist()],
-                  os.path.join(out, f"{stem}.png"))
+            drawn = os.path.join(out, DRAWN, image_id + ".png")
+            os.makedirs(os.path.dirname(drawn), exist_ok=True)
+            _draw(image, boxes.tolist(), scores.tolist(), [names[i] for i in labels.tolist()], drawn)
     path = os.path.join(out, "detections.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
-    print(f"{len(results)} detections (score >= {threshold}) on {len(files)} images: {path} and {len(files)} PNGs in {out}")
+    n_done = len(files) - len(skipped)
+    print(f"{len(results)} detections (score >= {threshold}) on {n_done} images: {path} and {n_done} PNGs in "
+          f"{os.path.join(out, DRAWN)}")
+    if skipped:
+        listed = os.path.join(out, "skipped.txt")
+        with open(listed, "w") as f:
+            f.write("\n".join(skipped) + "\n")
+        print(f"skipped {len(skipped)} unreadable images, listed in {listed}", file=sys.stderr)
     return path
 
 
@@ -103,8 +151,17 @@ def _draw(image: Image.Image, boxes, scores, names, path: str) -> None:
     drawn.save(path)
 
 
-def evaluate_saved(model_dir: str, data: DetectionDataArguments, out: str, batch_size: int = 8) -> dict:
-    """Score the detector of ``model_dir`` on the evaluation split of ``data``; write ``out/metrics.json``."""
+EVAL_RESULTS = "eval_results.json"
+
+
+def evaluate_saved(model_dir: str, data: DetectionDataArguments, out: str, batch_size: int = 8,
+                   overwrite: bool = False) -> dict:
+    """Score the detector of ``model_dir`` on the evaluation split of ``data``; write ``out/eval_results.json``
+    (an existing one only with ``overwrite``)."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: need at least 1")
+    if os.path.isfile(os.path.join(out, EVAL_RESULTS)) and not overwrite:
+        raise ValueError(f"--out {out} already holds {EVAL_RESULTS}; choose another folder or pass --overwrite")
     detector = load_detector(model_dir)
     names = detector.info.class_names
     evaluation = load_eval_split(data, names)
@@ -122,8 +179,8 @@ def evaluate_saved(model_dir: str, data: DetectionDataArguments, out: str, batch
     report = {"model": os.path.abspath(model_dir), "family": detector.info.family, "n_images": len(evaluation),
               "classes": names, "metrics": metrics}
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
+    with open(os.path.join(out, EVAL_RESULTS), "w") as f:
         json.dump(report, f, indent=2)
     shown = ", ".join(f"{k.removeprefix('eval_')}={v:.4f}" for k, v in metrics.items() if k.endswith("_map"))
-    print(f"{shown} on {len(evaluation)} images: {os.path.join(out, 'metrics.json')}")
+    print(f"{shown} on {len(evaluation)} images: {os.path.join(out, EVAL_RESULTS)}")
     return report

@@ -87,7 +87,10 @@ def parse_with_preset(parser, task: str, argv: Sequence[str] | None = None, defa
     if missing:
         raise KeyError(f"preset {task}/{known.preset} sets {missing}, which the parser does not have")
     parser.set_defaults(**presets[known.preset], preset=known.preset)
-    parsed = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # a dataclass's own check (a bad value of a flag): one line, exit 2
+        parser.error(str(err).strip().splitlines()[0] if str(err).strip() else repr(err))
     if len(parsed) > len(parser.dataclass_types):  # defaults that no dataclass field took
         raise KeyError(f"defaults {sorted(vars(parsed[-1]))} belong to no argument dataclass")
     return parsed, known.preset

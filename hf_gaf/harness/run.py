@@ -3,16 +3,18 @@ train/evaluate/report run that writes ``metrics.json``."""
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import os
 import tempfile
+import warnings
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from .run_metrics import MetricsJsonCallback
+from .run_metrics import PARTIAL_NAME, MetricsJsonCallback, resume_settings
 from .sample_rng import SampleRNG
 
 
@@ -40,10 +42,17 @@ def recipe_defaults(**overrides) -> dict:
 
 def check_output_dir(args, overwrite: bool = False) -> None:
     """Fail before training, not after it: ``--output_dir`` must be writable, and must not hold a
-    finished run's ``metrics.json`` unless ``overwrite`` or ``--resume_from_checkpoint`` (which
-    continues a run in its own folder)."""
+    finished run's ``metrics.json`` unless ``overwrite``.
+
+    A finished run re-queued with ``--resume_from_checkpoint`` (what a job script on a preemptible
+    cluster passes every time) is left as it is: one line says so and the process exits 0, since its
+    checkpoints may predate the final evaluation and resuming from them would replace the record."""
     out = args.output_dir
-    if os.path.isfile(os.path.join(out, "metrics.json")) and not (overwrite or args.resume_from_checkpoint):
+    if os.path.isfile(os.path.join(out, "metrics.json")) and not overwrite:
+        if args.resume_from_checkpoint:
+            print(f"--output_dir {out} holds a finished run (metrics.json): nothing to resume, its results are left "
+                  "as they are (pass --overwrite_output_dir true to train it again)")
+            raise SystemExit(0)
         raise SystemExit(f"error: --output_dir {out} already holds a finished run (metrics.json); choose another "
                          "folder or pass --overwrite_output_dir true")
     try:
@@ -75,20 +84,58 @@ def prepare_run(args, overwrite_output_dir: bool = False) -> None:
         args.dataloader_persistent_workers = False
 
 
+COMPLETE_MARKER = "trainer_state.json"  # the Trainer writes it last: a checkpoint without it was cut short
+
+
 def resolve_checkpoint(args) -> str | None:
-    """``--resume_from_checkpoint``: a checkpoint folder, or ``last`` / ``true`` for the newest
-    ``checkpoint-*`` in ``--output_dir``; a missing folder is an error before training."""
+    """``--resume_from_checkpoint``: a checkpoint folder, or ``last`` / ``true`` for the newest complete
+    ``checkpoint-*`` in ``--output_dir`` (one cut short by a crash during saving, without
+    ``trainer_state.json``, is passed over with a warning naming it); a missing or incomplete folder is an
+    error before training."""
     wanted = args.resume_from_checkpoint
     if not wanted:
         return None
     if str(wanted).lower() in ("last", "true"):
         found = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        while found is not None and not os.path.isfile(os.path.join(found, COMPLETE_MARKER)):
+            warnings.warn(f"{found} has no {COMPLETE_MARKER} (a save that was cut short): resuming from an earlier "
+                          "checkpoint; delete that folder", stacklevel=2)
+            complete = [c for c in glob.glob(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-*"))
+                        if os.path.isfile(os.path.join(c, COMPLETE_MARKER)) and _step(c) < _step(found)]
+            found = max(complete, key=_step) if complete else None
         if found is None:
-            raise SystemExit(f"error: --resume_from_checkpoint {wanted}: no checkpoint-* folder in {args.output_dir}")
+            raise SystemExit(f"error: --resume_from_checkpoint {wanted}: no checkpoint-* folder in {args.output_dir} "
+                             "(none that is complete)")
         return found
     if not os.path.isdir(wanted):
         raise SystemExit(f"error: --resume_from_checkpoint {wanted} is not a folder")
+    if not os.path.isfile(os.path.join(wanted, COMPLETE_MARKER)):
+        raise SystemExit(f"error: --resume_from_checkpoint {wanted} has no {COMPLETE_MARKER}: the save was cut short; "
+                         "resume from an earlier checkpoint and delete this one")
     return wanted
+
+
+def _step(folder: str) -> int:
+    tail = os.path.basename(folder.rstrip(os.sep)).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def check_resumable(checkpoint: str, settings: dict) -> None:
+    """Stop before training, in one line naming the flag, when this run's data order or schedule
+    (:func:`~hf_gaf.harness.run_metrics.resume_settings`) differs from the checkpoint's: the Trainer would
+    otherwise skip a wrong number of batches and could report an unfinished run as finished."""
+    path = os.path.join(checkpoint, PARTIAL_NAME)
+    if not os.path.isfile(path):
+        return  # not written by a recipe: nothing recorded to compare
+    with open(path) as f:
+        saved = json.load(f).get("resume_settings") or {}
+    changed = [k for k in settings if k in saved and saved[k] != settings[k]]
+    if changed:
+        label = {"world_size": "processes (world size)", "max_train_samples": "training images (--max_train_samples)"}
+        differences = "; ".join(f"{label.get(k, '--' + k)} {settings[k]} (checkpoint: {saved[k]})" for k in changed)
+        raise SystemExit(f"error: --resume_from_checkpoint {checkpoint}: {differences}. The data order and the "
+                         "schedule cannot continue with other values: resume with the checkpoint's, or start a new "
+                         "run in another --output_dir")
 
 
 class SampleRNGEpochCallback(TrainerCallback):
@@ -102,15 +149,31 @@ class SampleRNGEpochCallback(TrainerCallback):
         self.sample_rng.set_epoch(int(state.epoch or 0))
 
 
+def check_metric_for_best_model(args, metric_names: list[str]) -> None:
+    """``--metric_for_best_model`` must be one of the metrics the evaluation reports (``eval_`` prefix
+    optional): checked before training, not after the first evaluation."""
+    name = args.metric_for_best_model
+    if name and name.removeprefix("eval_") not in metric_names:
+        raise SystemExit(f"error: --metric_for_best_model {name} is not a metric of this recipe; choose one of "
+                         f"{', '.join(metric_names)}")
+
+
 def run_training(trainer, preset: str, n_train_images: int, extra: dict | None = None,
-                 sample_rng: SampleRNG | None = None) -> dict:
+                 sample_rng: SampleRNG | None = None, metric_names: list[str] | None = None) -> dict:
     """Train (evaluating each epoch; from ``--resume_from_checkpoint`` when given, which transformers'
     Trainer does not read by itself), write ``metrics.json`` and return it. ``sample_rng`` (the one
-    the training transforms use) is told each epoch."""
+    the training transforms use) is told each epoch; ``metric_names`` (what evaluation reports, without
+    ``eval_``) are checked against ``--metric_for_best_model`` first."""
+    if metric_names is not None:
+        check_metric_for_best_model(trainer.args, metric_names)
     checkpoint = resolve_checkpoint(trainer.args)
+    settings = resume_settings(trainer.args, n_train_images)
+    if checkpoint is not None:
+        check_resumable(checkpoint, settings)
     if sample_rng is not None:
         trainer.add_callback(SampleRNGEpochCallback(sample_rng))
-    trainer.add_callback(MetricsJsonCallback(preset, n_train_images, extra, resume_from=checkpoint))
+    trainer.add_callback(MetricsJsonCallback(preset, n_train_images, extra, resume_from=checkpoint,
+                                          resume_settings=settings))
     trainer.train(resume_from_checkpoint=checkpoint)
     path = os.path.join(trainer.args.output_dir, "metrics.json")
     if not trainer.is_world_process_zero():

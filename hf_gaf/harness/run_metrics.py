@@ -47,6 +47,15 @@ def weights_sha256(model) -> str:
 
 PARTIAL_NAME = "hf_gaf_metrics.json"  # the epochs so far, inside each checkpoint folder
 
+RESUME_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "world_size", "num_train_epochs",
+               "max_steps", "seed")
+
+
+def resume_settings(args, n_train_images: int) -> dict:
+    """What fixes a run's data order and schedule (:data:`RESUME_KEYS` and the number of training images,
+    ``max_train_samples``): a resumed run must have the same."""
+    return {k: getattr(args, k, None) for k in RESUME_KEYS} | {"max_train_samples": n_train_images}
+
 
 class MetricsJsonCallback(TrainerCallback):
     """Collects per-epoch records and writes ``metrics.json`` at the end of training. Each checkpoint
@@ -56,8 +65,9 @@ class MetricsJsonCallback(TrainerCallback):
     ``train_loss`` is the mean over the steps trained after the restart."""
 
     def __init__(self, preset: str, n_train_images: int, extra: dict | None = None,
-                 resume_from: str | None = None) -> None:
+                 resume_from: str | None = None, resume_settings: dict | None = None) -> None:
         self.preset = preset
+        self.resume_settings = resume_settings
         self.n_train_images = n_train_images
         self.extra = extra or {}
         self.epochs: list[dict] = []
@@ -94,7 +104,7 @@ class MetricsJsonCallback(TrainerCallback):
         folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         if state.is_world_process_zero and os.path.isdir(folder):
             with open(os.path.join(folder, PARTIAL_NAME), "w") as f:
-                json.dump({"epochs": self.epochs, "last_eval": self.last_eval,
+                json.dump({"epochs": self.epochs, "last_eval": self.last_eval, "resume_settings": self.resume_settings,
                            "initial_weights_sha256": self.initial_weights}, f, default=str)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -131,5 +141,7 @@ class MetricsJsonCallback(TrainerCallback):
         if telemetry:  # --gaf_log_stats: what GAF did on each logging step (hf_gaf.trainer.stats)
             report["gaf_stats"] = telemetry
         os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
+        path = os.path.join(args.output_dir, "metrics.json")
+        with open(path + ".tmp", "w") as f:  # whole or not at all: a crash mid-write leaves no half record
             json.dump(report, f, indent=2, default=str)
+        os.replace(path + ".tmp", path)

@@ -9,7 +9,8 @@ of α=a, β=b is ``alpha-a_beta-b`` (plus ``_placement-p``), the baseline's is `
 that stops (a crash, Ctrl-C, a lost machine) is resumed by running the same command: finished runs are
 kept, the others run. ``OUT/sweep.json`` records the command's settings, and a different script, seeds
 or recipe flags into the same ``--out`` is refused unless ``--overwrite`` (the kept runs would otherwise
-mix two experiments). Writes ``sweep.json`` (per cell: mean, 95 % CI, per seed, the paired difference to
+mix two experiments); the metric is not such a setting: a wrong ``--metric`` stops the sweep after its first run, and
+``--summarize-only --metric M`` recomputes the results from the finished runs. Writes ``sweep.json`` (per cell: mean, 95 % CI, per seed, the paired difference to
 the baseline with its CI, p-value and verdict), ``results.md`` and ``heatmap.png`` (mean metric per cell,
 one panel per placement, the baseline's value in the title and as the colour map's centre).
 """
@@ -25,7 +26,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .compare import run_one
+from . import compare
+from .compare import final_metric, run_one
 from .paired_stats import mean_ci, paired_cells, paired_difference
 from .plots import PRETTY, plot_sweep_heatmap
 
@@ -36,34 +38,30 @@ def cell_name(alpha: float, beta: float, placement: str | None) -> str:
     return f"alpha-{alpha:g}_beta-{beta:g}" + (f"_placement-{placement}" if placement else "")
 
 
-def _final(folder: Path, metric: str) -> float:
-    report = json.loads((folder / "metrics.json").read_text())
-    if metric not in report["final"]:
-        raise KeyError(f"{folder / 'metrics.json'} has no final {metric!r}; it has {sorted(report['final'])}")
-    return report["final"][metric]
+SETTING_KEYS = ("script", "seeds", "recipe_args", "preset", "baseline")  # what makes two sweeps one experiment
 
 
 def check_settings(out: Path, settings: dict, overwrite: bool) -> None:
-    """Refuse to resume into ``out`` when it holds a sweep of other settings (``--overwrite`` starts afresh)."""
+    """Refuse to resume into ``out`` when it holds a sweep of other settings (``--overwrite`` starts afresh).
+    The metric is not one of them: it only reads the runs (``--summarize-only --metric M`` recomputes)."""
+    compare.check_settings(out, SETTINGS, settings, SETTING_KEYS, overwrite, "pass --overwrite to delete it")
     path = out / SETTINGS
-    if not path.is_file():
-        return
-    previous = json.loads(path.read_text()).get("settings", {})
-    keys = ("script", "seeds", "recipe_args", "metric", "preset", "baseline")
-    changed = [k for k in keys if previous.get(k) != settings[k]]
-    if changed and not overwrite:
-        raise ValueError(f"--out {out} holds a sweep with other {', '.join(changed)} ({path}); resuming would mix two "
-                         "experiments: choose another --out or pass --overwrite to delete it")
-    if changed:
-        shutil.rmtree(out)
+    if overwrite and path.is_file():
+        previous = json.loads(path.read_text()).get("settings", {})
+        if any(previous.get(k) != settings[k] for k in SETTING_KEYS):
+            shutil.rmtree(out)
 
 
 def run_sweep(script: str, alphas: list[float], betas: list[float], seeds: list[int], out: Path, extra: list[str],
               metric: str = "eval_accuracy", preset: str = "gaf", placements: list[str] | None = None,
-              baseline: str | None = "sgd", overwrite: bool = False, launcher: list[str] | None = None) -> dict:
-    """Run (or resume) the sweep and write its results (module docstring); return the summary."""
+              baseline: str | None = "sgd", overwrite: bool = False, launcher: list[str] | None = None,
+              summarize_only: bool = False) -> dict:
+    """Run (or resume) the sweep and write its results (module docstring); return the summary.
+    ``summarize_only``: run nothing, recompute the results of the finished runs (e.g. with another ``metric``)."""
     settings = {"script": os.path.abspath(script), "seeds": seeds, "recipe_args": extra, "metric": metric,
                 "preset": preset, "baseline": baseline, "alphas": alphas, "betas": betas, "placements": placements}
+    if summarize_only and overwrite:
+        raise ValueError("--summarize-only reads the finished runs; it cannot be combined with --overwrite")
     check_settings(out, settings, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS).write_text(json.dumps({"settings": settings}, indent=2))
@@ -72,16 +70,23 @@ def run_sweep(script: str, alphas: list[float], betas: list[float], seeds: list[
                              *(["--gaf_placement", c[2]] if c[2] else [])]) for c in cells]
     if baseline:
         jobs.insert(0, (f"baseline-{baseline}", ["--preset", baseline]))
-    todo = [(name, flags, seed) for seed in seeds for name, flags in jobs]
+    todo = [] if summarize_only else [(name, flags, seed) for seed in seeds for name, flags in jobs]
     bar = tqdm(todo, desc="sweep", unit="run")
     for name, flags, seed in bar:
         folder = out / name / f"seed-{seed}"
         bar.set_postfix(cell=name, seed=seed)
-        if (folder / "metrics.json").is_file():
-            continue  # finished before the sweep was stopped
-        seconds = run_one(script, folder, [*flags, "--seed", str(seed), *extra], launcher, label=f"{name} seed {seed}")
-        tqdm.write(f"  {name:<34s} seed {seed}: {seconds:5.1f} s")
-    summary = summarize_sweep(out, cells, seeds, metric, baseline)
+        if not (folder / "metrics.json").is_file():  # else finished before the sweep was stopped
+            seconds = run_one(script, folder, [*flags, "--seed", str(seed), *extra], launcher,
+                              label=f"{name} seed {seed}")
+            tqdm.write(f"  {name:<34s} seed {seed}: {seconds:5.1f} s")
+        final_metric(folder, metric)  # a wrong --metric stops after the first run, not after all of them
+    return write_sweep(out, settings, cells)
+
+
+def write_sweep(out: Path, settings: dict, cells: list[tuple]) -> dict:
+    """Summarize the finished runs of ``out`` with ``settings["metric"]``: ``sweep.json``, ``results.md``,
+    ``heatmap.png``; return the summary."""
+    summary = summarize_sweep(out, cells, settings["seeds"], settings["metric"], settings["baseline"])
     summary["settings"] = settings
     (out / SETTINGS).write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(sweep_markdown(summary))
@@ -91,10 +96,10 @@ def run_sweep(script: str, alphas: list[float], betas: list[float], seeds: list[
 
 def summarize_sweep(out: Path, cells: list[tuple], seeds: list[int], metric: str, baseline: str | None) -> dict:
     greater_is_better = not metric.endswith("loss")
-    base = [_final(out / f"baseline-{baseline}" / f"seed-{s}", metric) for s in seeds] if baseline else None
+    base = [final_metric(out / f"baseline-{baseline}" / f"seed-{s}", metric) for s in seeds] if baseline else None
     rows = []
     for alpha, beta, placement in cells:
-        finals = [_final(out / cell_name(alpha, beta, placement) / f"seed-{s}", metric) for s in seeds]
+        finals = [final_metric(out / cell_name(alpha, beta, placement) / f"seed-{s}", metric) for s in seeds]
         rows.append({"alpha": alpha, "beta": beta, "placement": placement, "finals": finals, **mean_ci(finals),
                      "vs_baseline": paired_difference(finals, base, greater_is_better) if base else None})
     return {"metric": metric, "seeds": seeds, "greater_is_better": greater_is_better, "cells": rows,
@@ -133,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", default="eval_accuracy", help="a key of metrics.json's 'final'")
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true", help="delete a sweep of other settings in --out")
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="run nothing; recompute results.md, heatmap.png and sweep.json from the finished runs "
+                        "(e.g. with another --metric)")
     parser.add_argument("--launcher", default=None, help="command that starts each run instead of python")
     return parser
 
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--alphas/--betas must be > 0, got {bad}")
     summary = run_sweep(args.script, args.alphas, args.betas, args.seeds, Path(args.out), extra, args.metric,
                         args.preset, args.placements, args.baseline or None, args.overwrite,
-                        args.launcher.split() if args.launcher else None)
+                        args.launcher.split() if args.launcher else None, args.summarize_only)
     print("\n" + sweep_markdown(summary))
     print(f"files: {Path(args.out) / 'results.md'}, {Path(args.out) / 'heatmap.png'}, {Path(args.out) / SETTINGS}")
     return 0

@@ -96,6 +96,8 @@ class GAFTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.optimizer is not None:  # passed in with optimizers=(...): what it runs must be what is recorded
+            self.check_given_optimizer(self.optimizer)
         if self.elementwise_transform() is not None:
             self.add_callback(GAFAttachCallback(self))
         self.gaf_stats = None
@@ -122,6 +124,37 @@ class GAFTrainer(Trainer):
     def param_group_overrides(self, name: str, param: torch.nn.Parameter) -> dict:
         """Optimizer settings that parameter ``name`` needs on top of the defaults (none here)."""
         return {}
+
+    def check_given_optimizer(self, optimizer) -> None:
+        """An optimizer passed in ``optimizers=`` must run what the arguments say, since ``gaf_config.json`` and
+        ``metrics.json`` record the arguments: a :class:`~hf_gaf.GAFSGD` must apply exactly the arguments' GAF
+        (or none with ``--gaf none``), an optimizer with :func:`~hf_gaf.attach_gaf` the arguments' spec; a
+        contradiction is a ``ValueError`` naming both, before training. Any other optimizer gets the hook at
+        ``on_train_begin``."""
+        inner = unwrap_optimizer(optimizer)
+        spec, placement = self.elementwise_transform(), self.gaf_placement
+        wanted = None if spec is None else (spec.kind, spec.alpha, spec.beta, placement)
+        if isinstance(inner, GAFSGD):
+            running = {(g["gaf"], g["alpha"], g["beta"], g["placement"]) for g in inner.param_groups if g["gaf"] is not None}
+            if wanted is None and not isinstance(self.args, GAFTrainingArguments):
+                return  # plain TrainingArguments: no GAF settings are recorded, nothing to contradict
+            if running != ({wanted} if wanted else set()):
+                have = ", ".join(f"{k} alpha={a:g} beta={b:g} placement={pl}" for k, a, b, pl in sorted(running, key=str))
+                raise ValueError(self._contradiction(f"GAFSGD applies {have or 'no GAF (gaf=None)'}", spec, placement))
+            return
+        hook = attached_gaf(inner)
+        if hook is None or (spec is None and not isinstance(self.args, GAFTrainingArguments)):
+            return
+        if spec is None or hook.spec != spec:
+            raise ValueError(self._contradiction(f"{type(inner).__name__} has attach_gaf({hook.spec})", spec, "grad"))
+
+    @staticmethod
+    def _contradiction(running: str, spec: GAFSpec | None, placement: str) -> str:
+        asked = "--gaf none" if spec is None else (f"--gaf {spec.kind} --gaf_alpha {spec.alpha:g} --gaf_beta {spec.beta:g} "
+                                                   f"--gaf_placement {placement}")
+        return (f"the optimizer passed in optimizers= contradicts the GAF arguments: {running}, the arguments say "
+                f"{asked}. gaf_config.json and metrics.json record the arguments, so set them to what the optimizer "
+                "runs (or let the Trainer build the optimizer from the arguments)")
 
     # --- where the optimizer is built ------------------------------------------------------------------
     def optimizer_param_groups(self, model, gaf_in_groups: bool) -> list[dict]:
@@ -194,6 +227,27 @@ class GAFTrainer(Trainer):
     def gaf_config(self) -> dict | None:
         """The settings recorded in each checkpoint (``None`` with a plain ``TrainingArguments``)."""
         return self.args.gaf_config() if isinstance(self.args, GAFTrainingArguments) else None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Model weights of a checkpoint, with the key conversion of ``from_pretrained``.
+
+        ``save_pretrained`` writes some architectures (RT-DETR among them) under their original checkpoint
+        names, and transformers' ``Trainer`` loads a checkpoint's ``model.safetensors`` with a plain
+        ``load_state_dict``, so on resume those weights are not found and keep their fresh initial values
+        (huggingface/transformers#43701). For a ``PreTrainedModel`` saved as one safetensors file the
+        weights are read through ``from_pretrained`` and copied in strictly; anything else is transformers'
+        own loading."""
+        from transformers import PreTrainedModel
+        from transformers.utils import SAFE_WEIGHTS_NAME
+
+        target = model if model is not None else self.model
+        inner = self.accelerator.unwrap_model(target) if target is not None else None
+        if not isinstance(inner, PreTrainedModel) or not os.path.isfile(os.path.join(resume_from_checkpoint,
+                                                                                     SAFE_WEIGHTS_NAME)):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(inner).from_pretrained(resume_from_checkpoint, config=inner.config)
+        inner.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

@@ -59,6 +59,14 @@ class DataArguments:
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
 
+    def __post_init__(self):
+        for flag in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, flag)
+            if value is not None and value < 1:
+                raise ValueError(f"--{flag} {value}: need at least 1 (leave it out to use every image)")
+        if self.image_size < 8:
+            raise ValueError(f"--image_size {self.image_size}: need at least 8 px")
+
 
 def build_transforms(model: torch.nn.Module, data: DataArguments):
     """timm's train and eval transforms, from the model's data config at --image_size."""
@@ -129,7 +137,8 @@ def main(argv=None) -> None:
     trainer = ExperimentTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
                             data_collator=collate, compute_metrics=compute_metrics, preprocess_logits_for_metrics=top_k)
     run_training(trainer, preset, n_train_images=len(train_ds), sample_rng=sample_rng,
-                 extra={"model": model_args.model, "dataset": data_args.dataset, "image_size": data_args.image_size})
+                 extra={"model": model_args.model, "dataset": data_args.dataset, "image_size": data_args.image_size},
+                 metric_names=["loss", "accuracy", *(["top5_accuracy"] if k == 5 else [])])
 
 
 if __name__ == "__main__":

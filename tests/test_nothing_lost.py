@@ -1,0 +1,149 @@
+"""Nothing lost, nothing silently wrong (round 3): a finished run re-queued, a resume whose schedule differs,
+a partial checkpoint, the runners' metric and reuse checks, attach_gaf on a GAFSGD, an optimizer passed in
+that contradicts the arguments, and bad values that must be refused in one line. The detection items
+(predict, evaluate, COCO ids, DETR resume) are in test_detection_journey.py and test_detr.py."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_gaf import GAFSGD, attach_gaf
+from hf_gaf.harness.compare import main as compare
+from hf_gaf.harness.sweep import main as sweep
+from hf_gaf.recipes.classification import train as classification
+from tests.helpers.tiny import SequentialGAFTrainer, TinyData, TinyRegressor, tiny_args
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = str(ROOT / "tests" / "helpers" / "fake_recipe.py")
+TINY = ["--max_train_samples", "64", "--max_eval_samples", "32", "--per_device_train_batch_size", "32",
+        "--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "1", "--report_to", "none",
+        "--disable_tqdm", "true", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 2-epoch classification run with a checkpoint after every step (the last one written before
+    the final evaluation)."""
+    out = tmp_path_factory.mktemp("finished")
+    classification.main([*TINY, "--output_dir", str(out)])
+    return out
+
+
+def test_a_finished_run_requeued_with_resume_last_is_left_as_it_is(finished_run, capsys):
+    before = (finished_run / "metrics.json").read_bytes()
+    assert len(json.loads(before)["epochs"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        classification.main([*TINY, "--output_dir", str(finished_run), "--resume_from_checkpoint", "last"])
+    assert exit_.value.code in (0, None)
+    assert "holds a finished run" in capsys.readouterr().out
+    assert (finished_run / "metrics.json").read_bytes() == before
+
+
+def test_a_resume_with_another_batch_size_stops_before_training_naming_the_flag(finished_run, tmp_path):
+    other = tmp_path / "o"
+    os.symlink(finished_run / "checkpoint-2", tmp_path / "ckpt")
+    with pytest.raises(SystemExit, match=r"--per_device_train_batch_size 16 \(checkpoint: 32\)"):
+        classification.main([*TINY, "--output_dir", str(other), "--per_device_train_batch_size", "16",
+                             "--resume_from_checkpoint", str(tmp_path / "ckpt")])
+    with pytest.raises(SystemExit, match=r"--num_train_epochs 3.0 \(checkpoint: 2.0\)"):
+        classification.main([*TINY, "--output_dir", str(other), "--num_train_epochs", "3",
+                             "--resume_from_checkpoint", str(tmp_path / "ckpt")])
+    assert not (other / "metrics.json").exists()
+
+
+def test_a_checkpoint_cut_short_is_passed_over_or_refused(finished_run, tmp_path):
+    from hf_gaf.harness.run import resolve_checkpoint
+
+    work = tmp_path / "run"
+    work.mkdir()
+    for name in ("checkpoint-2", "checkpoint-3"):
+        os.symlink(finished_run / name, work / name)
+    (work / "checkpoint-4").mkdir()  # a crash while saving: no trainer_state.json
+    args = type("Args", (), {"output_dir": str(work), "resume_from_checkpoint": "last"})()
+    with pytest.warns(UserWarning, match="checkpoint-4 has no trainer_state.json"):
+        assert resolve_checkpoint(args) == str(work / "checkpoint-3")
+    args.resume_from_checkpoint = str(work / "checkpoint-4")
+    with pytest.raises(SystemExit, match="has no trainer_state.json: the save was cut short"):
+        resolve_checkpoint(args)
+
+
+def test_metric_for_best_model_and_sample_counts_are_checked_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="--metric_for_best_model acuracy is not a metric of this recipe"):
+        classification.main([*TINY, "--output_dir", str(tmp_path / "a"), "--metric_for_best_model", "acuracy"])
+    assert not (tmp_path / "a" / "metrics.json").exists()
+    for flag in ("--max_train_samples", "--max_eval_samples"):
+        with pytest.raises(SystemExit) as exit_:
+            classification.main([*TINY, "--output_dir", str(tmp_path / "b"), flag, "0"])
+        assert exit_.value.code == 2
+        assert f"{flag} 0: need at least 1" in capsys.readouterr().err
+
+
+def test_sweep_with_a_wrong_metric_stops_after_the_first_run_and_can_be_resummarized(tmp_path, monkeypatch):
+    log = tmp_path / "calls.txt"
+    monkeypatch.setenv("FAKE_RECIPE_LOG", str(log))
+    out = tmp_path / "sweep"
+    grid = ["--script", FAKE, "--alphas", "0.1", "0.3", "--betas", "5", "--seeds", "0", "1", "--out", str(out)]
+    with pytest.raises(KeyError, match="--metric must be one of \\['eval_accuracy'\\]"):
+        sweep([*grid, "--metric", "eval_acuracy"])
+    assert len(log.read_text().splitlines()) == 1  # not 6
+    assert sweep([*grid, "--metric", "eval_accuracy"]) == 0  # the same command, the right metric: resumes
+    assert len(log.read_text().splitlines()) == 6
+    first = json.loads((out / "sweep.json").read_text())
+    assert sweep([*grid, "--metric", "eval_accuracy", "--summarize-only"]) == 0
+    assert len(log.read_text().splitlines()) == 6  # nothing ran again
+    assert json.loads((out / "sweep.json").read_text())["cells"] == first["cells"]
+
+
+def test_compare_stops_after_the_first_run_on_a_wrong_metric_and_refuses_to_reuse_another_experiment(
+        tmp_path, monkeypatch):
+    log = tmp_path / "calls.txt"
+    monkeypatch.setenv("FAKE_RECIPE_LOG", str(log))
+    out = tmp_path / "cmp"
+    base = ["--script", FAKE, "--presets", "sgd", "gaf", "--seeds", "0", "1", "--out", str(out)]
+    with pytest.raises(KeyError, match="eval_map"):
+        compare([*base, "--metric", "eval_map", "--", "--model", "resnet10t"])
+    assert len(log.read_text().splitlines()) == 1
+    assert compare([*base, "--reuse", "--", "--model", "resnet10t"]) == 0
+    table = (out / "results.md").read_text()
+    with pytest.raises(ValueError, match="holds runs with other recipe_args"):
+        compare([*base, "--reuse", "--", "--model", "resnet50"])
+    assert (out / "results.md").read_text() == table
+    assert compare([*base, "--reuse", "--", "--model", "resnet10t"]) == 0  # the same experiment: reused
+    assert len(log.read_text().splitlines()) == 4  # the first run, kept by --reuse, and the three others
+
+
+def test_attach_gaf_on_a_gafsgd_that_applies_gaf_is_refused():
+    layer = torch.nn.Linear(3, 2)
+    with pytest.raises(RuntimeError, match="already applies GAF"):
+        attach_gaf(GAFSGD(layer.parameters(), lr=0.1, gaf="atan"))
+    attach_gaf(GAFSGD(layer.parameters(), lr=0.1, gaf=None)).remove()  # plain SGD in GAFSGD: allowed
+
+
+@pytest.mark.parametrize("given, match", [
+    (lambda ps: GAFSGD(ps, lr=0.05, momentum=0.9, gaf=None), "GAFSGD applies no GAF"),
+    (lambda ps: GAFSGD(ps, lr=0.05, momentum=0.9, gaf="atan", alpha=0.3), "GAFSGD applies atan alpha=0.3"),
+    (lambda ps: GAFSGD(ps, lr=0.05, momentum=0.9, gaf="tanh", placement="grad"), "GAFSGD applies tanh"),
+])
+def test_an_optimizer_passed_in_that_contradicts_the_gaf_arguments_is_an_error(tmp_path, given, match):
+    model = TinyRegressor()
+    with pytest.raises(ValueError, match=f"contradicts the GAF arguments: {match}"):
+        SequentialGAFTrainer(model=model, args=tiny_args(tmp_path), train_dataset=TinyData(16),
+                             optimizers=(given(model.parameters()), None))
+
+
+def test_an_optimizer_passed_in_that_agrees_trains_and_a_hooked_one_is_compared(tmp_path):
+    model = TinyRegressor()
+    agreeing = GAFSGD(model.parameters(), lr=0.05, momentum=0.9, gaf="atan", alpha=0.1, beta=20.0)
+    trainer = SequentialGAFTrainer(model=model, args=tiny_args(tmp_path), train_dataset=TinyData(16),
+                                   optimizers=(agreeing, None))
+    trainer.train()
+    assert trainer.state.global_step > 0
+    adamw = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    attach_gaf(adamw, gaf="atan", alpha=0.2, beta=20.0)
+    with pytest.raises(ValueError, match="AdamW has attach_gaf"):
+        SequentialGAFTrainer(model=model, args=tiny_args(tmp_path / "b", optim="adamw_torch", optim_args=None,
+                                                          gaf_placement="grad"),
+                             train_dataset=TinyData(16), optimizers=(adamw, None))
