@@ -1,15 +1,16 @@
 """hf_gaf: Gradient Activation Functions (GAF, arXiv 2107.04228) for the Hugging Face training stack.
 
 The core needs torch only (``pip install hf_gaf``): :mod:`~hf_gaf.functional` (f itself),
-:mod:`~hf_gaf.gaf_sgd` (GAFSGD and its functional form), :mod:`~hf_gaf.hook` (GAF on any optimizer) and
-:mod:`~hf_gaf.triton_kernels` (the fused CUDA step). The wings need their extras: :mod:`hf_gaf.trainer`
+:mod:`~hf_gaf.gaf_sgd` (GAFSGD and its functional form), :mod:`~hf_gaf.hook` (GAF on any optimizer),
+:mod:`~hf_gaf.fused_step` (which path runs a step; the fused step) and :mod:`~hf_gaf.triton_kernels` (the
+fused CUDA kernels). The wings need their extras: :mod:`hf_gaf.trainer`
 (``[hf]``), :mod:`hf_gaf.detection` and :mod:`hf_gaf.metrics` (``[detection]``), :mod:`hf_gaf.harness`
 (``[recipes]``: presets, compare, sweep, demo, plots, the ``hf-gaf`` command). ``hf_gaf.GAFTrainer`` and
 ``hf_gaf.GAFTrainingArguments`` load the Trainer wing on first use.
 """
 
 from .functional import GAF_KINDS, GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, gaf_bound, validate_gaf
-from .gaf_sgd import GAFSGD, gaf_sgd_update
+from .gaf_sgd import GAFSGD, gaf_sgd, gaf_sgd_update
 from .hook import GAFHook, attach_gaf, attached_gaf, unwrap_optimizer
 
 __version__ = "0.1.0"
@@ -18,7 +19,7 @@ _LAZY = {"GAFTrainer", "GAFTrainingArguments", "GAFStatsCallback"}
 
 __all__ = [
     "GAF_KINDS", "GAFSpec", "gaf", "gaf_", "foreach_gaf", "foreach_gaf_", "gaf_bound", "validate_gaf",
-    "GAFSGD", "gaf_sgd_update", "GAFHook", "attach_gaf", "attached_gaf", "unwrap_optimizer", *sorted(_LAZY),
+    "GAFSGD", "gaf_sgd", "gaf_sgd_update", "GAFHook", "attach_gaf", "attached_gaf", "unwrap_optimizer", *sorted(_LAZY),
 ]
 
 

@@ -1,10 +1,8 @@
-"""Install extras: which wing of hf_gaf needs which packages, and the one-line error when they are missing
-(also for the ``hf-gaf`` command, whose code lives in the ``[recipes]`` wing)."""
+"""Install extras: which wing of hf_gaf needs which packages, and the one-line error when they are missing."""
 
 from __future__ import annotations
 
 import importlib.util
-import sys
 
 _HF = ("transformers", "accelerate")
 _DETECTION = ("torchvision", "datasets", "pycocotools", "defusedxml")
@@ -22,13 +20,3 @@ def require_extra(module: str, extra: str) -> None:
     missing = [name for name in EXTRAS[extra] if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(f"{module} needs {', '.join(missing)}: pip install 'hf_gaf[{extra}]'")
-
-
-def cli_main() -> int:
-    """The ``hf-gaf`` entry point: :func:`hf_gaf.harness.cli.main`, or one line naming the extra to install."""
-    try:
-        from .harness.cli import main
-    except ImportError as err:
-        print(f"hf-gaf: error: {err}", file=sys.stderr)
-        return 2
-    return main()

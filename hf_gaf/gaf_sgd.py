@@ -29,17 +29,12 @@ is saved by ``state_dict``; the state key is ``momentum_buffer``, so a torch SGD
 
 The functional :func:`gaf_sgd` (beside the class, as ``torch.optim.sgd.sgd``; ``GAFSGD.step`` only
 gathers each group and calls it) dispatches to three code paths with one keyword signature: a
-per-tensor loop (``_single_tensor_gaf_sgd``, ``foreach=False``), ``torch._foreach`` list kernels
-(``_multi_tensor_gaf_sgd``, ``foreach=True``) and a fused step (``_fused_gaf_sgd``, ``fused=True``). The first two agree bit for bit.
-The fused step is, on CUDA, ONE Triton kernel launch per (device, dtype) bucket of a group
-(:mod:`hf_gaf.triton_kernels`: float32/bfloat16/float16 parameters, math in float32) and, elsewhere,
-one pass per group compiled with ``torch.compile`` (Inductor C++ on CPU); both agree with the eager
-paths to float rounding. ``fused=None`` (default) picks the Triton kernel for CUDA tensors it
-supports, the compiled pass for other dense float parameters when ``torch.compile`` works here,
-else the list kernels on CUDA and the per-tensor loop on CPU (as ``torch.optim.SGD``); it falls back
-to those, with one warning per process, if compiling fails. The environment variable ``HF_GAF_FUSED`` overrides
-the automatic choice: ``0`` eager paths only, ``compile`` the compiled pass even on CUDA, ``triton``
-the Triton kernel (also for CPU tensors under ``TRITON_INTERPRET=1``, which is how the tests run it).
+per-tensor loop (``_single_tensor_gaf_sgd``), ``torch._foreach`` list kernels (``_multi_tensor_gaf_sgd``)
+and the fused step (:func:`~hf_gaf.fused_step.fused_gaf_sgd`: one Triton launch per (device, dtype)
+bucket on CUDA, one ``torch.compile``-d pass elsewhere). The first two agree bit for bit, the fused step
+with them to float rounding. ``fused`` (``None``, ``True``, ``False``, ``"triton"``, ``"compile"``) and
+``foreach`` choose among them by the one rule of :func:`~hf_gaf.fused_step.choose_path`, which also reads
+the ``HF_GAF_FUSED`` default.
 
 Example:
     >>> import torch
@@ -53,14 +48,14 @@ Example:
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from .functional import GAFKind, GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, validate_gaf
+from .fused_step import check_fused, choose_path, fused_gaf_sgd, triton_supported
+
+__all__ = ["GAFSGD", "gaf_sgd", "gaf_sgd_update", "momentum_direction", "check_placement", "PLACEMENTS"]
 
 PLACEMENTS = ("grad", "update")
 GAF_GROUP_KEYS = ("gaf", "alpha", "beta", "placement")
@@ -178,13 +173,13 @@ def _multi_tensor_gaf_sgd(
 ) -> None:
     """The same update with ``torch._foreach`` kernels, one call per (device, dtype) bucket; new momentum
     buffers are written into ``momentum_buffers``."""
-    hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                 maximize=maximize, gaf_kind=gaf_kind, alpha=alpha, beta=beta, placement=placement)
     for (dev_params, dev_grads, dev_bufs), indices in Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, momentum_buffers], with_indices=True
     ).values():
         dev_bufs = list(dev_bufs)
-        _foreach_gaf_sgd(list(dev_params), list(dev_grads), dev_bufs, **hyper)
+        _foreach_gaf_sgd(list(dev_params), list(dev_grads), dev_bufs, lr=lr, momentum=momentum, dampening=dampening,
+                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, gaf_kind=gaf_kind,
+                         alpha=alpha, beta=beta, placement=placement)
         for i, b in zip(indices, dev_bufs):
             momentum_buffers[i] = b
 
@@ -226,175 +221,13 @@ def _foreach_gaf_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening
     torch._foreach_add_(params, d, alpha=-lr)
 
 
-def _fused_body(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize, gaf_kind, alpha, beta, placement):
-    """The steady-state step (all momentum buffers exist) written for ``torch.compile`` to fuse."""
-    for p, g, b in zip(params, grads, bufs):
-        d = -g if maximize else g
-        if gaf_kind is not None and placement == "grad":
-            d = gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
-        if weight_decay != 0:
-            d = d + weight_decay * p
-        if momentum != 0:
-            b.mul_(momentum).add_(d, alpha=1 - dampening)
-            d = d + momentum * b if nesterov else b
-        if gaf_kind is not None and placement == "update":
-            d = gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
-        p.sub_(lr * d.to(p.dtype))
-
-
-_compiled_fused_body = None
-_compile_failed = False  # a toolchain that cannot compile once will not compile later in this process
-
-
-def _get_compiled_fused_body():
-    global _compiled_fused_body
-    if _compiled_fused_body is None:
-        _compiled_fused_body = torch.compile(_fused_body, fullgraph=True, dynamic=False)
-    return _compiled_fused_body
-
-
-def _triton_supported(params: list[Tensor], gaf_kind) -> bool:
-    """The Triton step takes plain float32/bfloat16/float16 tensors on CUDA (on CPU when asked for by
-    ``HF_GAF_FUSED=triton`` under ``TRITON_INTERPRET=1``) and the named kinds; the kernel module
-    (and Triton) loads on first use."""
-    device = params[0].device
-    if callable(gaf_kind) or not (device.type == "cuda" or os.environ.get("HF_GAF_FUSED") == "triton"):
-        return False
-    from . import triton_kernels
-
-    if gaf_kind is not None and gaf_kind not in triton_kernels.KIND_CODES:
-        return False  # an unknown kind set after construction: the eager path names it in its error
-    return triton_kernels.runs_on(device) and all(
-        type(p) in (torch.nn.Parameter, Tensor) and p.device == device and p.dtype in triton_kernels.SUPPORTED_DTYPES
-        for p in params
-    )
-
-
-def _compile_supported(params: list[Tensor], gaf_kind) -> bool:
-    """The compiled pass takes dense float tensors on CPU or CUDA, plain (not DTensor), named kinds."""
-    if callable(gaf_kind) or _compile_failed:
-        return False
-    if torch.compiler.is_compiling() or not torch._dynamo.is_dynamo_supported():
-        return False
-    device = params[0].device
-    return all(
-        type(p) in (torch.nn.Parameter, Tensor) and p.device == device and device.type in ("cpu", "cuda")
-        and p.dtype.is_floating_point
-        for p in params
-    )
-
-
-def fused_backend(params: list[Tensor], momentum_buffers: list, *, foreach: bool | None, fused: bool | None,
-                  gaf_kind, momentum: float) -> str | None:
-    """``"triton"``, ``"compile"`` or ``None`` (eager) for one step (module docstring)."""
-    if fused is False or foreach:
-        return None
-    choice = os.environ.get("HF_GAF_FUSED", "auto")
-    if choice == "0" and fused is None:
-        return None
-    if choice != "compile" and _triton_supported(params, gaf_kind):
-        return "triton"
-    if choice == "triton":
-        raise RuntimeError(
-            "HF_GAF_FUSED=triton: the Triton step needs triton and float32/bfloat16/float16 CUDA parameters "
-            "(CPU parameters only under TRITON_INTERPRET=1) and a named GAF kind")
-    if _compile_failed or (momentum != 0 and any(b is None for b in momentum_buffers)):
-        return None  # the first step creates buffers eagerly, as torch.optim.SGD does
-    if fused is None and not _compile_supported(params, gaf_kind):
-        return None
-    return "compile"
-
-
-def _fused_gaf_sgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor | None],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    gaf_kind: GAFKind | None,
-    alpha: float,
-    beta: float,
-    placement: str,
-    backend: str = "compile",
-    table_cache=None,
-) -> bool:
-    """The fused step: ``backend="triton"`` one Triton launch per (device, dtype) bucket (two on a step
-    that creates momentum buffers: new buffers are written as b = d, torch's first step), with address
-    tables cached in ``table_cache`` (a :class:`~hf_gaf.triton_kernels.TableCache`); ``"compile"`` one
-    ``torch.compile``-d pass. Returns False, having changed nothing, when it cannot run (a gradient
-    whose dtype or layout differs from its parameter's; a compile error, warned about once); the
-    eager paths then take the step."""
-    hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                 maximize=maximize, gaf_kind=gaf_kind, alpha=alpha, beta=beta, placement=placement)
-    if backend == "triton":
-        return _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, hyper)
-    return _compiled_gaf_sgd(params, grads, momentum_buffers, hyper)
-
-
-def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, hyper) -> bool:
-    from . import triton_kernels
-
-    table_cache = table_cache if table_cache is not None else triton_kernels.TableCache()
-    use_momentum = hyper["momentum"] != 0
-    buckets = Optimizer._group_tensors_by_device_and_dtype([params, grads, momentum_buffers], with_indices=True)
-    launches, created = [], []
-    for (device, dtype), ((dev_params, dev_grads, dev_bufs), indices) in buckets.items():
-        old = [k for k, b in enumerate(dev_bufs) if b is not None or not use_momentum]
-        new = [k for k, b in enumerate(dev_bufs) if b is None and use_momentum]
-        if new and not all(triton_kernels.same_layout(dev_grads[k], dev_params[k]) for k in new):
-            return False
-        for k in new:  # dense like its parameter (checked above), so the table's layout check holds
-            created.append((indices[k], torch.empty_like(dev_params[k], memory_format=torch.preserve_format)))
-        new_bufs = dict(created)
-        for subset, first in ((old, False), (new, True)):
-            if not subset:
-                continue
-            lists = [[dev_params[k] for k in subset], [dev_grads[k] for k in subset]]
-            if use_momentum:
-                lists.append([new_bufs[indices[k]] if first else dev_bufs[k] for k in subset])
-            table = table_cache.get(lists[0])
-            rows = table.addresses(*lists)
-            if rows is None:
-                return False
-            launches.append((table, rows, first, dtype))
-    for index, buf in created:
-        momentum_buffers[index] = buf
-    for table, rows, first, dtype in launches:
-        triton_kernels.gaf_sgd_step(table, rows, first_step=first, dtype=dtype, **hyper)
-    return True
-
-
-def _compiled_gaf_sgd(params, grads, momentum_buffers, hyper) -> bool:
-    global _compile_failed
-    bufs = momentum_buffers if hyper["momentum"] != 0 else [torch.empty(0)] * len(params)
-    # lr as a 0-dim tensor: a python float would be baked into the graph and every scheduler
-    # step would recompile it
-    lr = torch.tensor(hyper["lr"], dtype=torch.float64, device=params[0].device)
-    try:
-        _get_compiled_fused_body()(
-            params, grads, bufs, lr, hyper["momentum"], hyper["dampening"], hyper["weight_decay"],
-            hyper["nesterov"], hyper["maximize"], hyper["gaf_kind"], hyper["alpha"], hyper["beta"],
-            hyper["placement"],
-        )
-        return True
-    except Exception as err:  # torch.compile can fail for toolchain reasons; eager is always right
-        _compile_failed = True
-        warnings.warn(f"GAFSGD: the fused (torch.compile) step failed, using the eager kernels instead: {err}")
-        return False
-
-
 def gaf_sgd(
     params: list[Tensor],
     grads: list[Tensor],
     momentum_buffers: list[Tensor | None],
     *,
     foreach: bool | None = None,
-    fused: bool | None = None,
+    fused: bool | str | None = None,
     table_cache=None,
     lr: float,
     momentum: float = 0.0,
@@ -425,14 +258,12 @@ def gaf_sgd(
         return
     hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                  maximize=maximize, gaf_kind=gaf_kind, alpha=alpha, beta=beta, placement=placement)
-    backend = fused_backend(params, momentum_buffers, foreach=foreach, fused=fused, gaf_kind=gaf_kind, momentum=momentum)
-    if backend is not None and _fused_gaf_sgd(params, grads, momentum_buffers, backend=backend,
-                                              table_cache=table_cache, **hyper):
+    path = choose_path(params, fused=fused, foreach=foreach, gaf_kind=gaf_kind,
+                       creates_buffers=momentum != 0 and any(b is None for b in momentum_buffers))
+    if path.fused is not None and fused_gaf_sgd(params, grads, momentum_buffers, backend=path.fused,
+                                                table_cache=table_cache, **hyper):
         return
-    if foreach is None:
-        # as torch.optim.SGD: list kernels on CUDA; on CPU the per-tensor loop is faster
-        foreach = all(p.device.type == "cuda" for p in params) and not callable(gaf_kind)
-    (_multi_tensor_gaf_sgd if foreach else _single_tensor_gaf_sgd)(params, grads, momentum_buffers, **hyper)
+    (_multi_tensor_gaf_sgd if path.foreach else _single_tensor_gaf_sgd)(params, grads, momentum_buffers, **hyper)
 
 
 class GAFSGD(Optimizer):
@@ -445,8 +276,9 @@ class GAFSGD(Optimizer):
             :class:`~hf_gaf.functional.GAFSpec` (validated already; it then also gives α and β).
         alpha, beta: f's scale α and slope β; gain at zero α·β, bound α·π/2 for atan.
         placement: ``"update"`` (f on the momentum update) or ``"grad"`` (f on the raw gradient).
-        fused: ``True`` the fused step (one Triton launch per dtype on CUDA, a compiled pass elsewhere),
-            ``False`` eager kernels, ``None`` automatic (module docstring).
+        fused: ``None`` automatic, ``True`` a fused step (one Triton launch per dtype on CUDA, a compiled
+            pass elsewhere), ``False`` eager kernels, ``"triton"`` or ``"compile"`` that fused step
+            (:func:`~hf_gaf.fused_step.choose_path` states the rule).
     """
 
     def __init__(
@@ -464,7 +296,7 @@ class GAFSGD(Optimizer):
         alpha: float = 0.1,
         beta: float = 20.0,
         placement: str = "update",
-        fused: bool | None = None,
+        fused: bool | str | None = None,
     ) -> None:
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: lr={lr}")
@@ -474,6 +306,7 @@ class GAFSGD(Optimizer):
             raise ValueError(f"Invalid weight_decay value: weight_decay={weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        check_fused(fused)
         if fused and foreach:
             raise ValueError("`fused` and `foreach` cannot both be True")
         if gaf is not None:  # kind, alpha and beta stay separate in param_groups (checkpointed, overridable)
@@ -545,7 +378,7 @@ class GAFSGD(Optimizer):
             grads: list[Tensor] = []
             momentum_buffers: list[Tensor | None] = []
             self._init_group(group, params, grads, momentum_buffers)
-            if self._triton_tables is None and params and _triton_supported(params, group["gaf"]):
+            if self._triton_tables is None and params and triton_supported(params, group["gaf"]):
                 from . import triton_kernels
 
                 self._triton_tables = triton_kernels.TableCache()

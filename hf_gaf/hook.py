@@ -16,8 +16,9 @@ makes its parameters NaN, as without GAF, rather than a silent bounded step.
 
 On CUDA, f runs as ONE Triton kernel launch per (device, dtype) of the gradients
 (:mod:`hf_gaf.triton_kernels`), which reads the scale and the overflow flag on the device, so the
-hook never synchronises the host; elsewhere it runs ``torch._foreach`` kernels. ``HF_GAF_FUSED=0``
-(or ``compile``) keeps the ``_foreach`` kernels on CUDA too; ``HF_GAF_FUSED=triton`` with
+hook never synchronises the host; elsewhere it runs ``torch._foreach`` kernels. ``attach_gaf(fused=...)``
+chooses by the same rule as GAFSGD (:func:`~hf_gaf.fused_step.choose_path`): ``False`` (or ``"compile"``,
+which the hook has no pass for) keeps the ``_foreach`` kernels on CUDA too; ``"triton"`` with
 ``TRITON_INTERPRET=1`` runs the Triton kernel on CPU tensors (the tests).
 
 Example:
@@ -33,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 import torch
@@ -41,6 +41,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .functional import GAFKind, GAFSpec, foreach_gaf_, validate_gaf
+from .fused_step import check_fused, choose_path
 
 _HANDLE_ATTR = "_hf_gaf_hook"
 
@@ -63,9 +64,11 @@ class GAFHook:
     """The handle returned by :func:`attach_gaf`: ``remove()`` detaches it; ``calls`` counts the
     optimizer steps on which f ran; ``spec`` is the GAF setting."""
 
-    def __init__(self, optimizer: Optimizer, spec: GAFSpec, params: Iterable[Tensor] | None) -> None:
+    def __init__(self, optimizer: Optimizer, spec: GAFSpec, params: Iterable[Tensor] | None, fused=None) -> None:
+        check_fused(fused)
         self.optimizer = optimizer
         self.spec = spec
+        self.fused = fused
         self.param_ids = None if params is None else {id(p) for p in params}
         self._calls = 0
         self._skips_on_device: Tensor | None = None  # overflow steps the Triton kernel skipped on the device
@@ -127,18 +130,12 @@ class GAFHook:
         """f by the Triton kernel, one launch per dtype, when every gradient (and the scale and
         overflow flag) is a dense tensor on one device it runs on; False, having changed nothing, else."""
         device = grads[0].device
-        if callable(self.spec.kind) or os.environ.get("HF_GAF_FUSED") in ("0", "compile"):
+        if choose_path(grads, fused=self.fused, foreach=None, gaf_kind=self.spec.kind, can_compile=False).fused is None:
             return False
-        if not (device.type == "cuda" or os.environ.get("HF_GAF_FUSED") == "triton"):
+        if any(t is not None and (t.device != device or t.dtype != torch.float32) for t in (grad_scale, found_inf)):
             return False
         from . import triton_kernels
 
-        if not triton_kernels.runs_on(device) or any(
-            t is not None and (t.device != device or t.dtype != torch.float32) for t in (grad_scale, found_inf)
-        ):
-            return False
-        if not all(g.device == device and g.dtype in triton_kernels.SUPPORTED_DTYPES for g in grads):
-            return False
         if self._tables is None:
             self._tables = triton_kernels.TableCache()
         launches = []
@@ -169,12 +166,15 @@ def attach_gaf(
     alpha: float = 0.1,
     beta: float = 20.0,
     params: Iterable[Tensor] | None = None,
+    fused: bool | str | None = None,
 ) -> GAFHook:
     """Make ``optimizer`` (any torch optimizer, or a wrapper of one) see f(g) instead of g.
 
     ``gaf`` is a kind with ``alpha`` and ``beta``, or a :class:`~hf_gaf.functional.GAFSpec` that gives all three.
     f is applied in place to the final gradients once per ``step()``; ``params`` limits it to some
-    parameters (default: all). Raises ``RuntimeError`` if GAF is already attached to this optimizer, or if
+    parameters (default: all). ``fused`` chooses the path as for GAFSGD (``None`` automatic, ``True``,
+    ``False``, ``"triton"``; the module docstring). Raises ``RuntimeError`` if GAF is already attached to this
+    optimizer, or if
     it is a :class:`~hf_gaf.GAFSGD` that applies GAF itself (f would run twice).
 
     The hook belongs to this optimizer object: a copy made with ``copy.deepcopy`` or ``torch.save`` /
@@ -200,7 +200,7 @@ def attach_gaf(
     if any(torch.is_complex(p) for p in selected):
         raise ValueError("GAF is an elementwise function of real numbers: a complex parameter would get a rotated "
                          "step; leave it out with params=..., or optimize torch.view_as_real views")
-    hook = GAFHook(inner, spec, params)
+    hook = GAFHook(inner, spec, params, fused)
     setattr(inner, _HANDLE_ATTR, hook)
     return hook
 

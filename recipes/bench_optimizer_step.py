@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -79,29 +78,11 @@ def candidates(device: str) -> dict:
     adamw = dict(lr=1e-3, weight_decay=0.05)
     if device.startswith("cuda"):
         out["torch SGD fused"] = lambda ps: torch.optim.SGD(ps, **SETTINGS, fused=True)
-        out["GAFSGD compiled pass"] = lambda ps: with_env("HF_GAF_FUSED", "compile", GAFSGD(ps, **SETTINGS, **GAF, fused=True))
+        out["GAFSGD compiled pass"] = lambda ps: GAFSGD(ps, **SETTINGS, **GAF, fused="compile")
         adamw["fused"] = True
     out["AdamW"] = lambda ps: torch.optim.AdamW(ps, **adamw)
     out["AdamW + attach_gaf"] = lambda ps: attached(torch.optim.AdamW(ps, **adamw))
     return out
-
-
-class with_env:
-    """An optimizer whose ``step()`` runs with one environment variable set (the GAFSGD backend switch)."""
-
-    def __init__(self, name: str, value: str, optimizer) -> None:
-        self.name, self.value, self.inner = name, value, optimizer
-
-    def step(self):
-        old = os.environ.get(self.name)
-        os.environ[self.name] = self.value
-        try:
-            self.inner.step()
-        finally:
-            if old is None:
-                os.environ.pop(self.name)
-            else:
-                os.environ[self.name] = old
 
 
 def attached(optimizer):

@@ -11,7 +11,7 @@ from PIL import Image
 from hf_gaf.detection.coco_json import load_coco, voc_to_coco
 from hf_gaf.detection.saved import load_detector
 from hf_gaf.detection.synthetic_voc import make_voc
-from hf_gaf.detection.voc import VOCFormatError
+from hf_gaf.detection.coco_json import COCOFormatError
 from hf_gaf.harness.cli import main as hf_gaf
 from hf_gaf.recipes.detection import train_detr, train_faster_rcnn
 
@@ -142,15 +142,15 @@ def _coco(tmp_path, **changes):
 def test_coco_bad_inputs_name_the_file_and_field(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(VOCFormatError, match=r"broken\.json is not JSON"):
+    with pytest.raises(COCOFormatError, match=r"broken\.json is not JSON"):
         load_coco(str(broken), str(tmp_path))
-    with pytest.raises(VOCFormatError, match=r"annotations\[0\] \(id 9\): category_id 7 is not in 'categories'"):
+    with pytest.raises(COCOFormatError, match=r"annotations\[0\] \(id 9\): category_id 7 is not in 'categories'"):
         load_coco(_coco(tmp_path, annotations=[{"id": 9, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4]}]),
                   str(tmp_path))
-    with pytest.raises(VOCFormatError, match=r"annotations\[0\] \(id 9\): image_id 2 is not in 'images'"):
+    with pytest.raises(COCOFormatError, match=r"annotations\[0\] \(id 9\): image_id 2 is not in 'images'"):
         load_coco(_coco(tmp_path, annotations=[{"id": 9, "image_id": 2, "category_id": 5, "bbox": [1, 2, 3, 4]}]),
                   str(tmp_path))
-    with pytest.raises(VOCFormatError, match=r"image id 1: file .*b\.jpg does not exist"):
+    with pytest.raises(COCOFormatError, match=r"image id 1: file .*b\.jpg does not exist"):
         load_coco(_coco(tmp_path, images=[{"id": 1, "file_name": "b.jpg", "width": 40, "height": 30}]), str(tmp_path))
     flat = [{"id": 9, "image_id": 1, "category_id": 5, "bbox": [1, 2, 0, 8]},
             {"id": 10, "image_id": 1, "category_id": 5, "bbox": [1, 2, 5, -1]},
@@ -250,17 +250,17 @@ def test_saved_model_folders_with_a_bad_config_or_weights_are_one_line(frcnn_run
 
 def test_coco_strings_booleans_and_repeated_files_are_refused(tmp_path):
     one = {"id": 9, "image_id": 1, "category_id": 5, "bbox": [1, 2, 10, 8]}
-    with pytest.raises(VOCFormatError, match="iscrowd must be 0 or 1, got '0'"):
+    with pytest.raises(COCOFormatError, match="iscrowd must be 0 or 1, got '0'"):
         load_coco(_coco(tmp_path, annotations=[{**one, "iscrowd": "0"}]), str(tmp_path))
-    with pytest.raises(VOCFormatError, match="iscrowd must be 0 or 1, got True"):
+    with pytest.raises(COCOFormatError, match="iscrowd must be 0 or 1, got True"):
         load_coco(_coco(tmp_path, annotations=[{**one, "iscrowd": True}]), str(tmp_path))
-    with pytest.raises(VOCFormatError, match="bbox must be 4 finite numbers"):
+    with pytest.raises(COCOFormatError, match="bbox must be 4 finite numbers"):
         load_coco(_coco(tmp_path, annotations=[{**one, "bbox": [1, "2", 10, 8]}]), str(tmp_path))
     twice = [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
              {"id": 2, "file_name": "./a.jpg", "width": 40, "height": 30}]
-    with pytest.raises(VOCFormatError, match=r"file '\./a\.jpg' is listed twice in 'images' \(ids 1 and 2\)"):
+    with pytest.raises(COCOFormatError, match=r"file '\./a\.jpg' is listed twice in 'images' \(ids 1 and 2\)"):
         load_coco(_coco(tmp_path, images=twice, annotations=[one]), str(tmp_path))
-    with pytest.raises(VOCFormatError, match="width must be a number"):
+    with pytest.raises(COCOFormatError, match="width must be a number"):
         load_coco(_coco(tmp_path, images=[{"id": 1, "file_name": "a.jpg", "width": "40", "height": 30}]),
                   str(tmp_path))
 
@@ -272,5 +272,5 @@ def test_an_exif_rotated_photo_annotated_upright_is_explained(tmp_path):
     spec = {"images": [{"id": 1, "file_name": "a.jpg", "width": 30, "height": 40}],
             "categories": [{"id": 5, "name": "cat"}], "annotations": []}
     (tmp_path / "d.json").write_text(json.dumps(spec))
-    with pytest.raises(VOCFormatError, match=r"declares 30x40 but .*a\.jpg is 40x30; its EXIF orientation \(6\)"):
+    with pytest.raises(COCOFormatError, match=r"declares 30x40 but .*a\.jpg is 40x30; its EXIF orientation \(6\)"):
         load_coco(str(tmp_path / "d.json"), str(tmp_path))

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_gaf.detection.data import load_detection_splits, with_canvas_transform
+from hf_gaf.detection.data import DetectionDataArguments, load_split
+from hf_gaf.detection.schema import with_canvas_transform
 from hf_gaf.detection.detr import DetrCollator, build_detr_model, detr_postprocess, processor_for
 from hf_gaf.detection.schema import EVAL_KEY, EvalTarget
 from hf_gaf.detection.synthetic_voc import SHAPE_CLASSES, make_voc
@@ -82,7 +83,7 @@ def synthetic_voc(tmp_path_factory):
 
 @pytest.mark.parametrize("model_type", ["detr", "rt_detr"])
 def test_oracle_through_the_recipe_evaluation_path_gives_map_one(tmp_path, synthetic_voc, model_type):
-    _, eval_ds = load_detection_splits(synthetic_voc, "2007", "trainval", "test", list(SHAPE_CLASSES))
+    eval_ds = load_split(DetectionDataArguments(voc_root=synthetic_voc), list(SHAPE_CLASSES), "eval")
     processor = processor_for(model_type)
     eval_ds = with_canvas_transform(eval_ds, DetectionTransform(128, train=False))
     trainer = DetectionTrainer(

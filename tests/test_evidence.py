@@ -97,7 +97,7 @@ def test_sweep_writes_heatmap_and_resumes_without_rerunning_finished_cells(tmp_p
 
 
 def test_telemetry_plot_from_a_tiny_runs_logs(tmp_path):
-    from hf_gaf.harness.run import run_training
+    from hf_gaf.harness.training import run_training
 
     args = tiny_args(tmp_path, gaf_log_stats=True, logging_steps=2, logging_strategy="steps", eval_strategy="no")
     trainer = SequentialGAFTrainer(model=TinyRegressor(), args=args, train_dataset=TinyData(64))

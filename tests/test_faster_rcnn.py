@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from hf_gaf.detection.data import load_detection_splits, with_canvas_transform
+from hf_gaf.detection.data import DetectionDataArguments, load_split
+from hf_gaf.detection.schema import with_canvas_transform
 from hf_gaf.detection.faster_rcnn import (FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess,
                                           from_model_labels, to_model_labels)
 from hf_gaf.detection.synthetic_voc import SHAPE_CLASSES, make_voc
@@ -56,7 +57,7 @@ class OracleFasterRCNN(torch.nn.Module):
 
 def test_oracle_through_the_recipe_evaluation_path_gives_map_one(tmp_path):
     root = make_voc(str(tmp_path / "voc"), n_train=4, n_test=16, image_size=96, seed=2)
-    _, eval_ds = load_detection_splits(root, "2007", "trainval", "test", list(SHAPE_CLASSES))
+    eval_ds = load_split(DetectionDataArguments(voc_root=root), list(SHAPE_CLASSES), "eval")
     eval_ds = with_canvas_transform(eval_ds, DetectionTransform(128, train=False))
     trainer = DetectionTrainer(model=OracleFasterRCNN(), args=tiny_args(tmp_path / "o", gaf="none", batch_eval_metrics=True,
                                                                          per_device_eval_batch_size=6, remove_unused_columns=False),

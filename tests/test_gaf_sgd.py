@@ -110,7 +110,7 @@ GROUP_SETTINGS = [
 def test_fused_pass_matches_eager(cfg, placement):
     """The compiled pass against the per-tensor loop, over the group settings the eager paths are checked
     with (the Triton step has the same table in test_triton_kernels.py)."""
-    import hf_gaf.gaf_sgd as gaf_sgd_module
+    from hf_gaf import fused_step
 
     torch._dynamo.reset()  # each setting is a new graph: stay under Dynamo's recompile limit (8)
     a, b = make_params(torch.float32), make_params(torch.float32)
@@ -126,7 +126,7 @@ def test_fused_pass_matches_eager(cfg, placement):
         ob.step()
         sched.step()
         sched_a.step()
-    assert not gaf_sgd_module._compile_failed
+    assert not fused_step._compile_failed
     for pa, pb in zip(a, b):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
 
@@ -293,11 +293,8 @@ def test_an_infinite_gradient_makes_the_parameter_nan_never_a_silent_drift(monke
 
         if not triton_kernels.runs_on(torch.device("cpu")):
             pytest.skip("needs triton and TRITON_INTERPRET=1")
-        monkeypatch.setenv("HF_GAF_FUSED", "triton")
     kwargs = {"per-tensor": dict(foreach=False, fused=False), "foreach": dict(foreach=True, fused=False),
-              "compiled": dict(fused=True), "triton": dict(fused=True)}[path]
-    if path == "compiled":
-        monkeypatch.setenv("HF_GAF_FUSED", "compile")
+              "compiled": dict(fused="compile"), "triton": dict(fused="triton")}[path]
     p = torch.nn.Parameter(torch.tensor([0.5, -0.3, 0.2]))
     opt = GAFSGD([p], lr=0.1, momentum=0.9, gaf="atan", alpha=0.1, beta=20.0, placement=placement, **kwargs)
     for step in range(12):
@@ -326,3 +323,48 @@ def test_bad_groups_are_refused_and_not_kept():
     import numpy as np
 
     GAFSGD(p[:1], lr=0.1, alpha=np.float32(0.1), beta=np.float64(20.0))  # numpy scalars are numbers too
+
+
+def test_the_path_is_chosen_by_one_rule_from_arguments_and_the_environment(monkeypatch):
+    """fused=None on CPU picks the compiled pass once the momentum buffers exist (the default CPU choice),
+    the eager loop before; HF_GAF_FUSED is the default of fused=None only, and a bad value is an error."""
+    from hf_gaf.fused_step import Path, choose_path
+
+    cpu = [torch.zeros(3, requires_grad=True)]
+    monkeypatch.delenv("HF_GAF_FUSED", raising=False)
+    assert choose_path(cpu, fused=None, foreach=None, gaf_kind="atan") == Path("compile", False)
+    assert choose_path(cpu, fused=None, foreach=None, gaf_kind="atan", creates_buffers=True) == Path(None, False)
+    assert choose_path(cpu, fused=None, foreach=None, gaf_kind=torch.tanh) == Path(None, False)  # a callable
+    assert choose_path(cpu, fused=None, foreach=True, gaf_kind="atan") == Path(None, True)
+    assert choose_path(cpu, fused=None, foreach=None, gaf_kind="atan", can_compile=False) == Path(None, False)
+    monkeypatch.setenv("HF_GAF_FUSED", "0")
+    assert choose_path(cpu, fused=None, foreach=None, gaf_kind="atan") == Path(None, False)
+    assert choose_path(cpu, fused="compile", foreach=None, gaf_kind="atan") == Path("compile", False)  # explicit wins
+    monkeypatch.setenv("HF_GAF_FUSED", "fast")
+    with pytest.raises(ValueError, match="HF_GAF_FUSED='fast': expected auto, 0, compile or triton"):
+        choose_path(cpu, fused=None, foreach=None, gaf_kind="atan")
+    with pytest.raises(ValueError, match="fused='fast'"):
+        GAFSGD(cpu, lr=0.1, fused="fast")
+
+
+def test_the_default_cpu_step_through_gafsgd_equals_the_eager_loop(monkeypatch):
+    """GAFSGD() with no path argument and no HF_GAF_FUSED, on CPU: the compiled pass from step 2 on, the
+    same numbers as the per-tensor loop."""
+    from hf_gaf import fused_step
+
+    monkeypatch.delenv("HF_GAF_FUSED", raising=False)
+    torch._dynamo.reset()
+    calls = []
+    monkeypatch.setattr(fused_step, "_compiled_gaf_sgd",
+                        lambda *a, _f=fused_step._compiled_gaf_sgd, **k: calls.append(1) or _f(*a, **k))
+    a, b = make_params(torch.float32), make_params(torch.float32)
+    settings = dict(lr=0.05, momentum=0.9, weight_decay=1e-3, gaf="atan", alpha=0.1, beta=20.0)
+    oa, ob = GAFSGD(a, **settings), GAFSGD(b, **settings, fused=False)
+    for s in range(3):
+        fake_grads(a, s)
+        fake_grads(b, s)
+        oa.step()
+        ob.step()
+    assert len(calls) == 2  # steps 2 and 3; step 1 made the buffers eagerly
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)

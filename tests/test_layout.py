@@ -68,8 +68,8 @@ try:
     import hf_gaf.trainer
 except ImportError as err:
     print("TRAINER", err)
-from hf_gaf._extras import cli_main
-print("CLI", cli_main())
+from hf_gaf.__main__ import main
+print("CLI", main())
 """
     proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=180,
                           cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HF_GAF_FUSED": "0"})
@@ -81,20 +81,22 @@ print("CLI", cli_main())
     assert proc.stderr.strip().endswith("pip install 'hf_gaf[recipes]'"), proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("module, extra, package", [
-    ("hf_gaf.trainer", "hf", "transformers"),
-    ("hf_gaf.detection", "detection", "pycocotools"),
-    ("hf_gaf.metrics", "detection", "pycocotools"),
-    ("hf_gaf.harness", "recipes", "timm"),
+@pytest.mark.parametrize("module, extra, package, statement", [
+    ("hf_gaf.trainer", "hf", "transformers", "import hf_gaf.trainer"),
+    ("hf_gaf.detection", "detection", "pycocotools", "import hf_gaf.detection"),
+    ("hf_gaf.metrics", "detection", "pycocotools", "from hf_gaf.metrics import DetectionEvaluator"),
+    ("hf_gaf.harness", "recipes", "timm", "import hf_gaf.harness"),
 ])
-def test_a_missing_extra_is_one_line_naming_it(module, extra, package):
-    """With one package of the extra hidden, importing the wing fails in one line naming the extra."""
+def test_a_missing_extra_is_one_line_naming_it(module, extra, package, statement):
+    """With one package of the extra hidden, importing the wing fails in one line naming the extra (the
+    metrics wing: its detection metrics; ``metric_path`` needs nothing)."""
     code = f"""
 import importlib.util, sys
 real = importlib.util.find_spec
 importlib.util.find_spec = lambda name, *a: None if name == {package!r} else real(name, *a)
+from hf_gaf.metrics import metric_path
 try:
-    import {module}
+    {statement}
 except ImportError as err:
     print("ERROR", err)
 """
@@ -131,14 +133,30 @@ def test_the_library_never_imports_the_harness_and_the_core_imports_no_wing():
     library = [p for p in (ROOT / "hf_gaf").rglob("*.py") if "harness" not in p.parts]
     assert library
     for path in library:
-        allowed = {"hf_gaf.harness.cli", "hf_gaf.harness.cli.main"} if path.name == "_extras.py" else set()  # hf-gaf's entry
+        entry = path.name == "__main__.py"  # the hf-gaf command's entry: the one bridge to the harness
+        allowed = {"hf_gaf.harness.cli", "hf_gaf.harness.cli.main"} if entry else set()
         bad = sorted(n for n in _imports(path) - allowed if n.startswith(("hf_gaf.harness", "hf_gaf.recipes")))
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
-    for name in ("functional", "gaf_sgd", "hook", "triton_kernels", "__init__"):
+    for name in ("functional", "gaf_sgd", "fused_step", "hook", "triton_kernels", "__init__", "_extras"):
         path = ROOT / "hf_gaf" / f"{name}.py"
         wings = sorted(n for n in _imports(path, at_import_time=True)
                        if n.startswith(("hf_gaf.trainer", "hf_gaf.detection", "hf_gaf.metrics")))
         assert not wings, f"{path.relative_to(ROOT)} imports {wings}"
+
+
+def test_no_import_circle_through_the_entry_point():
+    """Nothing the harness imports imports the entry point back (it used to live in ``_extras``, which every
+    wing imports)."""
+    for path in (ROOT / "hf_gaf").rglob("*.py"):
+        assert "hf_gaf.__main__" not in _imports(path), path
+
+
+def test_the_classification_recipe_loads_no_detection_module():
+    code = ("import sys, hf_gaf.recipes.classification.train; "
+            "print(sorted(m for m in sys.modules if m.startswith(('hf_gaf.detection', 'hf_gaf.metrics.'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
 
 
 def test_recipes_are_importable_modules():
@@ -151,7 +169,7 @@ def test_recipes_are_importable_modules():
 def test_recipe_flag_is_a_warned_alias_of_preset(tmp_path):
     from transformers import HfArgumentParser
 
-    from hf_gaf.harness.experiment import ExperimentArguments
+    from hf_gaf.harness.experiment_args import ExperimentArguments
     from hf_gaf.harness.presets import PresetArguments, parse_with_preset
 
     parser = HfArgumentParser((PresetArguments, ExperimentArguments))

@@ -55,7 +55,7 @@ def test_a_resume_with_another_batch_size_stops_before_training_naming_the_flag(
 
 
 def test_a_checkpoint_cut_short_is_passed_over_or_refused(finished_run, tmp_path):
-    from hf_gaf.harness.run import resolve_checkpoint
+    from hf_gaf.harness.training import resolve_checkpoint
 
     work = tmp_path / "run"
     work.mkdir()
@@ -147,3 +147,27 @@ def test_an_optimizer_passed_in_that_agrees_trains_and_a_hooked_one_is_compared(
         SequentialGAFTrainer(model=model, args=tiny_args(tmp_path / "b", optim="adamw_torch", optim_args=None,
                                                           gaf_placement="grad"),
                              train_dataset=TinyData(16), optimizers=(adamw, None))
+
+
+CLASSIFICATION_PRESETS = ["sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "adamw", "adamw-gaf"]
+
+
+@pytest.mark.parametrize("preset", CLASSIFICATION_PRESETS)
+def test_every_preset_checkpoint_loads_with_weights_only(tmp_path, preset):
+    """optimizer.pt holds only tensors, strings and numbers: transformers loads it with weights_only=True."""
+    classification.main([*TINY, "--preset", preset, "--max_steps", "1", "--output_dir", str(tmp_path)])
+    state = torch.load(tmp_path / "checkpoint-1" / "optimizer.pt", weights_only=True)
+    assert state["param_groups"]
+
+
+def test_a_clip_value_run_resumes_through_the_recipe(tmp_path):
+    import shutil
+
+    flags = [*TINY, "--preset", "clip-value", "--max_steps", "3", "--save_steps", "2"]
+    classification.main([*flags, "--output_dir", str(tmp_path / "whole")])
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    classification.main([*flags, "--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", "last"])
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())["final"]
+    b = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["final"]
+    assert a["eval_loss"] == b["eval_loss"] and a["eval_accuracy"] == b["eval_accuracy"]

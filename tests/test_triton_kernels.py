@@ -28,11 +28,6 @@ SHAPES = [(0,), (1,), (7,), (K.BLOCK,), (2 * K.BLOCK + 3,), (33, 65)]
 EPS = {torch.float32: 2.0**-23, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
 
 
-@pytest.fixture(autouse=True)
-def _triton_path(monkeypatch):
-    monkeypatch.setenv("HF_GAF_FUSED", "triton")
-
-
 def make_params(dtypes):
     g = torch.Generator().manual_seed(3)
     return [torch.nn.Parameter(torch.randn(shape, generator=g).to(dtypes[i % len(dtypes)]))
@@ -80,7 +75,7 @@ def run_against_reference(dtypes, kind, options, placement, steps=4):
     params = make_params(dtypes)
     name, alpha, beta = kind
     cfg = dict(options, gaf=name, alpha=alpha, beta=beta, placement=placement)
-    opt = GAFSGD(params, lr=0.05, fused=True, **cfg)
+    opt = GAFSGD(params, lr=0.05, fused="triton", **cfg)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)  # a new lr every step
     alive, addresses = [], []
     for step in range(steps):
@@ -118,7 +113,7 @@ def test_gafsgd_one_launch_per_dtype(monkeypatch):
     original = K.gaf_sgd_step
     monkeypatch.setattr(K, "gaf_sgd_step", lambda *a, **kw: launches.append(kw["dtype"]) or original(*a, **kw))
     params = make_params([torch.float32, torch.bfloat16])
-    opt = GAFSGD(params, lr=0.1, momentum=0.9, fused=True)
+    opt = GAFSGD(params, lr=0.1, momentum=0.9, fused="triton")
     alive = []
     for step in range(3):
         new_grads(params, step, alive)
@@ -131,7 +126,7 @@ def test_first_step_with_some_buffers_missing():
     continue their buffers: two launches in that step, same numbers as the eager path."""
     a, b = make_params([torch.float32]), make_params([torch.float32])
     settings = dict(lr=0.05, momentum=0.9, dampening=0.2, weight_decay=1e-3, gaf="atan", alpha=0.1, beta=20.0)
-    oa, ob = GAFSGD(a, **settings, fused=True), GAFSGD(b, **settings, fused=False)
+    oa, ob = GAFSGD(a, **settings, fused="triton"), GAFSGD(b, **settings, fused=False)
     alive = []
     for step in range(5):
         for params in (a, b):
@@ -148,7 +143,7 @@ def test_first_step_with_some_buffers_missing():
 def test_non_dense_gradient_falls_back_to_eager_unchanged():
     p = [torch.nn.Parameter(torch.randn(6, 4))]
     q = [torch.nn.Parameter(p[0].detach().clone())]
-    op = GAFSGD(p, lr=0.1, momentum=0.9, fused=True)
+    op = GAFSGD(p, lr=0.1, momentum=0.9, fused="triton")
     oq = GAFSGD(q, lr=0.1, momentum=0.9, fused=False)
     g = torch.randn(4, 6)
     p[0].grad, q[0].grad = g.t(), g.t().contiguous()  # transposed: strides differ from the parameter's
@@ -178,7 +173,7 @@ def test_hook_kernel_matches_foreach_and_scaled_form_equals_unscaled(monkeypatch
     grads = [p.grad.clone() for p in params]
     expected = [F64["atan"](g.double(), 0.1, 20.0).to(dtype) for g in grads]
     opt = torch.optim.SGD(params, lr=0.0)
-    hook = attach_gaf(opt, gaf="atan", alpha=0.1, beta=20.0)
+    hook = attach_gaf(opt, gaf="atan", alpha=0.1, beta=20.0, fused="triton")
     opt.step()
     for p, e in zip(params, expected):
         torch.testing.assert_close(p.grad, e, rtol=2 * EPS[dtype], atol=1e-30)
@@ -202,9 +197,9 @@ def test_hook_with_fused_optimizer_and_grad_scaler_equals_unscaled_run():
     m1 = torch.nn.Sequential(torch.nn.Linear(6, 40), torch.nn.Tanh(), torch.nn.Linear(40, 3))
     m2 = torch.nn.Sequential(torch.nn.Linear(6, 40), torch.nn.Tanh(), torch.nn.Linear(40, 3))
     m2.load_state_dict(m1.state_dict())
-    o1 = torch.optim.AdamW(m1.parameters(), lr=1e-2, fused=True)
-    o2 = torch.optim.AdamW(m2.parameters(), lr=1e-2, fused=True)
-    h1, h2 = attach_gaf(o1), attach_gaf(o2)
+    o1 = torch.optim.AdamW(m1.parameters(), lr=1e-2, fused="triton")
+    o2 = torch.optim.AdamW(m2.parameters(), lr=1e-2, fused="triton")
+    h1, h2 = attach_gaf(o1, fused="triton"), attach_gaf(o2, fused="triton")
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1000)
     g = torch.Generator().manual_seed(5)
     for _ in range(4):

@@ -194,14 +194,15 @@ def test_decompression_bomb_duplicates_and_empty_splits_are_clear_errors(tmp_pat
 
 
 def test_recipes_train_on_a_subset_of_classes_with_the_flag_the_error_names(tmp_path):
-    from hf_gaf.detection.data import load_detection_splits
+    from hf_gaf.detection.data import DetectionDataArguments, load_splits
 
     write_voc(tmp_path, images={"a": [("dog", 11, 6, 30, 20, "", ""), ("cat", 1, 1, 20, 20, "", "")]})
     write_voc(tmp_path, images={"a": [("dog", 11, 6, 30, 20, "", ""), ("cat", 1, 1, 20, 20, "", "")]}, split="test")
     with pytest.raises(VOCFormatError, match="--skip_unknown_classes true"):
-        load_detection_splits(str(tmp_path), "2007", "trainval", "test", ["dog"])
+        load_splits(DetectionDataArguments(voc_root=str(tmp_path)), ["dog"])
     with pytest.warns(UserWarning, match="skipped 1 objects of unknown classes"):
-        train, evaluation = load_detection_splits(str(tmp_path), "2007", "trainval", "test", ["dog"], skip_unknown=True)
+        train, evaluation = load_splits(DetectionDataArguments(voc_root=str(tmp_path), skip_unknown_classes=True),
+                                        ["dog"])
     assert train[0]["objects"]["category"] == [0] and len(evaluation) == 1
 
 

@@ -7,7 +7,7 @@ rows :func:`~hf_gaf.detection.voc.load_voc` gives, so one transform, trainer and
   counted (one warning), as VOC's zero-area boxes; boxes are clamped to the image;
 - ``iscrowd: 1`` objects are kept as ``difficult`` (ignored by the VOC metric, as in VOC).
 
-Bad input is a :class:`~hf_gaf.detection.voc.VOCFormatError` naming the file and the field: a file that is
+Bad input is a :class:`COCOFormatError` naming the file and the field: a file that is
 not JSON, a missing ``images``/``annotations``/``categories`` list, an annotation whose image or category
 does not exist, an image file that is missing or whose size differs from the JSON's.
 
@@ -34,22 +34,26 @@ from collections.abc import Sequence
 
 import datasets
 
-from .voc import VOCFormatError, _image_size, size_mismatch_note, voc_features
+from .images import DetectionDataError, detection_features, image_size, size_mismatch_note
+
+
+class COCOFormatError(DetectionDataError):
+    """A COCO JSON file (or an image it names) is missing or malformed; the message names it and the field."""
 
 
 def _read(path: str) -> dict:
     if not os.path.isfile(path):
-        raise VOCFormatError(f"COCO annotation file {path} does not exist")
+        raise COCOFormatError(f"COCO annotation file {path} does not exist")
     try:
         with open(path) as f:
             spec = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise VOCFormatError(f"{path} is not JSON ({err})") from None
+        raise COCOFormatError(f"{path} is not JSON ({err})") from None
     if not isinstance(spec, dict):
-        raise VOCFormatError(f"{path}: the top level is {type(spec).__name__}, not a COCO object")
+        raise COCOFormatError(f"{path}: the top level is {type(spec).__name__}, not a COCO object")
     for key in ("images", "annotations", "categories"):
         if not isinstance(spec.get(key), list):
-            raise VOCFormatError(f"{path}: field {key!r} is missing or not a list")
+            raise COCOFormatError(f"{path}: field {key!r} is missing or not a list")
     return spec
 
 
@@ -67,11 +71,11 @@ def _categories(spec: dict, path: str) -> list[tuple[int, str]]:
     out = []
     for i, cat in enumerate(spec["categories"]):
         if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
-            raise VOCFormatError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name', got {cat!r}")
+            raise COCOFormatError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name', got {cat!r}")
         out.append((cat["id"], cat["name"]))
     ids = [i for i, _ in out]
     if len(set(ids)) != len(ids):
-        raise VOCFormatError(f"{path}: categories repeat an id: {sorted({i for i in ids if ids.count(i) > 1})}")
+        raise COCOFormatError(f"{path}: categories repeat an id: {sorted({i for i in ids if ids.count(i) > 1})}")
     return sorted(out)
 
 
@@ -87,20 +91,20 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
     label_of = {}
     for cat_id, name in categories:
         if name not in index:
-            raise VOCFormatError(f"{path}: category {name!r} (id {cat_id}) is not one of the classes {names}")
+            raise COCOFormatError(f"{path}: category {name!r} (id {cat_id}) is not one of the classes {names}")
         label_of[cat_id] = index[name]
     images, files = {}, {}
     for i, img in enumerate(spec["images"]):
         if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
-            raise VOCFormatError(f"{path}: images[{i}] needs 'id' and 'file_name', got {img!r}")
+            raise COCOFormatError(f"{path}: images[{i}] needs 'id' and 'file_name', got {img!r}")
         if img["id"] in images:
-            raise VOCFormatError(f"{path}: image id {img['id']!r} appears twice in 'images'")
+            raise COCOFormatError(f"{path}: image id {img['id']!r} appears twice in 'images'")
         for key in ("width", "height"):
             if key in img and not _is_number(img[key]):
-                raise VOCFormatError(f"{path}: images[{i}] (id {img['id']!r}): {key} must be a number, got {img[key]!r}")
+                raise COCOFormatError(f"{path}: images[{i}] (id {img['id']!r}): {key} must be a number, got {img[key]!r}")
         file = os.path.normpath(img["file_name"])
         if file in files:  # its boxes would be learned twice and scored as two images
-            raise VOCFormatError(f"{path}: file {img['file_name']!r} is listed twice in 'images' (ids {files[file]!r} "
+            raise COCOFormatError(f"{path}: file {img['file_name']!r} is listed twice in 'images' (ids {files[file]!r} "
                                  f"and {img['id']!r}); merge their annotations under one id")
         files[file] = img["id"]
         images[img["id"]] = img
@@ -109,17 +113,17 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
     for i, ann in enumerate(spec["annotations"]):
         where = f"{path}: annotations[{i}] (id {ann.get('id')!r})" if isinstance(ann, dict) else f"{path}: annotations[{i}]"
         if not isinstance(ann, dict):
-            raise VOCFormatError(f"{where} is not an object")
+            raise COCOFormatError(f"{where} is not an object")
         if ann.get("image_id") not in images:
-            raise VOCFormatError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+            raise COCOFormatError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
         if ann.get("category_id") not in label_of:
-            raise VOCFormatError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
+            raise COCOFormatError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
         box = ann.get("bbox")
         if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) and math.isfinite(v) for v in box):
-            raise VOCFormatError(f"{where}: bbox must be 4 finite numbers [x, y, width, height], got {box!r}")
+            raise COCOFormatError(f"{where}: bbox must be 4 finite numbers [x, y, width, height], got {box!r}")
         crowd = ann.get("iscrowd", 0)
         if type(crowd) is not int or crowd not in (0, 1):
-            raise VOCFormatError(f"{where}: iscrowd must be 0 or 1, got {ann['iscrowd']!r}")
+            raise COCOFormatError(f"{where}: iscrowd must be 0 or 1, got {ann['iscrowd']!r}")
         img = images[ann["image_id"]]
         x, y, w, h = (float(v) for v in box)
         if w <= 0 or h <= 0:
@@ -147,11 +151,11 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
             continue
         file = os.path.join(images_dir, img["file_name"])
         if not os.path.isfile(file):
-            raise VOCFormatError(f"{path}: image id {image_id!r}: file {file} does not exist")
-        actual = _image_size(file)
+            raise COCOFormatError(f"{path}: image id {image_id!r}: file {file} does not exist")
+        actual = image_size(file, COCOFormatError)
         declared = (img.get("width"), img.get("height"))
         if None not in declared and tuple(declared) != actual:
-            raise VOCFormatError(f"{path}: image id {image_id!r} declares {declared[0]}x{declared[1]} but {file} is "
+            raise COCOFormatError(f"{path}: image id {image_id!r} declares {declared[0]}x{declared[1]} but {file} is "
                                  f"{actual[0]}x{actual[1]}" + size_mismatch_note(file, declared, actual))
         rows["image"].append(file)
         rows["image_id"].append(str(image_id))
@@ -159,8 +163,8 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
         rows["height"].append(actual[1])
         rows["objects"].append(objects[image_id])
     if not rows["image"]:
-        raise VOCFormatError(f"{path} has no images" + (" with objects" if skip_empty else ""))
-    return datasets.Dataset.from_dict(rows, features=voc_features(names))
+        raise COCOFormatError(f"{path} has no images" + (" with objects" if skip_empty else ""))
+    return datasets.Dataset.from_dict(rows, features=detection_features(names))
 
 
 def write_coco(dataset: datasets.Dataset, path: str, categories: Sequence[tuple[int, str]] | None = None,
@@ -191,9 +195,9 @@ def voc_to_coco(voc_root: str, year: str = "2007", splits: Sequence[str] = ("tra
     """Write each VOC ``split`` of ``year`` under ``voc_root`` as ``VOC<year>/coco/<split>.json`` (COCO JSON over the
     same JPEGs, category ids 1..K in the order of ``classes``, default the sorted names of the first split);
     return the paths."""
-    from .voc import _year_dir, load_voc, voc_class_names
+    from .voc import load_voc, voc_class_names, year_dir
 
-    base = _year_dir(voc_root, year)
+    base = year_dir(voc_root, year)
     names = list(classes) if classes is not None else voc_class_names(voc_root, [year], splits[0])
     os.makedirs(os.path.join(base, "coco"), exist_ok=True)
     paths = []

@@ -21,12 +21,13 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .transforms import CanvasSample, canvas_to_original
+from .transforms import CanvasSample, DetectionTransform, canvas_to_original
 
 EVAL_KEY = "eval_target"
 PAD = -1.0
@@ -129,3 +130,22 @@ def unpack(predictions, ground_truth) -> tuple[list[dict], list[dict]]:
         detections.append({"image_id": image_id, "boxes": p[:, :4], "scores": p[:, _col(DETECTION_COLUMNS, "score")],
                            "labels": p[:, d_label].astype(int)})
     return detections, truths
+
+
+def with_canvas_transform(dataset, transform: DetectionTransform):
+    """``dataset`` (rows with ``image``, ``objects``, ``index``) whose rows come out, on access, as
+    ``{"sample": CanvasSample, "eval_target": EvalTarget}``: the training split gets the augmenting
+    transform, the evaluation split the plain one, and one collator per model family serves both."""
+
+    def apply(batch: dict) -> dict:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        samples = [transform.apply(row) for row in rows]
+        return {"sample": samples, EVAL_KEY: [EvalTarget.of(row, s) for row, s in zip(rows, samples)]}
+
+    fingerprint_log = logging.getLogger("datasets.fingerprint")  # it warns that a closure "couldn't be hashed":
+    level = fingerprint_log.level                                 # harmless for an on-access transform
+    fingerprint_log.setLevel(logging.ERROR)
+    try:
+        return dataset.with_transform(apply)
+    finally:
+        fingerprint_log.setLevel(level)

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 
 import datasets
 from defusedxml import ElementTree
-from PIL import Image
 from defusedxml.common import DefusedXmlException
+
+from .images import DetectionDataError, detection_features, image_size, size_mismatch_note
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -44,28 +45,11 @@ EXPECTED_LAYOUT = """expected layout:
 where ROOT is the VOCdevkit folder (or the folder that contains it)"""
 
 
-class VOCFormatError(ValueError):
+class VOCFormatError(DetectionDataError):
     """A VOC file or folder is missing or malformed; the message names it."""
 
 
-def voc_features(classes: Sequence[str]) -> datasets.Features:
-    """The ``datasets`` features of :func:`load_voc`'s rows."""
-    return datasets.Features({
-        "image": datasets.Image(mode="RGB"),
-        "image_id": datasets.Value("string"),
-        "width": datasets.Value("int32"),
-        "height": datasets.Value("int32"),
-        "objects": {
-            "bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
-            "category": datasets.List(datasets.ClassLabel(names=list(classes))),
-            "difficult": datasets.List(datasets.Value("bool")),
-            "truncated": datasets.List(datasets.Value("bool")),
-            "area": datasets.List(datasets.Value("float32")),
-        },
-    })
-
-
-def _year_dir(root: str, year: str) -> str:
+def year_dir(root: str, year: str) -> str:
     for candidate in (os.path.join(root, f"VOC{year}"), os.path.join(root, "VOCdevkit", f"VOC{year}")):
         if os.path.isdir(candidate):
             return candidate
@@ -90,42 +74,6 @@ def _number(node, tag: str, path: str) -> float:
     if not math.isfinite(number):
         raise VOCFormatError(f"{path}: <{tag}> is not a finite number: {value!r}")
     return number
-
-
-def _image_size(jpg: str) -> tuple[int, int]:
-    """(width, height) from the image header. Unreadable images, decompression bombs and JPEGs cut
-    short are a :class:`VOCFormatError` naming the file: a JPEG that does not end with its end-of-image
-    marker (FFD9, trailing padding allowed) is decoded here to tell a truncated file from one with
-    trailing data; every other image is decoded only when training reads it."""
-    try:
-        with Image.open(jpg) as image:
-            if image.format == "JPEG" and not _ends_with_eoi(jpg):
-                image.load()  # raises OSError("image file is truncated ...") for a file cut short
-            return image.size
-    except (OSError, Image.DecompressionBombError) as err:
-        raise VOCFormatError(f"image {jpg} cannot be read: {err}") from None
-
-
-def size_mismatch_note(path: str, declared: tuple, actual: tuple[int, int]) -> str:
-    """The end of a size-mismatch error: whether the file's EXIF orientation explains it (a camera photo
-    stored sideways that viewers and annotation tools show turned upright; its pixels are read as stored)."""
-    try:
-        with Image.open(path) as image:
-            orientation = image.getexif().get(0x0112, 1)
-    except OSError:
-        orientation = 1
-    if orientation in (5, 6, 7, 8) and tuple(declared) == (actual[1], actual[0]):
-        return (f"; its EXIF orientation ({orientation}) turns it by 90 degrees when displayed, so it was annotated "
-                "upright: save the image upright (e.g. PIL.ImageOps.exif_transpose) and annotate that")
-    return "; boxes would be clamped to the wrong image"
-
-
-def _ends_with_eoi(path: str) -> bool:
-    """True when the file's last non-padding bytes are the JPEG end-of-image marker FFD9."""
-    with open(path, "rb") as f:
-        f.seek(max(os.path.getsize(path) - 64, 0))
-        tail = f.read().rstrip(b"\x00\n\r ")
-    return tail.endswith(b"\xff\xd9")
 
 
 def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = True, skip_unknown: bool = False) -> dict:
@@ -188,7 +136,7 @@ def voc_class_names(root: str, years: Sequence[str], split: str) -> list[str]:
     """The sorted class names that the annotations of ``split`` (over ``years``) under ``root`` use."""
     names = set()
     for year in years:
-        base = _year_dir(root, str(year))
+        base = year_dir(root, str(year))
         for image_id in _split_ids(base, split)[1]:
             xml = os.path.join(base, "Annotations", f"{image_id}.xml")
             try:
@@ -224,7 +172,7 @@ def load_voc(
     rows = {"image": [], "image_id": [], "width": [], "height": [], "objects": []}
     n_unknown = n_degenerate = 0
     for year in years:
-        base = _year_dir(root, str(year))
+        base = year_dir(root, str(year))
         split_file, ids = _split_ids(base, split)
         repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
         if repeated:
@@ -237,7 +185,7 @@ def load_voc(
             if not os.path.isfile(jpg):
                 raise VOCFormatError(f"image {jpg} listed in {split_file} does not exist")
             record = parse_voc_xml(xml, classes, keep_difficult=keep_difficult, skip_unknown=skip_unknown)
-            actual = _image_size(jpg)
+            actual = image_size(jpg, VOCFormatError)
             if actual != (record["width"], record["height"]):
                 declared = (record["width"], record["height"])
                 raise VOCFormatError(f"{xml}: <size> says {declared[0]}x{declared[1]} but {jpg} is "
@@ -259,4 +207,4 @@ def load_voc(
     if not rows["image"]:
         raise VOCFormatError(f"split {split!r} of VOC{'+'.join(map(str, years))} under {root} has no images"
                              + (" with objects" if skip_empty else ""))
-    return datasets.Dataset.from_dict(rows, features=voc_features(classes))
+    return datasets.Dataset.from_dict(rows, features=detection_features(classes))

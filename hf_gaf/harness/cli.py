@@ -99,19 +99,20 @@ def _evaluate(args, rest: list[str]) -> None:
     from transformers import HfArgumentParser
 
     from ..detection.data import DetectionDataArguments
-    from ..detection.voc import VOCFormatError
+    from ..detection.images import DetectionDataError
+    from ..metrics.detection import EvaluationArguments
     from .inference import evaluate_saved
 
-    parser = HfArgumentParser(DetectionDataArguments, prog="hf-gaf evaluate (data flags)")
+    parser = HfArgumentParser((DetectionDataArguments, EvaluationArguments), prog="hf-gaf evaluate (data flags)")
     try:
-        (data,) = parser.parse_args_into_dataclasses(args=rest)
+        data, evaluation = parser.parse_args_into_dataclasses(args=rest)
     except SystemExit as exit_:
         raise CommandError(f"bad data flags {rest}") if exit_.code else exit_
     except ValueError as err:
         raise CommandError(str(err)) from None
     try:
-        evaluate_saved(args.model, data, args.out, batch_size=args.batch_size, overwrite=args.overwrite)
-    except (ValueError, VOCFormatError, FileNotFoundError) as err:
+        evaluate_saved(args.model, data, evaluation, args.out, batch_size=args.batch_size, overwrite=args.overwrite)
+    except (ValueError, DetectionDataError, FileNotFoundError) as err:
         raise CommandError(str(err)) from None
 
 

@@ -25,11 +25,12 @@ import torch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from ..detection.data import DetectionDataArguments, load_eval_split, with_canvas_transform
+from ..detection.data import DetectionDataArguments, load_split
 from ..detection.saved import load_detector
-from ..detection.schema import EVAL_KEY, EvalTarget
+from ..detection.schema import EVAL_KEY, EvalTarget, with_canvas_transform
 from ..detection.trainer import DetectionTrainer, detection_compute_metrics
 from ..detection.transforms import DetectionTransform
+from ..metrics.detection import EvaluationArguments
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DRAWN = "drawn"  # the folder of drawn PNGs inside --out
@@ -154,8 +155,8 @@ def _draw(image: Image.Image, boxes, scores, names, path: str) -> None:
 EVAL_RESULTS = "eval_results.json"
 
 
-def evaluate_saved(model_dir: str, data: DetectionDataArguments, out: str, batch_size: int = 8,
-                   overwrite: bool = False) -> dict:
+def evaluate_saved(model_dir: str, data: DetectionDataArguments, evaluation: EvaluationArguments, out: str,
+                   batch_size: int = 8, overwrite: bool = False) -> dict:
     """Score the detector of ``model_dir`` on the evaluation split of ``data``; write ``out/eval_results.json``
     (an existing one only with ``overwrite``)."""
     if batch_size < 1:
@@ -164,7 +165,7 @@ def evaluate_saved(model_dir: str, data: DetectionDataArguments, out: str, batch
         raise ValueError(f"--out {out} already holds {EVAL_RESULTS}; choose another folder or pass --overwrite")
     detector = load_detector(model_dir)
     names = detector.info.class_names
-    evaluation = load_eval_split(data, names)
+    images = load_split(data, names, "eval")
     transform = DetectionTransform(detector.info.image_size, train=False, mode=detector.info.resize_mode)
     from transformers import TrainingArguments
 
@@ -172,15 +173,15 @@ def evaluate_saved(model_dir: str, data: DetectionDataArguments, out: str, batch
         args = TrainingArguments(scratch, per_device_eval_batch_size=batch_size, batch_eval_metrics=True,
                                  eval_do_concat_batches=False, remove_unused_columns=False, report_to="none",
                                  use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
-        trainer = DetectionTrainer(model=detector.model, args=args, eval_dataset=with_canvas_transform(evaluation, transform),
+        trainer = DetectionTrainer(model=detector.model, args=args, eval_dataset=with_canvas_transform(images, transform),
                                    data_collator=detector.collator, postprocess=detector.postprocess,
-                                   compute_metrics=detection_compute_metrics(names, compat=data.compat))
+                                   compute_metrics=detection_compute_metrics(names, compat=evaluation.compat))
         metrics = trainer.evaluate()
-    report = {"model": os.path.abspath(model_dir), "family": detector.info.family, "n_images": len(evaluation),
+    report = {"model": os.path.abspath(model_dir), "family": detector.info.family, "n_images": len(images),
               "classes": names, "metrics": metrics}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, EVAL_RESULTS), "w") as f:
         json.dump(report, f, indent=2)
     shown = ", ".join(f"{k.removeprefix('eval_')}={v:.4f}" for k, v in metrics.items() if k.endswith("_map"))
-    print(f"{shown} on {len(evaluation)} images: {os.path.join(out, EVAL_RESULTS)}")
+    print(f"{shown} on {len(images)} images: {os.path.join(out, EVAL_RESULTS)}")
     return report

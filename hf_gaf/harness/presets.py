@@ -1,6 +1,6 @@
 """Named presets (``--preset NAME``): the paper's comparison as defaults that flags override.
 
-Each preset is a dict of :class:`~hf_gaf.harness.experiment.ExperimentArguments` defaults.
+Each preset is a dict of :class:`~hf_gaf.harness.experiment_args.ExperimentArguments` defaults.
 :func:`parse_with_preset` reads ``--preset`` first, installs the preset as parser defaults, then
 parses the command line, so an explicit flag always wins over the preset. ``--recipe`` is the old
 name of ``--preset``: still accepted, with a deprecation warning.

@@ -15,10 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 import timm
 import torch
-
-from ..detection.weights import load_state_dict_file
+from timm.models import load_state_dict
 
 
 class TimmClassifier(torch.nn.Module):
@@ -32,7 +33,14 @@ class TimmClassifier(torch.nn.Module):
         if cifar_stem:
             self._use_cifar_stem(model_name)
         if pretrained_path:
-            state = load_state_dict_file(pretrained_path)
+            if not os.path.isfile(pretrained_path):
+                raise FileNotFoundError(f"--pretrained_path {pretrained_path!r} does not exist (weights are read only "
+                                        "from local files)")
+            try:
+                state = load_state_dict(pretrained_path, use_ema=False)  # timm's: .safetensors, or a torch file
+            except Exception as err:  # a file cut short or not weights at all
+                raise ValueError(f"--pretrained_path {pretrained_path!r} cannot be read as weights "
+                                 f"({str(err).splitlines()[0]})") from None
             own = self.model.state_dict()
             # a checkpoint for another number of classes: keep everything but the mismatched head
             skipped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)

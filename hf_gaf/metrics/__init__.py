@@ -1,19 +1,21 @@
 """Metrics: VOC AP (devkit and py-faster-rcnn conventions), COCO AP, a streaming evaluator, and
 ``evaluate`` metric modules shipped inside the package (hub metric scripts cannot be fetched offline).
 
+:func:`metric_path` needs nothing but the standard library (the classification recipe uses it for its
+top-k accuracy module); the detection metrics load on first use and need the ``[detection]`` extra.
+
     >>> import evaluate
     >>> from hf_gaf.metrics import metric_path
     >>> voc_map = evaluate.load(metric_path("voc_map"))  # doctest: +SKIP
 """
 
+from importlib import import_module
 from pathlib import Path
 
 from .._extras import require_extra
 
-require_extra("hf_gaf.metrics", "detection")
-
-from .detection import DetectionEvaluator, make_compute_metrics  # noqa: E402
-from .voc import average_precision, box_iou, voc_eval  # noqa: E402
+_LAZY = {"DetectionEvaluator": ".detection", "make_compute_metrics": ".detection", "voc_eval": ".voc",
+         "average_precision": ".voc", "box_iou": ".voc"}
 
 _MODULES = Path(__file__).parent / "modules"
 
@@ -28,3 +30,10 @@ def metric_path(name: str) -> str:
 
 
 __all__ = ["DetectionEvaluator", "make_compute_metrics", "voc_eval", "average_precision", "box_iou", "metric_path"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        require_extra("hf_gaf.metrics", "detection")
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'hf_gaf.metrics' has no attribute {name!r}")

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +24,15 @@ from .coco import coco_eval
 from .voc import to_numpy, voc_eval
 
 METRIC_KEYS = ("voc07_map", "voc12_map", "coco_map", "coco_ap50", "coco_ap75")
+COMPAT = ("devkit", "py-faster-rcnn")
+
+
+@dataclass
+class EvaluationArguments:
+    """The evaluator's flag (for ``HfArgumentParser``): the VOC AP convention."""
+
+    compat: str = field(default="devkit", metadata={
+        "help": "VOC AP convention: devkit (the MATLAB devkit's) or py-faster-rcnn.", "choices": list(COMPAT)})
 
 
 class DetectionEvaluator:

@@ -28,9 +28,9 @@ from timm.data import create_transform, resolve_data_config  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
 from hf_gaf.harness.classification_data import DatasetNotAvailableError, load_classification_data  # noqa: E402
-from hf_gaf.harness.experiment import ExperimentArguments, ExperimentTrainer  # noqa: E402
+from hf_gaf.harness.experiment_args import ExperimentArguments, ExperimentTrainer  # noqa: E402
 from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.harness.run import prepare_run, recipe_defaults, run_training  # noqa: E402
+from hf_gaf.harness.training import prepare_run, recipe_defaults, run_training  # noqa: E402
 from hf_gaf.harness.sample_rng import SampleRNG  # noqa: E402
 from hf_gaf.harness.timm_classifier import TimmClassifier  # noqa: E402
 from hf_gaf.metrics import metric_path  # noqa: E402

@@ -27,10 +27,11 @@ from transformers import HfArgumentParser  # noqa: E402
 from hf_gaf.detection.data import DetectionDataArguments  # noqa: E402
 from hf_gaf.detection.detr import CheckpointClassMismatch, DetrCollator, build_detr_model, detr_postprocess  # noqa: E402
 from hf_gaf.detection.saved import DetectorInfo  # noqa: E402
-from hf_gaf.harness.detection_run import load_splits_or_exit, train_detector  # noqa: E402
-from hf_gaf.harness.experiment import ExperimentArguments  # noqa: E402
+from hf_gaf.harness.detection_training import DetectionOutputArguments, load_splits_or_exit, train_detector  # noqa: E402
+from hf_gaf.harness.experiment_args import ExperimentArguments  # noqa: E402
 from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.harness.run import prepare_run, recipe_defaults  # noqa: E402
+from hf_gaf.harness.training import prepare_run, recipe_defaults  # noqa: E402
+from hf_gaf.metrics.detection import EvaluationArguments  # noqa: E402
 
 
 @dataclass
@@ -44,11 +45,13 @@ class ModelArguments:
 
 
 def main(argv=None) -> None:
-    parser = HfArgumentParser((ModelArguments, DetectionDataArguments, PresetArguments, ExperimentArguments))
+    parser = HfArgumentParser((ModelArguments, DetectionDataArguments, EvaluationArguments, DetectionOutputArguments,
+                               PresetArguments, ExperimentArguments))
     parser.set_defaults(**recipe_defaults(output_dir="runs/detr", per_device_train_batch_size=8,
                         per_device_eval_batch_size=16, batch_eval_metrics=True, eval_do_concat_batches=False,
                         lr_scheduler_type="cosine", warmup_steps=0, metric_for_best_model="voc07_map"))
-    (model_args, data_args, run_args, training_args), preset = parse_with_preset(parser, "detr", argv, default="adamw")
+    parsed, preset = parse_with_preset(parser, "detr", argv, default="adamw")
+    model_args, data_args, eval_args, output_args, run_args, training_args = parsed
     prepare_run(training_args, run_args.overwrite_output_dir)
     splits = load_splits_or_exit(data_args)
     names = splits[0]
@@ -59,7 +62,7 @@ def main(argv=None) -> None:
         sys.exit(f"error: {err}")
     info = DetectorInfo("detr", names, data_args.image_size, data_args.resize_mode, category_ids=splits[1])
     train_detector(model, DetrCollator(processor), detr_postprocess(processor, data_args.image_size), training_args,
-                   data_args, splits, preset, info, processor=processor,
+                   data_args, eval_args, output_args, splits, preset, info, processor=processor,
                    extra={"model": model_args.model_name_or_path or model_args.model_config})
 
 

@@ -27,10 +27,11 @@ from transformers import HfArgumentParser  # noqa: E402
 from hf_gaf.detection.data import DetectionDataArguments  # noqa: E402
 from hf_gaf.detection.faster_rcnn import FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess  # noqa: E402
 from hf_gaf.detection.saved import DetectorInfo  # noqa: E402
-from hf_gaf.harness.detection_run import load_splits_or_exit, train_detector  # noqa: E402
-from hf_gaf.harness.experiment import ExperimentArguments  # noqa: E402
+from hf_gaf.harness.detection_training import DetectionOutputArguments, load_splits_or_exit, train_detector  # noqa: E402
+from hf_gaf.harness.experiment_args import ExperimentArguments  # noqa: E402
 from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.harness.run import prepare_run, recipe_defaults  # noqa: E402
+from hf_gaf.harness.training import prepare_run, recipe_defaults  # noqa: E402
+from hf_gaf.metrics.detection import EvaluationArguments  # noqa: E402
 
 
 @dataclass
@@ -49,11 +50,13 @@ class ModelArguments:
 
 
 def main(argv=None) -> None:
-    parser = HfArgumentParser((ModelArguments, DetectionDataArguments, PresetArguments, ExperimentArguments))
+    parser = HfArgumentParser((ModelArguments, DetectionDataArguments, EvaluationArguments, DetectionOutputArguments,
+                               PresetArguments, ExperimentArguments))
     parser.set_defaults(**recipe_defaults(output_dir="runs/faster_rcnn", per_device_train_batch_size=4,
                         per_device_eval_batch_size=8, batch_eval_metrics=True, eval_do_concat_batches=False,
                         image_size=800, max_zoom_out=1.0, metric_for_best_model="voc07_map"))
-    (model_args, data_args, run_args, training_args), preset = parse_with_preset(parser, "faster_rcnn", argv)
+    parsed, preset = parse_with_preset(parser, "faster_rcnn", argv)
+    model_args, data_args, eval_args, output_args, run_args, training_args = parsed
     prepare_run(training_args, run_args.overwrite_output_dir)
     splits = load_splits_or_exit(data_args)
     names = splits[0]
@@ -69,8 +72,8 @@ def main(argv=None) -> None:
         sys.exit(f"error: {err}")
     info = DetectorInfo("faster_rcnn", names, data_args.image_size, data_args.resize_mode, category_ids=splits[1],
                         build_kwargs=build)
-    train_detector(model, FasterRCNNCollator(), faster_rcnn_postprocess, training_args, data_args, splits, preset,
-                   info, extra={"backbone": model_args.backbone})
+    train_detector(model, FasterRCNNCollator(), faster_rcnn_postprocess, training_args, data_args, eval_args,
+                   output_args, splits, preset, info, extra={"backbone": model_args.backbone})
 
 
 if __name__ == "__main__":

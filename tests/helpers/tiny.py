@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, SequentialSampler
 
-from hf_gaf.harness.experiment import ExperimentArguments, ExperimentTrainerMixin
+from hf_gaf.harness.experiment_args import ExperimentArguments, ExperimentTrainerMixin
 from hf_gaf.trainer import GAFTrainer, GAFTrainingArguments
 
 

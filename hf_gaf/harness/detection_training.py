@@ -8,20 +8,39 @@ import json
 import os
 import sys
 
+from dataclasses import dataclass, field
+
 from transformers import TrainerCallback
 
 from ..detection.coco_json import coco_categories
-from ..detection.data import DetectionDataArguments, load_splits, resolve_classes, with_canvas_transform
+from ..detection.data import DetectionDataArguments, evaluation_years, load_splits, parse_years, resolve_classes
+from ..detection.images import DetectionDataError
 from ..detection.saved import DetectorInfo, save_detector
-from ..detection.trainer import detection_compute_metrics
+from ..detection.schema import with_canvas_transform
+from ..detection.trainer import DetectionTrainer, detection_compute_metrics
 from ..detection.transforms import DetectionTransform
-from ..detection.voc import VOCFormatError
-from ..metrics.detection import METRIC_KEYS
-from .experiment import ExperimentArguments, ExperimentDetectionTrainer
-from .run import run_training
+from ..metrics.detection import METRIC_KEYS, EvaluationArguments
+from .experiment_args import ExperimentArguments, ExperimentTrainerMixin
+from .training import run_training
 from .sample_rng import SampleRNG
 
 FINAL_MODEL, BEST_MODEL = "model", "best-model"
+
+
+class ExperimentDetectionTrainer(ExperimentTrainerMixin, DetectionTrainer):
+    """The detection recipes' trainer: the evaluation of :class:`~hf_gaf.detection.trainer.DetectionTrainer`
+    and the experiment flags of :class:`~hf_gaf.harness.experiment_args.ExperimentArguments`."""
+
+
+@dataclass
+class DetectionOutputArguments:
+    """What a detection run writes besides ``metrics.json``."""
+
+    draw_predictions: int = field(default=8, metadata={
+        "help": "After training, draw the boxes on this many evaluation images into OUTPUT_DIR/predictions.png (0: off)."})
+    save_models: bool = field(default=True, metadata={
+        "help": "Save the final model to OUTPUT_DIR/model and the best one by --metric_for_best_model (default "
+                "voc07_map) to OUTPUT_DIR/best-model, each with a model card (README.md)."})
 SAVED_AT = "saved_at.json"  # the metrics a saved model was saved with
 
 
@@ -39,7 +58,7 @@ def load_splits_or_exit(data_args: DetectionDataArguments):
                                  f"for (its categories: {', '.join(by_name)}); list only those classes")
             category_ids = [by_name[n] for n in names]
         train_ds, eval_ds = load_splits(data_args, names)
-    except (VOCFormatError, FileNotFoundError, ValueError) as err:
+    except (DetectionDataError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     return names, category_ids, train_ds, eval_ds
 
@@ -73,7 +92,8 @@ class BestModelCallback(TrainerCallback):
 
 
 def train_detector(model, collator, postprocess, training_args: ExperimentArguments, data_args: DetectionDataArguments,
-                   splits, preset: str, info: DetectorInfo, extra: dict, processor=None) -> dict:
+                   eval_args: EvaluationArguments, output_args: DetectionOutputArguments, splits, preset: str,
+                   info: DetectorInfo, extra: dict, processor=None) -> dict:
     """Train ``model`` on ``splits`` (from :func:`load_splits_or_exit`; the training split augmented with a
     per-sample RNG, so a resumed run augments as the uninterrupted one), write ``metrics.json``, save the
     final and best models (``--save_models``), draw ``--draw_predictions`` evaluation images; returns the report."""
@@ -86,7 +106,7 @@ def train_detector(model, collator, postprocess, training_args: ExperimentArgume
     trainer = ExperimentDetectionTrainer(
         model=model, args=training_args, train_dataset=with_canvas_transform(train_ds, train_tf),
         eval_dataset=with_canvas_transform(eval_ds, eval_tf), data_collator=collator,
-        compute_metrics=detection_compute_metrics(names, compat=data_args.compat), postprocess=postprocess)
+        compute_metrics=detection_compute_metrics(names, compat=eval_args.compat), postprocess=postprocess)
 
     def save(name: str, metrics: dict) -> None:
         folder = save_detector(os.path.join(training_args.output_dir, name), trainer.model, info, processor)
@@ -94,16 +114,16 @@ def train_detector(model, collator, postprocess, training_args: ExperimentArgume
         with open(os.path.join(folder, SAVED_AT), "w") as f:
             json.dump(metrics, f, indent=2)
 
-    if data_args.save_models:
+    if output_args.save_models:
         trainer.add_callback(BestModelCallback(save))
     metric_names = ["loss", *METRIC_KEYS, *(f"ap_{name}" for name in names)]
     report = run_training(trainer, preset, n_train_images=len(train_ds), sample_rng=sample_rng,
                           extra={**extra, "image_size": size, "classes": names}, metric_names=metric_names)
-    if data_args.save_models and trainer.is_world_process_zero():
+    if output_args.save_models and trainer.is_world_process_zero():
         save(FINAL_MODEL, report.get("final", {}))
         print(f"saved the final model to {os.path.join(training_args.output_dir, FINAL_MODEL)} and the best "
               f"({training_args.metric_for_best_model}) to {os.path.join(training_args.output_dir, BEST_MODEL)}")
-    draw_predictions(trainer, eval_ds, eval_tf, collator, names, data_args.draw_predictions)
+    draw_predictions(trainer, eval_ds, eval_tf, collator, names, output_args.draw_predictions)
     return report
 
 
@@ -112,8 +132,8 @@ def write_model_card(folder: str, info: DetectorInfo, data_args: DetectionDataAr
     """``README.md`` of a saved model: data, classes, preset and GAF settings, the metrics it was saved with."""
     data = (f"COCO JSON `{data_args.train_json}` (images `{data_args.train_images}`), evaluated on `{data_args.eval_json}`"
             if data_args.data_format == "coco" else
-            f"VOC tree `{data_args.voc_root}`, years {data_args.years} {data_args.train_split}, evaluated on "
-            f"{data_args.eval_years or data_args.years.split('+')[0]} {data_args.eval_split}")
+            f"VOC tree `{data_args.voc_root}`, years {'+'.join(parse_years(data_args.years))} {data_args.train_split}, evaluated on "
+            f"{'+'.join(evaluation_years(data_args))} {data_args.eval_split}")
     gaf = training_args.gaf_config()
     rows = [f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in metrics.items()
             if isinstance(v, float) and k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]

@@ -14,7 +14,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from .run_metrics import PARTIAL_NAME, MetricsJsonCallback, resume_settings
+from .metrics_json import PARTIAL_NAME, MetricsJsonCallback, resume_settings
 from .sample_rng import SampleRNG
 
 
@@ -122,7 +122,7 @@ def _step(folder: str) -> int:
 
 def check_resumable(checkpoint: str, settings: dict) -> None:
     """Stop before training, in one line naming the flag, when this run's data order or schedule
-    (:func:`~hf_gaf.harness.run_metrics.resume_settings`) differs from the checkpoint's: the Trainer would
+    (:func:`~hf_gaf.harness.metrics_json.resume_settings`) differs from the checkpoint's: the Trainer would
     otherwise skip a wrong number of batches and could report an unfinished run as finished."""
     path = os.path.join(checkpoint, PARTIAL_NAME)
     if not os.path.isfile(path):

@@ -2,10 +2,9 @@
 schedule of torchvision's detection reference, and DETR's separate backbone learning rate.
 
 :class:`ExperimentArguments` adds those flags to :class:`~hf_gaf.trainer.GAFTrainingArguments`;
-:class:`ExperimentTrainerMixin` acts on them through the two extension points of
-:class:`~hf_gaf.trainer.GAFTrainer` (``elementwise_transform``, ``param_group_overrides``) and its
-``create_scheduler``. :class:`ExperimentTrainer` and :class:`ExperimentDetectionTrainer` are what the
-recipes train with.
+:class:`ExperimentTrainerMixin` acts on them through :class:`~hf_gaf.trainer.GAFTrainer`'s
+``create_optimizer`` (the :class:`ClipByValue` hook), ``param_group_overrides`` and ``create_scheduler``. :class:`ExperimentTrainer` is what the classification recipe trains with,
+:class:`~hf_gaf.harness.detection_training.ExperimentDetectionTrainer` the detection recipes.
 """
 
 from __future__ import annotations
@@ -13,11 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..detection.trainer import DetectionTrainer
-from ..functional import GAFSpec
+from ..hook import unwrap_optimizer
 from ..trainer import GAFTrainer, GAFTrainingArguments
+from ..trainer.trainer import is_excluded
 
 
 @dataclass
@@ -26,8 +26,8 @@ class ExperimentArguments(GAFTrainingArguments):
     also defaults to 0 with ``--clip_value`` (one clipping baseline at a time)."""
 
     clip_value: float = field(default=0.0, metadata={
-        "help": "Clip every gradient coordinate to [-v, v] before the optimizer step (the paper's clip-by-value "
-                "baseline), at the same place GAF runs; 0 disables."})
+        "help": "Clip every gradient coordinate to [-v, v] inside the optimizer step (the paper's clip-by-value "
+                "baseline), where GAF on the gradient runs; 0 disables."})
     lr_milestones: list[float] = field(default_factory=list, metadata={
         "help": "Multi-step schedule: fractions of training (e.g. 0.5 0.75) where the lr is multiplied by "
                 "--lr_gamma (after --warmup_steps); overrides --lr_scheduler_type."})
@@ -56,17 +56,44 @@ class ExperimentArguments(GAFTrainingArguments):
 
 
 class ClipByValue:
-    """Elementwise clip to [-v, v]; an elementwise kind for a :class:`~hf_gaf.functional.GAFSpec`, so it
-    runs exactly where GAF would."""
+    """The paper's clip-by-value baseline as a step pre-hook, beside :func:`~hf_gaf.attach_gaf`: inside
+    ``optimizer.step()``, where GAF with placement ``grad`` would run, every gradient coordinate of
+    ``params`` is clamped to [-v, v] (on final, accumulated, unscaled gradients; under a fused optimizer's
+    GradScaler to [-v·s, v·s], and not at all on an overflow step). Only the hook holds the value: the
+    optimizer's ``param_groups`` (and so ``optimizer.pt``) stay plain strings and numbers.
 
-    def __init__(self, value: float) -> None:
-        self.value = value
+    Example:
+        >>> import torch
+        >>> p = torch.nn.Parameter(torch.zeros(3))
+        >>> opt = torch.optim.SGD([p], lr=1.0)
+        >>> clip = ClipByValue(opt, 0.1)
+        >>> p.grad = torch.tensor([0.05, -2.0, 3.0])
+        >>> opt.step()
+        >>> p.tolist()
+        [-0.05000000074505806, 0.10000000149011612, -0.10000000149011612]
+    """
 
-    def __call__(self, x):
-        return x.clamp(-self.value, self.value)
+    def __init__(self, optimizer, value: float, params=None) -> None:
+        if not value > 0:
+            raise ValueError(f"clip value {value}: must be > 0")
+        self.value = float(value)
+        self.param_ids = None if params is None else {id(p) for p in params}
+        self._handle = unwrap_optimizer(optimizer).register_step_pre_hook(self)
 
-    def __repr__(self) -> str:
-        return f"ClipByValue({self.value})"
+    def __call__(self, optimizer, args, kwargs) -> None:
+        found_inf = getattr(optimizer, "found_inf", None)
+        if found_inf is not None and bool(found_inf.item()):
+            return  # the fused optimizer skips this step
+        scale = getattr(optimizer, "grad_scale", None)
+        bound = self.value * (float(scale.item()) if scale is not None else 1.0)
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"]
+                 if p.grad is not None and (self.param_ids is None or id(p) in self.param_ids)]
+        if grads:
+            torch._foreach_clamp_min_(grads, -bound)
+            torch._foreach_clamp_max_(grads, bound)
+
+    def remove(self) -> None:
+        self._handle.remove()
 
 
 def multistep_with_warmup(optimizer, num_training_steps: int, warmup_steps: int, milestones: list[float], gamma: float):
@@ -86,14 +113,16 @@ class ExperimentTrainerMixin:
 
     args: ExperimentArguments
 
-    def elementwise_transform(self) -> GAFSpec | None:
-        if self.args.clip_value > 0:
-            return GAFSpec(ClipByValue(self.args.clip_value), 1.0, 1.0)
-        return super().elementwise_transform()
-
-    @property
-    def gaf_placement(self) -> str:
-        return "grad" if self.args.clip_value > 0 else super().gaf_placement
+    def create_optimizer(self, model=None):
+        """The optimizer of :class:`~hf_gaf.trainer.GAFTrainer`, plus the :class:`ClipByValue` hook with
+        ``--clip_value`` (on the parameters ``--gaf_exclude`` leaves in, as GAF would be)."""
+        had = self.optimizer is not None
+        optimizer = super().create_optimizer(model)
+        if not had and self.args.clip_value > 0:
+            model = model if model is not None else self.model
+            params = [p for n, p in model.named_parameters() if p.requires_grad and not is_excluded(n, self.gaf_exclude)]
+            ClipByValue(optimizer, self.args.clip_value, params)
+        return optimizer
 
     def param_group_overrides(self, name: str, param) -> dict:
         overrides = super().param_group_overrides(name, param)
@@ -114,6 +143,3 @@ class ExperimentTrainerMixin:
 class ExperimentTrainer(ExperimentTrainerMixin, GAFTrainer):
     """The classification recipe's trainer."""
 
-
-class ExperimentDetectionTrainer(ExperimentTrainerMixin, DetectionTrainer):
-    """The detection recipes' trainer."""
