@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 GAF_KINDS = ("atan", "tanh", "log")
-GAFKind = Union[str, Callable[[Tensor], Tensor]]
+GAFKind = Union[str, Callable[[Tensor], Tensor]]  # noqa: UP007 (a runtime alias: `|` needs Python 3.10 objects)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -127,14 +127,18 @@ def _apply_inplace(x: Tensor, kind: GAFKind, alpha: float, beta: float, nan_on_i
     return x if guard is None else x.add_(guard)
 
 
-def gaf_(x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *, nan_on_inf: bool = False) -> Tensor:
+def gaf_(
+    x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *, nan_on_inf: bool = False
+) -> Tensor:
     """Apply f to ``x`` in place and return ``x`` (see the module docstring for f and ``nan_on_inf``)."""
     if x.dtype in _LOW_PRECISION:
         return x.copy_(_apply_inplace(x.float(), kind, alpha, beta, nan_on_inf))
     return _apply_inplace(x, kind, alpha, beta, nan_on_inf)
 
 
-def gaf(x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *, nan_on_inf: bool = False) -> Tensor:
+def gaf(
+    x: Tensor, kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *, nan_on_inf: bool = False
+) -> Tensor:
     """Return f(x) as a new tensor of ``x``'s dtype; ``x`` is left unchanged."""
     work = x.float() if x.dtype in _LOW_PRECISION else x.clone()
     return _apply_inplace(work, kind, alpha, beta, nan_on_inf).to(x.dtype)
@@ -149,8 +153,9 @@ def _foreach_magnitude(tensors: list[Tensor], alpha: float, beta: float) -> list
     return magnitudes
 
 
-def _foreach_apply(tensors: list[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool,
-                   nan_on_inf: bool) -> list[Tensor]:
+def _foreach_apply(
+    tensors: list[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool, nan_on_inf: bool
+) -> list[Tensor]:
     """f over a list of float32/float64 tensors, in place or into new tensors."""
     guards = torch._foreach_sub(tensors, tensors) if nan_on_inf else None  # 0, or NaN where non-finite
     if callable(kind):
@@ -173,8 +178,9 @@ def _foreach_apply(tensors: list[Tensor], kind: GAFKind, alpha: float, beta: flo
     return out
 
 
-def _foreach_dispatch(tensors: Sequence[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool,
-                      nan_on_inf: bool) -> list[Tensor]:
+def _foreach_dispatch(
+    tensors: Sequence[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool, nan_on_inf: bool
+) -> list[Tensor]:
     """List kernels for float32/float64 tensors, the per-tensor path for bf16/fp16; order kept."""
     tensors = list(tensors)
     fast_index = [i for i, t in enumerate(tensors) if t.dtype not in _LOW_PRECISION]
@@ -189,8 +195,14 @@ def _foreach_dispatch(tensors: Sequence[Tensor], kind: GAFKind, alpha: float, be
     return out
 
 
-def foreach_gaf_(tensors: Sequence[Tensor], kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *,
-                 nan_on_inf: bool = False) -> None:
+def foreach_gaf_(
+    tensors: Sequence[Tensor],
+    kind: GAFKind = "atan",
+    alpha: float = 0.1,
+    beta: float = 20.0,
+    *,
+    nan_on_inf: bool = False,
+) -> None:
     """Apply f in place to every tensor of ``tensors`` with ``torch._foreach_*`` list kernels.
 
     Gives the same numbers as :func:`gaf_` on each tensor (bf16/fp16 tensors take that path).
@@ -198,7 +210,13 @@ def foreach_gaf_(tensors: Sequence[Tensor], kind: GAFKind = "atan", alpha: float
     _foreach_dispatch(tensors, kind, alpha, beta, True, nan_on_inf)
 
 
-def foreach_gaf(tensors: Sequence[Tensor], kind: GAFKind = "atan", alpha: float = 0.1, beta: float = 20.0, *,
-                nan_on_inf: bool = False) -> list[Tensor]:
+def foreach_gaf(
+    tensors: Sequence[Tensor],
+    kind: GAFKind = "atan",
+    alpha: float = 0.1,
+    beta: float = 20.0,
+    *,
+    nan_on_inf: bool = False,
+) -> list[Tensor]:
     """Return f of every tensor of ``tensors`` as new tensors; the same numbers as :func:`gaf`."""
     return _foreach_dispatch(tensors, kind, alpha, beta, False, nan_on_inf)

@@ -194,7 +194,7 @@ def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) -> bo
     use_momentum = hyper["momentum"] != 0
     buckets = Optimizer._group_tensors_by_device_and_dtype([params, grads, momentum_buffers], with_indices=True)
     launches, created = [], []
-    for (device, dtype), ((dev_params, dev_grads, dev_bufs), indices) in buckets.items():
+    for (_, dtype), ((dev_params, dev_grads, dev_bufs), indices) in buckets.items():
         old = [k for k, b in enumerate(dev_bufs) if b is not None or not use_momentum]
         new = [k for k, b in enumerate(dev_bufs) if b is None and use_momentum]
         if new and not all(triton_kernels.same_layout(dev_grads[k], dev_params[k]) for k in new):
@@ -231,5 +231,6 @@ def _compiled_gaf_sgd(params, grads, momentum_buffers, *, lr, **hyper) -> bool:
         return True
     except Exception as err:  # torch.compile can fail for toolchain reasons; eager is always right
         _compile_failed = True
-        warnings.warn(f"GAFSGD: the fused (torch.compile) step failed, using the eager kernels instead: {err}")
+        warnings.warn(f"GAFSGD: the fused (torch.compile) step failed, using the eager kernels instead: {err}",
+                      stacklevel=3)
         return False

@@ -37,10 +37,22 @@ def make_input(n_images: int, n_dets: int, n_classes: int, seed: int = 0):
         boxes = np.concatenate([near, far]).astype(np.float32)
         boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
         labels = np.concatenate([gt_labels[src], rng.integers(0, n_classes, n_dets - n_near)])
-        dets.append({"image_id": i, "boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(rng.random(n_dets).astype(np.float32)),
-                     "labels": torch.from_numpy(labels)})
-        gts.append({"image_id": i, "boxes": torch.from_numpy(gt_boxes.astype(np.float32)), "labels": torch.from_numpy(gt_labels),
-                    "difficult": torch.from_numpy(rng.random(n_gt) < 0.05)})
+        dets.append(
+            {
+                "image_id": i,
+                "boxes": torch.from_numpy(boxes),
+                "scores": torch.from_numpy(rng.random(n_dets).astype(np.float32)),
+                "labels": torch.from_numpy(labels),
+            }
+        )
+        gts.append(
+            {
+                "image_id": i,
+                "boxes": torch.from_numpy(gt_boxes.astype(np.float32)),
+                "labels": torch.from_numpy(gt_labels),
+                "difficult": torch.from_numpy(rng.random(n_gt) < 0.05),
+            }
+        )
     return dets, gts
 
 
@@ -62,18 +74,35 @@ def main() -> None:
 
     start = time.perf_counter()
     tm = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5], class_metrics=False)
-    tm.update([{k: d[k] for k in ("boxes", "scores", "labels")} for d in dets],
-              [{"boxes": g["boxes"], "labels": g["labels"], "iscrowd": g["difficult"].long()} for g in gts])
+    tm.update(
+        [{k: d[k] for k in ("boxes", "scores", "labels")} for d in dets],
+        [{"boxes": g["boxes"], "labels": g["labels"], "iscrowd": g["difficult"].long()} for g in gts],
+    )
     theirs = tm.compute()
     t_theirs = time.perf_counter() - start
     print(f"torchmetrics MeanAveragePrecision: {t_theirs:.2f} s, mAP@0.5 = {float(theirs['map']):.4f}")
     ratio = t_theirs / t_ours
-    print(f"\n| evaluator | seconds |\n|---|---:|\n| hf_gaf voc_eval | {t_ours:.2f} |\n| torchmetrics | {t_theirs:.2f} |")
-    print(f"\nratio torchmetrics/voc_eval = {ratio:.1f}x ({args.images} images x {args.detections} detections x {args.classes} classes)")
+    print(
+        f"\n| evaluator | seconds |\n|---|---:|\n| hf_gaf voc_eval | {t_ours:.2f} |\n| torchmetrics | {t_theirs:.2f} |"
+    )
+    print(
+        f"\nratio torchmetrics/voc_eval = {ratio:.1f}x ({args.images} images x {args.detections} detections x "
+        f"{args.classes} classes)"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(vars(args), voc_eval_s=t_ours, torchmetrics_s=t_theirs,
-                                              ratio_torchmetrics_over_voc_eval=ratio, voc_eval_map=ours["map"],
-                                              torchmetrics_map50=float(theirs['map'])), indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            dict(
+                vars(args),
+                voc_eval_s=t_ours,
+                torchmetrics_s=t_theirs,
+                ratio_torchmetrics_over_voc_eval=ratio,
+                voc_eval_map=ours["map"],
+                torchmetrics_map50=float(theirs["map"]),
+            ),
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

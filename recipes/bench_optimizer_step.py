@@ -113,26 +113,45 @@ def bench(model_name: str, device: str, repeats: int, warmup: int, names: list[s
         print(f"  {name:<24s} {ms[name]:8.3f} ms   first {warmup} steps {first_s[name]:7.2f} s", flush=True)
     sgd = [n for n in ms if n.startswith("torch SGD")]
     baseline = min(sgd, key=ms.get)
-    return dict(model=model_name, device=device, n_params=n_params, n_tensors=len(params),
-                threads=torch.get_num_threads(), repeats=repeats, warmup=warmup, ms=ms, first_step_s=first_s, baseline=baseline,
-                ratio_gafsgd_over_torch_sgd=ms["GAFSGD default"] / ms[baseline],
-                ratio_hook_on_adamw=ms["AdamW + attach_gaf"] / ms["AdamW"],
-                memory_floor_ms=memory_floor_ms(n_params) if device.startswith("cuda") else None)
+    return dict(
+        model=model_name,
+        device=device,
+        n_params=n_params,
+        n_tensors=len(params),
+        threads=torch.get_num_threads(),
+        repeats=repeats,
+        warmup=warmup,
+        ms=ms,
+        first_step_s=first_s,
+        baseline=baseline,
+        ratio_gafsgd_over_torch_sgd=ms["GAFSGD default"] / ms[baseline],
+        ratio_hook_on_adamw=ms["AdamW + attach_gaf"] / ms["AdamW"],
+        memory_floor_ms=memory_floor_ms(n_params) if device.startswith("cuda") else None,
+    )
 
 
 def table(report: dict) -> str:
     """A markdown table of one :func:`bench` report, with ratios to the fastest torch SGD."""
     ms, base = report["ms"], report["baseline"]
-    lines = [f"{report['model']}: {report['n_params'] / 1e6:.1f}M parameters in {report['n_tensors']} tensors on "
-             f"{report['device']}, median of {report['repeats']} steps", "",
-             f"| step | ms (median) | x {base} | first {report['warmup']} steps (compilation), s |", "|---|---:|---:|---:|"]
+    lines = [
+        f"{report['model']}: {report['n_params'] / 1e6:.1f}M parameters in {report['n_tensors']} tensors on "
+        f"{report['device']}, median of {report['repeats']} steps",
+        "",
+        f"| step | ms (median) | x {base} | first {report['warmup']} steps (compilation), s |",
+        "|---|---:|---:|---:|",
+    ]
     for name, value in ms.items():
         lines.append(f"| {name} | {value:.3f} | {value / ms[base]:.2f} | {report['first_step_s'][name]:.2f} |")
     if report["memory_floor_ms"]:
-        lines.append(f"| memory floor (20 B/param at 4 TB/s) | {report['memory_floor_ms']:.3f} | "
-                     f"{report['memory_floor_ms'] / ms[base]:.2f} | |")
-    lines += ["", f"ratio GAFSGD/torch-SGD = {report['ratio_gafsgd_over_torch_sgd']:.2f} (GAFSGD default vs {base}); "
-              f"attach_gaf on AdamW = {report['ratio_hook_on_adamw']:.2f}x AdamW alone"]
+        lines.append(
+            f"| memory floor (20 B/param at 4 TB/s) | {report['memory_floor_ms']:.3f} | "
+            f"{report['memory_floor_ms'] / ms[base]:.2f} | |"
+        )
+    lines += [
+        "",
+        f"ratio GAFSGD/torch-SGD = {report['ratio_gafsgd_over_torch_sgd']:.2f} (GAFSGD default vs {base}); "
+        f"attach_gaf on AdamW = {report['ratio_hook_on_adamw']:.2f}x AdamW alone",
+    ]
     return "\n".join(lines)
 
 

@@ -197,7 +197,8 @@ def detection_throughput(out: Path, quick: bool) -> list[dict]:
             rows.append(dict(recipe=recipe, preset=preset, images_per_s=float("nan"),
                              note=(proc.stderr or proc.stdout)[-300:].replace("\n", " ")))
             continue
-        rows.append(dict(recipe=recipe, preset=preset, images_per_s=json.loads(metrics.read_text())["train_images_per_s"]))
+        speed = json.loads(metrics.read_text())["train_images_per_s"]
+        rows.append(dict(recipe=recipe, preset=preset, images_per_s=speed))
     return rows
 
 
@@ -205,8 +206,10 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    return "\n".join([f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
-                     + [f"| {' | '.join(fmt(r.get(c, '')) for c in columns)} |" for r in rows])
+    return "\n".join(
+        [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+        + [f"| {' | '.join(fmt(r.get(c, '')) for c in columns)} |" for r in rows]
+    )
 
 
 def main() -> None:
@@ -222,23 +225,40 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     sections, report = [], {}
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    sections.append(f"# hf_gaf gpu-check on {name}: torch {torch.__version__}, "
-                    f"triton {getattr(importlib.import_module('triton'), '__version__', '-') if importlib.util.find_spec('triton') else '-'}")
+    has_triton = importlib.util.find_spec("triton") is not None
+    triton = getattr(importlib.import_module("triton"), "__version__", "-") if has_triton else "-"
+    sections.append(f"# hf_gaf gpu-check on {name}: torch {torch.__version__}, triton {triton}")
 
     rows = check_correctness(args.device)
     report["correctness"] = rows
-    sections.append("## 1. Each path against float64 (3 steps, float32 parameters)\n\n"
-                    + markdown(rows, ["check", "setting", "max_rel_err", "error"]))
+    sections.append(
+        "## 1. Each path against float64 (3 steps, float32 parameters)\n\n"
+        + markdown(rows, ["check", "setting", "max_rel_err", "error"])
+    )
     print(sections[-1], flush=True)
 
     models = ["resnet18"] if args.quick else ["resnet50", "vit_large_patch16_224"]
     report["step"] = []
     for model_name in models:
-        names = None if model_name == "resnet50" or args.quick else [
-            "torch SGD fused", "torch SGD foreach", "GAFSGD foreach", "GAFSGD default", "AdamW", "AdamW + attach_gaf"]
+        names = (
+            None
+            if model_name == "resnet50" or args.quick
+            else [
+                "torch SGD fused",
+                "torch SGD foreach",
+                "GAFSGD foreach",
+                "GAFSGD default",
+                "AdamW",
+                "AdamW + attach_gaf",
+            ]
+        )
         if args.device == "cpu":
-            names = [n for n in (names or []) if "fused" not in n] or ["torch SGD per-tensor", "GAFSGD default",
-                                                                        "AdamW", "AdamW + attach_gaf"]
+            names = [n for n in (names or []) if "fused" not in n] or [
+                "torch SGD per-tensor",
+                "GAFSGD default",
+                "AdamW",
+                "AdamW + attach_gaf",
+            ]
         result = bench(model_name, args.device, repeats=5 if args.quick else 40, warmup=3, names=names)
         report["step"].append(result)
         sections.append("## 2. Optimizer step\n\n" + table(result))
@@ -246,13 +266,19 @@ def main() -> None:
 
     batch, size, steps = (4, 64, 3) if args.quick else (128, 224, 30)
     model_name = "resnet18" if args.quick else "resnet50"
-    train = {n: time_training_step(args.device, n, steps, batch, size, model_name)
-             for n in ("torch SGD fused", "GAFSGD default")}
+    train = {
+        n: time_training_step(args.device, n, steps, batch, size, model_name)
+        for n in ("torch SGD fused", "GAFSGD default")
+    }
     report["training_step_ms"] = train
-    sections.append(f"## 3. Whole training step ({model_name}, batch {batch}, {size} px, bf16 autocast, "
-                    f"channels_last; median of {steps})\n\n"
-                    + markdown([dict(optimizer=k, ms=v, ratio=v / train["torch SGD fused"]) for k, v in train.items()],
-                               ["optimizer", "ms", "ratio"]))
+    sections.append(
+        f"## 3. Whole training step ({model_name}, batch {batch}, {size} px, bf16 autocast, "
+        f"channels_last; median of {steps})\n\n"
+        + markdown(
+            [dict(optimizer=k, ms=v, ratio=v / train["torch SGD fused"]) for k, v in train.items()],
+            ["optimizer", "ms", "ratio"],
+        )
+    )
     print(sections[-1], flush=True)
 
     if not args.skip_detection:
@@ -262,8 +288,10 @@ def main() -> None:
             base.setdefault(r["recipe"], r["images_per_s"])
             r["vs_baseline"] = r["images_per_s"] / base[r["recipe"]] if base[r["recipe"]] else float("nan")
         report["detection"] = rows
-        sections.append("## 4. Detection recipes, training images/s (synthetic VOC)\n\n"
-                        + markdown(rows, ["recipe", "preset", "images_per_s", "vs_baseline", "note"]))
+        sections.append(
+            "## 4. Detection recipes, training images/s (synthetic VOC)\n\n"
+            + markdown(rows, ["recipe", "preset", "images_per_s", "vs_baseline", "note"])
+        )
         print(sections[-1], flush=True)
 
     (out / "gpu_check.md").write_text("\n\n".join(sections) + "\n")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -113,25 +114,39 @@ def run(job: tuple) -> dict:
 def summarize(results: list[dict], seeds: list[int]) -> list[dict]:
     cells = {}
     for r in results:
-        cells.setdefault((r["arch"], r["activation"], r["depth"]), {}).setdefault(r["preset"], {})[r["seed"]] = r["accuracy"]
+        cells.setdefault((r["arch"], r["activation"], r["depth"]), {}).setdefault(r["preset"], {})[r["seed"]] = r[
+            "accuracy"
+        ]
     rows = []
     for (arch, activation, depth), by_preset in sorted(cells.items()):
         base = [by_preset["sgd"][s] for s in seeds] if "sgd" in by_preset else None
         for preset, by_seed in by_preset.items():
             finals = [by_seed[s] for s in seeds]
-            rows.append({"arch": arch, "activation": activation, "depth": depth, "preset": preset, "finals": finals,
-                         **mean_ci(finals),
-                         "vs_sgd": None if preset == "sgd" or base is None else paired_difference(finals, base)})
+            rows.append(
+                {
+                    "arch": arch,
+                    "activation": activation,
+                    "depth": depth,
+                    "preset": preset,
+                    "finals": finals,
+                    **mean_ci(finals),
+                    "vs_sgd": None if preset == "sgd" or base is None else paired_difference(finals, base),
+                }
+            )
     return rows
 
 
 def markdown(rows: list[dict], seeds: list[int], epochs: int, lr: float, minutes: float) -> str:
     presets = list(dict.fromkeys(r["preset"] for r in rows))
-    lines = [f"## Depth study: digits, {epochs} epochs, lr {lr}, {len(seeds)} seeds, no normalisation layers", "",
-             "Test accuracy, mean [95 % CI] over seeds; after each non-sgd preset, the paired verdict against sgd "
-             "(+ better, − worse, = no difference shown; CIs of the paired difference).", "",
-             "| network | activation | depth | " + " | ".join(presets) + " |",
-             "|---|---|---:|" + "---:|" * len(presets)]
+    lines = [
+        f"## Depth study: digits, {epochs} epochs, lr {lr}, {len(seeds)} seeds, no normalisation layers",
+        "",
+        "Test accuracy, mean [95 % CI] over seeds; after each non-sgd preset, the paired verdict against sgd "
+        "(+ better, − worse, = no difference shown; CIs of the paired difference).",
+        "",
+        "| network | activation | depth | " + " | ".join(presets) + " |",
+        "|---|---|---:|" + "---:|" * len(presets),
+    ]
     marks = {"better": " +", "worse": " −", "no difference shown": " ="}
     for key in dict.fromkeys((r["arch"], r["activation"], r["depth"]) for r in rows):
         cells = {r["preset"]: r for r in rows if (r["arch"], r["activation"], r["depth"]) == key}
@@ -159,13 +174,24 @@ def plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False, sharey=True)
     for ax, (arch, activation) in zip(axes[0], panels):
         for i, preset in enumerate(presets):
-            mine = sorted((r for r in rows if (r["arch"], r["activation"], r["preset"]) == (arch, activation, preset)),
-                          key=lambda r: r["depth"])
+            mine = sorted(
+                (r for r in rows if (r["arch"], r["activation"], r["preset"]) == (arch, activation, preset)),
+                key=lambda r: r["depth"],
+            )
             depths = [r["depth"] for r in mine]
             means = np.array([r["mean"] for r in mine])
             errors = np.array([(r["ci95"][1] - r["mean"]) if r["ci95"] else 0.0 for r in mine])
-            ax.errorbar(np.array(depths) + 0.25 * (i - len(presets) / 2), means, yerr=errors, marker="o", ms=3,
-                        capsize=2, label=preset, color=f"C{i}", lw=1.5 if preset != "sgd" else 2.2)
+            ax.errorbar(
+                np.array(depths) + 0.25 * (i - len(presets) / 2),
+                means,
+                yerr=errors,
+                marker="o",
+                ms=3,
+                capsize=2,
+                label=preset,
+                color=f"C{i}",
+                lw=1.5 if preset != "sgd" else 2.2,
+            )
         ax.set_title(f"{arch}, {activation}", fontsize=10)
         ax.set_xlabel("depth")
         ax.set_xticks(sorted({r["depth"] for r in rows}))
@@ -179,12 +205,19 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument("--archs", nargs="+", choices=["mlp", "cnn"], default=["mlp", "cnn"])
     parser.add_argument("--depths", nargs="+", type=int, default=[4, 8, 12, 16])
-    parser.add_argument("--activations", nargs="+", choices=list(ACTIVATIONS), default=list(ACTIVATIONS),
-                        help="activations to run, each with the networks GRID pairs it with")
+    parser.add_argument(
+        "--activations",
+        nargs="+",
+        choices=list(ACTIVATIONS),
+        default=list(ACTIVATIONS),
+        help="activations to run, each with the networks GRID pairs it with",
+    )
     parser.add_argument("--presets", nargs="+", choices=PRESET_NAMES, default=list(PRESET_NAMES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=15)
@@ -196,15 +229,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--presets must include sgd, the baseline of the paired comparison")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(arch, depth, act, preset, seed, args.epochs, args.batch, args.learning_rate) for arch in args.archs
-            for act in args.activations if act in GRID[arch] for depth in args.depths for seed in args.seeds
-            for preset in args.presets]
+    jobs = [
+        (arch, depth, act, preset, seed, args.epochs, args.batch, args.learning_rate)
+        for arch in args.archs
+        for act in args.activations
+        if act in GRID[arch]
+        for depth in args.depths
+        for seed in args.seeds
+        for preset in args.presets
+    ]
     if not jobs:
         parser.error(f"no network of --archs {args.archs} runs with --activations {args.activations} (GRID: {GRID})")
     start = time.perf_counter()
     from tqdm.auto import tqdm
 
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+    # spawn, not fork: a parent that has run autograd (a test session, a notebook) cannot fork safely
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(tqdm(pool.map(run, jobs, chunksize=4), total=len(jobs), desc="study-depth", unit="run"))
     minutes = (time.perf_counter() - start) / 60
     rows = summarize(results, args.seeds)

@@ -15,6 +15,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# helpers/ holds scripts the tests start (ddp_train.py parses its argv on import): never collected, not even
+# by --doctest-modules
+collect_ignore_glob = ["helpers/*"]
+
 # Without a GPU the Triton kernels run in Triton's CPU interpreter (tests/test_triton_kernels.py asks for
 # them with HF_GAF_FUSED=triton); read by hf_gaf.triton_kernels on import, so it is set here, first.
 if not torch.cuda.is_available():

@@ -101,17 +101,25 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
             raise COCOFormatError(f"{path}: image id {img['id']!r} appears twice in 'images'")
         for key in ("width", "height"):
             if key in img and not _is_number(img[key]):
-                raise COCOFormatError(f"{path}: images[{i}] (id {img['id']!r}): {key} must be a number, got {img[key]!r}")
+                raise COCOFormatError(
+                    f"{path}: images[{i}] (id {img['id']!r}): {key} must be a number, got {img[key]!r}"
+                )
         file = os.path.normpath(img["file_name"])
         if file in files:  # its boxes would be learned twice and scored as two images
-            raise COCOFormatError(f"{path}: file {img['file_name']!r} is listed twice in 'images' (ids {files[file]!r} "
-                                 f"and {img['id']!r}); merge their annotations under one id")
+            raise COCOFormatError(
+                f"{path}: file {img['file_name']!r} is listed twice in 'images' (ids {files[file]!r} "
+                f"and {img['id']!r}); merge their annotations under one id"
+            )
         files[file] = img["id"]
         images[img["id"]] = img
-    objects = {image_id: {"bbox": [], "category": [], "difficult": [], "truncated": [], "area": []} for image_id in images}
+    objects = {
+        image_id: {"bbox": [], "category": [], "difficult": [], "truncated": [], "area": []} for image_id in images
+    }
     n_degenerate = 0
     for i, ann in enumerate(spec["annotations"]):
-        where = f"{path}: annotations[{i}] (id {ann.get('id')!r})" if isinstance(ann, dict) else f"{path}: annotations[{i}]"
+        where = (
+            f"{path}: annotations[{i}] (id {ann.get('id')!r})" if isinstance(ann, dict) else f"{path}: annotations[{i}]"
+        )
         if not isinstance(ann, dict):
             raise COCOFormatError(f"{where} is not an object")
         if ann.get("image_id") not in images:
@@ -144,7 +152,9 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
         target["truncated"].append(False)
         target["area"].append((x1 - x0) * (y1 - y0))
     if n_degenerate:
-        warnings.warn(f"load_coco: skipped {n_degenerate} boxes with non-positive width or height in {path}", stacklevel=2)
+        warnings.warn(
+            f"load_coco: skipped {n_degenerate} boxes with non-positive width or height in {path}", stacklevel=2
+        )
     rows = {"image": [], "image_id": [], "width": [], "height": [], "objects": []}
     for image_id, img in images.items():
         if skip_empty and not objects[image_id]["bbox"]:
@@ -155,8 +165,10 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
         actual = image_size(file, COCOFormatError)
         declared = (img.get("width"), img.get("height"))
         if None not in declared and tuple(declared) != actual:
-            raise COCOFormatError(f"{path}: image id {image_id!r} declares {declared[0]}x{declared[1]} but {file} is "
-                                 f"{actual[0]}x{actual[1]}" + size_mismatch_note(file, declared, actual))
+            raise COCOFormatError(
+                f"{path}: image id {image_id!r} declares {declared[0]}x{declared[1]} but {file} is "
+                f"{actual[0]}x{actual[1]}" + size_mismatch_note(file, declared, actual)
+            )
         rows["image"].append(file)
         rows["image_id"].append(str(image_id))
         rows["width"].append(actual[0])
@@ -167,8 +179,12 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
     return datasets.Dataset.from_dict(rows, features=detection_features(names))
 
 
-def write_coco(dataset: datasets.Dataset, path: str, categories: Sequence[tuple[int, str]] | None = None,
-               images_root: str | None = None) -> str:
+def write_coco(
+    dataset: datasets.Dataset,
+    path: str,
+    categories: Sequence[tuple[int, str]] | None = None,
+    images_root: str | None = None,
+) -> str:
     """Write ``dataset`` (rows as :func:`load_voc`/:func:`load_coco` give) as COCO JSON at ``path``; file names
     relative to ``images_root`` (default: the JSON's folder). ``categories``: ``(id, name)`` per label
     (default: ids 1..K in label order). Difficult objects are written as ``iscrowd: 1``."""
@@ -177,21 +193,40 @@ def write_coco(dataset: datasets.Dataset, path: str, categories: Sequence[tuple[
     root = images_root or os.path.dirname(os.path.abspath(path))
     images, annotations = [], []
     for number, row in enumerate(dataset.cast_column("image", datasets.Image(decode=False))):
-        images.append({"id": number, "file_name": os.path.relpath(row["image"]["path"], root),
-                       "width": row["width"], "height": row["height"]})
+        images.append(
+            {
+                "id": number,
+                "file_name": os.path.relpath(row["image"]["path"], root),
+                "width": row["width"],
+                "height": row["height"],
+            }
+        )
         o = row["objects"]
         for (x0, y0, x1, y1), label, difficult in zip(o["bbox"], o["category"], o["difficult"]):
-            annotations.append({"id": len(annotations) + 1, "image_id": number, "category_id": categories[label][0],
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
-                                "iscrowd": int(difficult)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": number,
+                    "category_id": categories[label][0],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": int(difficult),
+                }
+            )
     with open(path, "w") as f:
-        json.dump({"images": images, "annotations": annotations,
-                   "categories": [{"id": i, "name": n} for i, n in categories]}, f)
+        json.dump(
+            {"images": images, "annotations": annotations, "categories": [{"id": i, "name": n} for i, n in categories]},
+            f,
+        )
     return path
 
 
-def voc_to_coco(voc_root: str, year: str = "2007", splits: Sequence[str] = ("trainval", "test"),
-                classes: Sequence[str] | None = None) -> list[str]:
+def voc_to_coco(
+    voc_root: str,
+    year: str = "2007",
+    splits: Sequence[str] = ("trainval", "test"),
+    classes: Sequence[str] | None = None,
+) -> list[str]:
     """Write each VOC ``split`` of ``year`` under ``voc_root`` as ``VOC<year>/coco/<split>.json`` (COCO JSON over the
     same JPEGs, category ids 1..K in the order of ``classes``, default the sorted names of the first split);
     return the paths."""
@@ -203,6 +238,9 @@ def voc_to_coco(voc_root: str, year: str = "2007", splits: Sequence[str] = ("tra
     paths = []
     for split in splits:
         dataset = load_voc(voc_root, years=(year,), split=split, classes=names)
-        paths.append(write_coco(dataset, os.path.join(base, "coco", f"{split}.json"),
-                                images_root=os.path.join(base, "JPEGImages")))
+        paths.append(
+            write_coco(
+                dataset, os.path.join(base, "coco", f"{split}.json"), images_root=os.path.join(base, "JPEGImages")
+            )
+        )
     return paths

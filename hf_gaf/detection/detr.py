@@ -105,12 +105,25 @@ class DetrCollator:
         samples = [row["sample"] for row in rows]
         annotations = []
         for row, sample in zip(rows, samples):
-            annotations.append({"image_id": row[EVAL_KEY].image_index, "annotations": [
-                {"bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "category_id": int(c),
-                 "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": 0} for b, c in zip(sample.boxes, sample.labels)]})
+            annotations.append(
+                {
+                    "image_id": row[EVAL_KEY].image_index,
+                    "annotations": [
+                        {
+                            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                            "category_id": int(c),
+                            "area": float((b[2] - b[0]) * (b[3] - b[1])),
+                            "iscrowd": 0,
+                        }
+                        for b, c in zip(sample.boxes, sample.labels)
+                    ],
+                }
+            )
         batch = self.processor(images=[s.image for s in samples], annotations=annotations, return_tensors="pt")
-        labels = [{"class_labels": target["class_labels"], "boxes": target["boxes"], EVAL_KEY: row[EVAL_KEY]}
-                  for row, target in zip(rows, batch["labels"])]
+        labels = [
+            {"class_labels": target["class_labels"], "boxes": target["boxes"], EVAL_KEY: row[EVAL_KEY]}
+            for row, target in zip(rows, batch["labels"])
+        ]
         return {"pixel_values": batch["pixel_values"], "labels": labels}
 
 
@@ -119,8 +132,9 @@ def detr_postprocess(processor, canvas: int):
 
     def postprocess(outputs, labels):
         view = SimpleNamespace(logits=outputs["logits"], pred_boxes=outputs["pred_boxes"])  # ModelOutput or dict
-        results = processor.post_process_object_detection(view, threshold=0.0, target_sizes=[(canvas, canvas)] * len(labels))
+        results = processor.post_process_object_detection(
+            view, threshold=0.0, target_sizes=[(canvas, canvas)] * len(labels)
+        )
         return detections_to_original(results, labels)
 
     return postprocess
-

@@ -51,7 +51,9 @@ class TimmFPN(torch.nn.Module):
         import timm  # the timm:<name> backbones only
 
         self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
-        self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), out_channels, extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramidNetwork(
+            self.body.feature_info.channels(), out_channels, extra_blocks=LastLevelMaxPool()
+        )
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict:
@@ -85,11 +87,19 @@ class FasterRCNNModule(torch.nn.Module):
         return {"detections": detections}
 
 
-def build_faster_rcnn(num_classes: int, backbone: str = "resnet50_fpn", image_size: int = 800,
-                      anchor_sizes: tuple[int, ...] | None = None, rpn_pre_nms_top_n: int = 2000,
-                      rpn_post_nms_top_n: int = 2000, rpn_batch_size_per_image: int = 256,
-                      box_batch_size_per_image: int = 512, fpn_channels: int = 256, weights_path: str | None = None,
-                      timm_out_indices=(1, 2, 3, 4)) -> FasterRCNNModule:
+def build_faster_rcnn(
+    num_classes: int,
+    backbone: str = "resnet50_fpn",
+    image_size: int = 800,
+    anchor_sizes: tuple[int, ...] | None = None,
+    rpn_pre_nms_top_n: int = 2000,
+    rpn_post_nms_top_n: int = 2000,
+    rpn_batch_size_per_image: int = 256,
+    box_batch_size_per_image: int = 512,
+    fpn_channels: int = 256,
+    weights_path: str | None = None,
+    timm_out_indices=(1, 2, 3, 4),
+) -> FasterRCNNModule:
     """Faster R-CNN for ``num_classes`` data-set classes on square ``image_size`` canvases."""
     body = make_backbone(backbone, fpn_channels, timm_out_indices)
     n_levels = len(timm_out_indices) + 1 if backbone.startswith("timm:") else (5 if backbone == "resnet50_fpn" else 3)
@@ -98,11 +108,20 @@ def build_faster_rcnn(num_classes: int, backbone: str = "resnet50_fpn", image_si
         raise ValueError(f"--anchor_sizes needs {n_levels} sizes for backbone {backbone}, got {list(sizes)}")
     anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * n_levels)
     detector = FasterRCNN(
-        body, num_classes=num_classes + 1, min_size=image_size, max_size=image_size, rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n, rpn_pre_nms_top_n_test=rpn_pre_nms_top_n // 2,
-        rpn_post_nms_top_n_train=rpn_post_nms_top_n, rpn_post_nms_top_n_test=rpn_post_nms_top_n // 2,
-        rpn_batch_size_per_image=rpn_batch_size_per_image, box_batch_size_per_image=box_batch_size_per_image,
-        box_score_thresh=0.0, box_detections_per_img=100)
+        body,
+        num_classes=num_classes + 1,
+        min_size=image_size,
+        max_size=image_size,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n,
+        rpn_pre_nms_top_n_test=rpn_pre_nms_top_n // 2,
+        rpn_post_nms_top_n_train=rpn_post_nms_top_n,
+        rpn_post_nms_top_n_test=rpn_post_nms_top_n // 2,
+        rpn_batch_size_per_image=rpn_batch_size_per_image,
+        box_batch_size_per_image=box_batch_size_per_image,
+        box_score_thresh=0.0,
+        box_detections_per_img=100,
+    )
     model = FasterRCNNModule(detector)
     if weights_path:
         state = load_state_dict_file(weights_path, "--weights_path")

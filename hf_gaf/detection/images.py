@@ -43,7 +43,8 @@ def detection_features(classes: Sequence[str]) -> datasets.Features:
 
 def image_size(path: str, error: type[DetectionDataError] = DetectionDataError) -> tuple[int, int]:
     """(width, height) from the image header. Unreadable images, decompression bombs and JPEGs cut
-    short are an ``error`` (the caller's format's :class:`DetectionDataError`) naming the file: a JPEG that does not end with its end-of-image
+    short are an ``error`` (the caller's format's :class:`DetectionDataError`) naming the file: a JPEG that
+    does not end with its end-of-image
     marker (FFD9, trailing padding allowed) is decoded here to tell a truncated file from one with
     trailing data; every other image is decoded only when training reads it."""
     try:
@@ -64,8 +65,10 @@ def size_mismatch_note(path: str, declared: tuple, actual: tuple[int, int]) -> s
     except OSError:
         orientation = 1
     if orientation in (5, 6, 7, 8) and tuple(declared) == (actual[1], actual[0]):
-        return (f"; its EXIF orientation ({orientation}) turns it by 90 degrees when displayed, so it was annotated "
-                "upright: save the image upright (e.g. PIL.ImageOps.exif_transpose) and annotate that")
+        return (
+            f"; its EXIF orientation ({orientation}) turns it by 90 degrees when displayed, so it was annotated "
+            "upright: save the image upright (e.g. PIL.ImageOps.exif_transpose) and annotate that"
+        )
     return "; boxes would be clamped to the wrong image"
 
 

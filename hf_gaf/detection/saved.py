@@ -121,7 +121,8 @@ def load_detector(folder: str) -> SavedDetector:
             raise ValueError(f"--model {folder}: the saved model cannot be loaded ({str(err).splitlines()[0]}); "
                              f"is {weights} complete?") from None
         processor = AutoImageProcessor.from_pretrained(folder, do_resize=False, do_pad=False)  # our transform resizes
-        return SavedDetector(info, model, DetrCollator(processor), detr_postprocess(processor, info.image_size), processor)
+        postprocess = detr_postprocess(processor, info.image_size)
+        return SavedDetector(info, model, DetrCollator(processor), postprocess, processor)
     if info.family == "faster_rcnn":
         from .faster_rcnn import FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess
         from .weights import load_state_dict_file

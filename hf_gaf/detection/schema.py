@@ -149,3 +149,14 @@ def with_canvas_transform(dataset, transform: DetectionTransform):
         return dataset.with_transform(apply)
     finally:
         fingerprint_log.setLevel(level)
+
+
+@torch.no_grad()
+def detect(model: torch.nn.Module, collator, postprocess, rows: list[dict], device) -> list[dict]:
+    """The detections (``boxes`` in original pixels, ``scores``, ``labels``) of ``model`` on ``rows`` (as
+    :func:`with_canvas_transform` gives them), in eval mode: the one prediction path of ``hf-gaf predict``
+    and of the training run's ``predictions.png``."""
+    batch = collator(rows)
+    model.eval()
+    outputs = model(pixel_values=batch["pixel_values"].to(device))
+    return postprocess(outputs, batch["labels"])

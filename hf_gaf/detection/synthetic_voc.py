@@ -8,8 +8,10 @@ reads it exactly as it reads real VOC. The same seed gives the same bytes.
 
 Example:
     >>> from hf_gaf.detection.synthetic_voc import make_voc
-    >>> make_voc("/tmp/hf_gaf_doctest_voc2", n_train=4, n_test=2)
-    '/tmp/hf_gaf_doctest_voc2/VOCdevkit'
+    >>> import tempfile
+    >>> root = make_voc(tempfile.mkdtemp(), n_train=4, n_test=2)
+    >>> root.endswith("VOCdevkit")
+    True
 """
 
 from __future__ import annotations

@@ -32,13 +32,6 @@ class DetectionTrainer(GAFTrainer):
         super().__init__(*args, **kwargs)
         self.postprocess = postprocess
 
-    @torch.no_grad()
-    def predict_batch(self, batch: dict) -> list[dict]:
-        """Detections in original pixels for one collated batch, with the model in eval mode."""
-        batch = self._prepare_inputs(batch)
-        model = self.model.eval()
-        return self.postprocess(model(**batch), batch["labels"])
-
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         labels = inputs["labels"]

@@ -79,7 +79,9 @@ class DetectionTransform:
         img, bbs = F.resize(tv_tensors.Image(img), [new_h, new_w], antialias=True), F.resize(bbs, [new_h, new_w])
         if (new_h, new_w) != (self.size, self.size):
             img = F.pad(img, [0, 0, self.size - new_w, self.size - new_h], fill=114)
-            bbs = tv_tensors.BoundingBoxes(bbs.as_subclass(torch.Tensor), format="XYXY", canvas_size=(self.size, self.size))
+            bbs = tv_tensors.BoundingBoxes(
+                bbs.as_subclass(torch.Tensor), format="XYXY", canvas_size=(self.size, self.size)
+            )
         # scale from the ORIGINAL image to the canvas (augmentation only applies to training, where
         # the original coordinates are never needed again)
         scale = (new_w / w, new_h / h) if self.augment is None else (new_w / aw, new_h / ah)

@@ -14,7 +14,8 @@ person objects are ignored. XML is parsed with ``defusedxml``: entity-expansion 
 Example:
     >>> from hf_gaf.detection.synthetic_voc import make_voc, SHAPE_CLASSES
     >>> from hf_gaf.detection.voc import load_voc
-    >>> root = make_voc("/tmp/hf_gaf_doctest_voc", n_train=8, n_test=4, overwrite=True)
+    >>> import tempfile
+    >>> root = make_voc(tempfile.mkdtemp(), n_train=8, n_test=4)
     >>> ds = load_voc(root, split="test", classes=SHAPE_CLASSES)
     >>> len(ds), sorted(ds[0]["objects"])
     (4, ['area', 'bbox', 'category', 'difficult', 'truncated'])
@@ -76,7 +77,9 @@ def _number(node, tag: str, path: str) -> float:
     return number
 
 
-def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = True, skip_unknown: bool = False) -> dict:
+def parse_voc_xml(
+    path: str, classes: Sequence[str], *, keep_difficult: bool = True, skip_unknown: bool = False
+) -> dict:
     """One annotation file as ``{width, height, objects, n_unknown, n_degenerate}`` (boxes 0-based xyxy)."""
     try:
         root = ElementTree.parse(path).getroot()
@@ -99,9 +102,11 @@ def parse_voc_xml(path: str, classes: Sequence[str], *, keep_difficult: bool = T
             if skip_unknown:
                 n_unknown += 1
                 continue
-            raise VOCFormatError(f"{path}: unknown class {name!r} (known: {', '.join(classes)}); "
-                                 "to train on a subset of the classes, skip such objects with --skip_unknown_classes true "
-                                 "(skip_unknown=True in load_voc)")
+            raise VOCFormatError(
+                f"{path}: unknown class {name!r} (known: {', '.join(classes)}); "
+                "to train on a subset of the classes, skip such objects with --skip_unknown_classes true "
+                "(skip_unknown=True in load_voc)"
+            )
         difficult = _text(obj, "difficult", path, default="0") not in ("0", "false", "False")
         if difficult and not keep_difficult:
             continue
@@ -188,8 +193,10 @@ def load_voc(
             actual = image_size(jpg, VOCFormatError)
             if actual != (record["width"], record["height"]):
                 declared = (record["width"], record["height"])
-                raise VOCFormatError(f"{xml}: <size> says {declared[0]}x{declared[1]} but {jpg} is "
-                                     f"{actual[0]}x{actual[1]}" + size_mismatch_note(jpg, declared, actual))
+                raise VOCFormatError(
+                    f"{xml}: <size> says {declared[0]}x{declared[1]} but {jpg} is "
+                    f"{actual[0]}x{actual[1]}" + size_mismatch_note(jpg, declared, actual)
+                )
             n_unknown += record["n_unknown"]
             n_degenerate += record["n_degenerate"]
             if skip_empty and not record["objects"]["bbox"]:
@@ -200,11 +207,15 @@ def load_voc(
             rows["height"].append(record["height"])
             rows["objects"].append(record["objects"])
     if n_degenerate:
-        warnings.warn(f"load_voc: dropped {n_degenerate} boxes of zero area (after clamping to the image) under {root}",
-                      stacklevel=2)
+        warnings.warn(
+            f"load_voc: dropped {n_degenerate} boxes of zero area (after clamping to the image) under {root}",
+            stacklevel=2,
+        )
     if n_unknown:
         warnings.warn(f"load_voc: skipped {n_unknown} objects of unknown classes under {root}", stacklevel=2)
     if not rows["image"]:
-        raise VOCFormatError(f"split {split!r} of VOC{'+'.join(map(str, years))} under {root} has no images"
-                             + (" with objects" if skip_empty else ""))
+        raise VOCFormatError(
+            f"split {split!r} of VOC{'+'.join(map(str, years))} under {root} has no images"
+            + (" with objects" if skip_empty else "")
+        )
     return datasets.Dataset.from_dict(rows, features=detection_features(classes))

@@ -40,8 +40,9 @@ def load_digits_dataset(size: int = 32, test_fraction: float = 0.2, seed: int = 
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
 
     def subset(idx):
-        return datasets.Dataset.from_dict({"image": [images[i] for i in idx], "label": [int(digits.target[i]) for i in idx]},
-                                          features=features)
+        return datasets.Dataset.from_dict(
+            {"image": [images[i] for i in idx], "label": [int(digits.target[i]) for i in idx]}, features=features
+        )
 
     return subset(train_idx), subset(test_idx), names
 
@@ -66,9 +67,11 @@ def _load_hub_or_folder(name: str, train_split: str, eval_split: str):
         except Exception as err:  # offline: datasets raises ConnectionError/FileNotFoundError/ValueError
             raise DatasetNotAvailableError(
                 f"data set {name!r} is not a local folder and is not in the local Hugging Face cache; this recipe "
-                f"never downloads at run time. Cache it once where there is network (python -c \"import datasets; "
-                f"datasets.load_dataset('{name}')\"), or pass a local image folder (--dataset /path/with/train/<class>/*.jpg), "
-                f"or use --dataset digits. ({type(err).__name__})") from None
+                f'never downloads at run time. Cache it once where there is network (python -c "import datasets; '
+                f"datasets.load_dataset('{name}')\"), or pass a local image folder "
+                f"(--dataset /path/with/train/<class>/*.jpg), "
+                f"or use --dataset digits. ({type(err).__name__})"
+            ) from None
     if train_split not in loaded:
         raise ValueError(f"{name} has no split {train_split!r} (splits: {', '.join(loaded)}); pass --train_split")
     if eval_split not in loaded:
@@ -79,8 +82,14 @@ def _load_hub_or_folder(name: str, train_split: str, eval_split: str):
     return loaded[train_split], loaded[eval_split]
 
 
-def load_classification_data(name: str, train_split: str = "train", eval_split: str = "test",
-                             image_column: str | None = None, label_column: str | None = None, image_size: int = 32):
+def load_classification_data(
+    name: str,
+    train_split: str = "train",
+    eval_split: str = "test",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    image_size: int = 32,
+):
     """(train, eval, class names) with columns renamed to ``image`` and ``label``."""
     if name == "digits":
         return load_digits_dataset(size=image_size)
@@ -88,7 +97,11 @@ def load_classification_data(name: str, train_split: str = "train", eval_split: 
     image_col = _pick(train.column_names, IMAGE_COLUMNS, image_column, "image", name)
     label_col = _pick(train.column_names, LABEL_COLUMNS, label_column, "label", name)
     feature = train.features[label_col]
-    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else [str(v) for v in sorted(set(train[label_col]))]
+    names = (
+        list(feature.names)
+        if isinstance(feature, datasets.ClassLabel)
+        else [str(v) for v in sorted(set(train[label_col]))]
+    )
     out = []
     for ds in (train, evaluation):
         ds = ds.select_columns([image_col, label_col])

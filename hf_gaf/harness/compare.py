@@ -47,8 +47,17 @@ def run_one(script: str, folder: Path, flags: list[str], launcher: list[str] | N
     """Run ``script`` with ``flags`` into ``folder`` (its own process, log in ``folder/log.txt``); return the
     seconds it took; stop with the log's tail (and ``label``) if it fails."""
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [*(launcher or [sys.executable]), script, *flags, "--output_dir", str(folder), "--overwrite_output_dir", "true",
-           "--disable_tqdm", "true"]
+    cmd = [
+        *(launcher or [sys.executable]),
+        script,
+        *flags,
+        "--output_dir",
+        str(folder),
+        "--overwrite_output_dir",
+        "true",
+        "--disable_tqdm",
+        "true",
+    ]
     start = time.perf_counter()
     with open(folder / "log.txt", "w") as log:
         log.write(" ".join(cmd) + "\n")
@@ -56,8 +65,9 @@ def run_one(script: str, folder: Path, flags: list[str], launcher: list[str] | N
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     if code != 0 or not (folder / "metrics.json").is_file():
         tail = (folder / "log.txt").read_text().splitlines()[-25:]
-        raise RuntimeError(f"run {label or folder} failed (exit {code}); last lines of {folder / 'log.txt'}:\n"
-                           + "\n".join(tail))
+        raise RuntimeError(
+            f"run {label or folder} failed (exit {code}); last lines of {folder / 'log.txt'}:\n" + "\n".join(tail)
+        )
     return time.perf_counter() - start
 
 
@@ -66,8 +76,10 @@ def final_metric(folder: Path, metric: str) -> float:
     path = folder / "metrics.json"
     report = json.loads(path.read_text())
     if metric not in report["final"]:
-        raise KeyError(f"{path} has no final {metric!r}; --metric must be one of {sorted(report['final'])} (the runs "
-                       "so far are kept: run the same command again with the right --metric)")
+        raise KeyError(
+            f"{path} has no final {metric!r}; --metric must be one of {sorted(report['final'])} (the runs "
+            "so far are kept: run the same command again with the right --metric)"
+        )
     return report["final"][metric]
 
 
@@ -83,18 +95,30 @@ def check_settings(out: Path, name: str, settings: dict, keys: tuple[str, ...], 
     previous = json.loads(path.read_text()).get("settings", {})
     changed = [k for k in keys if previous.get(k) != settings[k]]
     if changed and not allowed:
-        raise ValueError(f"--out {out} holds runs with other {', '.join(changed)} ({path}); reusing them would mix two "
-                         f"experiments: choose another --out or {remedy}")
+        raise ValueError(
+            f"--out {out} holds runs with other {', '.join(changed)} ({path}); reusing them would mix two "
+            f"experiments: choose another --out or {remedy}"
+        )
 
 
-def run_all(script: str, presets: list[str], seeds: list[int], out: Path, extra: list[str], reuse: bool = False,
-            launcher: list[str] | None = None, metric: str | None = None) -> None:
+def run_all(
+    script: str,
+    presets: list[str],
+    seeds: list[int],
+    out: Path,
+    extra: list[str],
+    reuse: bool = False,
+    launcher: list[str] | None = None,
+    metric: str | None = None,
+) -> None:
     """Run every (preset, seed) sequentially; stop with the log's tail if one fails, and after the first run
     whose ``metrics.json`` lacks ``metric`` (not after all of them). ``reuse`` keeps finished runs, only when
     ``out/compare.json`` records the same script and recipe flags."""
     settings = {"script": os.path.abspath(script), "recipe_args": extra}
     if reuse:
-        check_settings(out, SETTINGS, settings, ("script", "recipe_args"), False, "drop --reuse (to run them all again)")
+        check_settings(
+            out, SETTINGS, settings, ("script", "recipe_args"), False, "drop --reuse (to run them all again)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS).write_text(json.dumps({"settings": settings}, indent=2))
     jobs = [(p, s) for s in seeds for p in presets]  # seed-major: early results cover every preset
@@ -103,8 +127,13 @@ def run_all(script: str, presets: list[str], seeds: list[int], out: Path, extra:
         folder = run_dir(out, preset, seed)
         bar.set_postfix(preset=preset, seed=seed)
         if not (reuse and (folder / "metrics.json").is_file()):
-            seconds = run_one(script, folder, ["--preset", preset, "--seed", str(seed), *extra], launcher,
-                              label=f"{preset} seed {seed}")
+            seconds = run_one(
+                script,
+                folder,
+                ["--preset", preset, "--seed", str(seed), *extra],
+                launcher,
+                label=f"{preset} seed {seed}",
+            )
             tqdm.write(f"  {preset:<12s} seed {seed}: {seconds:5.1f} s")
         if metric is not None:
             final_metric(folder, metric)
@@ -125,7 +154,9 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
                 raise FileNotFoundError(f"{path} is missing: run the comparison first (or drop --summarize-only)")
             report = json.loads(path.read_text())
             runs[f"{preset}/seed-{seed}"] = {
-                "preset": preset, "seed": seed, "final": final_metric(path.parent, metric),
+                "preset": preset,
+                "seed": seed,
+                "final": final_metric(path.parent, metric),
                 "curve": [e.get(metric) for e in report["epochs"]],
                 "train_loss": [e.get("train_loss") for e in report["epochs"]],
                 "epoch_time_s": [e["epoch_time_s"] for e in report["epochs"]],
@@ -137,7 +168,9 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
         mine = [r for r in runs.values() if r["preset"] == preset]
         finals = [r["final"] for r in mine]
         table[preset] = {
-            **mean_ci(finals), "n": len(mine), "finals": finals,
+            **mean_ci(finals),
+            "n": len(mine),
+            "finals": finals,
             "epoch_time_s": statistics.median(t for r in mine for t in r["epoch_time_s"]),
             "images_per_s": statistics.median(r["train_images_per_s"] for r in mine),
         }
@@ -145,24 +178,36 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
     for preset, row in table.items():
         row["delta_vs_baseline"] = row["mean"] - base["mean"]
         row["speed_vs_baseline"] = row["images_per_s"] / base["images_per_s"]
-        row["vs_baseline"] = None if preset == baseline else paired_difference(row["finals"], base["finals"],
-                                                                               greater_is_better)
-    return {"metric": metric, "baseline": baseline, "greater_is_better": greater_is_better, "presets": presets,
-            "seeds": seeds, "table": table, "runs": runs}
+        row["vs_baseline"] = (
+            None if preset == baseline else paired_difference(row["finals"], base["finals"], greater_is_better)
+        )
+    return {
+        "metric": metric,
+        "baseline": baseline,
+        "greater_is_better": greater_is_better,
+        "presets": presets,
+        "seeds": seeds,
+        "table": table,
+        "runs": runs,
+    }
 
 
 def results_markdown(summary: dict, title: str = "") -> str:
     metric, baseline = summary["metric"], summary["baseline"]
     name = PRETTY.get(metric, metric)
-    lines = [f"## {title}" if title else "## Results", "",
-             f"{name} (`{metric}`), mean ± std [95 % CI] over seeds {summary['seeds']}. Δ is the paired difference "
-             f"to `{baseline}` (runs pair by seed: same data order and initial weights) with its 95 % CI and the "
-             f"paired t-test's p; the verdict reads the CI (\"no difference shown\" when it contains 0). images/s "
-             f"is training throughput in the steady state (median over epochs after the first, then over seeds), "
-             f"measured in this same comparison.", "",
-             f"| preset | {name} | Δ vs {baseline} [95 % CI] | p | verdict | n | per seed | s / epoch | images/s | "
-             f"images/s vs {baseline} |",
-             "|---|---:|---:|---:|---|---:|---|---:|---:|---:|"]
+    lines = [
+        f"## {title}" if title else "## Results",
+        "",
+        f"{name} (`{metric}`), mean ± std [95 % CI] over seeds {summary['seeds']}. Δ is the paired difference "
+        f"to `{baseline}` (runs pair by seed: same data order and initial weights) with its 95 % CI and the "
+        f'paired t-test\'s p; the verdict reads the CI ("no difference shown" when it contains 0). images/s '
+        f"is training throughput in the steady state (median over epochs after the first, then over seeds), "
+        f"measured in this same comparison.",
+        "",
+        f"| preset | {name} | Δ vs {baseline} [95 % CI] | p | verdict | n | per seed | s / epoch | images/s | "
+        f"images/s vs {baseline} |",
+        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|",
+    ]
     complete = [r for r in summary["table"].values() if r.get("n_nonfinite", 0) == 0 and math.isfinite(r["mean"])]
     best = max(complete, key=lambda r: r["mean"]) if complete else None  # never a preset with a diverged seed
     for preset, r in summary["table"].items():
@@ -171,9 +216,11 @@ def results_markdown(summary: dict, title: str = "") -> str:
         ci = f" [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else ""
         skipped = f" ({r['n_nonfinite']} of {r['n']} seeds non-finite, left out)" if r.get("n_nonfinite") else ""
         delta, p, verdict = paired_cells(r.get("vs_baseline"), none="baseline")
-        lines.append(f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f}{ci}{skipped} | {delta} | {p} | {verdict} | "
-                     f"{r['n']} | {seeds} | {r['epoch_time_s']:.2f} | {r['images_per_s']:.0f} | "
-                     f"{r['speed_vs_baseline']:.3f} |")
+        lines.append(
+            f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f}{ci}{skipped} | {delta} | {p} | {verdict} | "
+            f"{r['n']} | {seeds} | {r['epoch_time_s']:.2f} | {r['images_per_s']:.0f} | "
+            f"{r['speed_vs_baseline']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -198,41 +245,119 @@ def write_results(summary: dict, out: Path, title: str = "") -> str:
     return markdown
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hf-gaf compare", description="Run a recipe over presets x seeds and compare them. "
-        "Arguments after `--` go to the recipe.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def compare(
+    script: str,
+    presets: list[str],
+    seeds: list[int],
+    out: Path,
+    recipe_args: list[str],
+    *,
+    metric: str = "eval_accuracy",
+    baseline: str | None = None,
+    title: str = "",
+    reuse: bool = False,
+    summarize_only: bool = False,
+    launcher: list[str] | None = None,
+) -> dict:
+    """Run ``script`` over ``presets`` × ``seeds`` into ``out`` (:func:`run_all`; nothing with
+    ``summarize_only``), then write and return the summary (:func:`summarize`, :func:`write_results`)."""
+    if baseline is not None and baseline not in presets:  # before hours of runs, not after
+        raise ValueError(f"--baseline {baseline!r} is not one of --presets {' '.join(presets)}")
+    if not summarize_only:
+        run_all(script, presets, seeds, out, recipe_args, reuse=reuse, launcher=launcher, metric=metric)
+    summary = summarize(out, presets, seeds, metric, baseline)
+    write_results(summary, out, title)
+    return summary
+
+
+DETECTION_SCRIPTS = ("train_detr.py", "train_faster_rcnn.py")
+
+
+def default_metric(script: str) -> str:
+    """The main metric of a recipe: VOC07 mAP for the detection recipes, top-1 accuracy otherwise."""
+    return "eval_voc07_map" if os.path.basename(script) in DETECTION_SCRIPTS else "eval_accuracy"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of ``hf-gaf compare`` (arguments after ``--`` go to the recipe)."""
     parser.add_argument("--script", required=True, help="recipe script, e.g. recipes/classification/train.py")
     parser.add_argument("--presets", nargs="+", required=True, help="--preset names to compare")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--metric", default="eval_accuracy", help="main metric, a key of metrics.json's 'final'")
+    parser.add_argument(
+        "--metric",
+        default=None,
+        help="main metric, a key of metrics.json's 'final' (default: "
+        "eval_voc07_map for the detection recipes, eval_accuracy otherwise)",
+    )
     parser.add_argument("--baseline", default=None, help="preset the others are compared to (default: the first)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--title", default="")
-    parser.add_argument("--reuse", action="store_true", help="skip runs whose metrics.json exists (same script and "
-                        "recipe flags only)")
-    parser.add_argument("--summarize-only", action="store_true", help="only aggregate existing runs")
-    parser.add_argument("--launcher", default=None,
-                        help="command that starts each run instead of python, e.g. 'accelerate launch --config_file X'")
+    parser.add_argument(
+        "--reuse", action="store_true", help="skip runs whose metrics.json exists (same script and recipe flags only)"
+    )
+    parser.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="run nothing; recompute the tables from the finished runs (e.g. with another --metric)",
+    )
+    parser.add_argument(
+        "--launcher",
+        default=None,
+        help="command that starts each run instead of python, e.g. 'accelerate launch --config_file X'",
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = []
-    if "--" in argv:
-        extra = argv[argv.index("--") + 1:]
-        argv = argv[: argv.index("--")]
-    args = build_parser().parse_args(argv)
+def check_args(args: argparse.Namespace) -> None:
+    """What can be wrong before any run starts (a ``ValueError`` naming the flag)."""
     if not os.path.isfile(args.script):
-        build_parser().error(f"--script {args.script!r} does not exist")
-    if args.baseline is not None and args.baseline not in args.presets:  # before hours of runs, not after
-        build_parser().error(f"--baseline {args.baseline!r} is not one of --presets {' '.join(args.presets)}")
-    out = Path(args.out)
-    if not args.summarize_only:
-        run_all(args.script, args.presets, args.seeds, out, extra, reuse=args.reuse,
-                launcher=args.launcher.split() if args.launcher else None, metric=args.metric)
-    markdown = write_results(summarize(out, args.presets, args.seeds, args.metric, args.baseline), out, args.title)
-    print("\n" + markdown)
+        raise ValueError(f"--script {args.script!r} does not exist")
+    if args.baseline is not None and args.baseline not in args.presets:
+        raise ValueError(f"--baseline {args.baseline!r} is not one of --presets {' '.join(args.presets)}")
+
+
+def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
+    """``hf-gaf compare`` with parsed ``args``: check them, compare, print the table and where it is."""
+    check_args(args)
+    out, metric = Path(args.out), args.metric or default_metric(args.script)
+    summary = compare(
+        args.script,
+        args.presets,
+        args.seeds,
+        out,
+        recipe_args,
+        metric=metric,
+        baseline=args.baseline,
+        title=args.title,
+        reuse=args.reuse,
+        summarize_only=args.summarize_only,
+        launcher=args.launcher.split() if args.launcher else None,
+    )
+    print("\n" + results_markdown(summary, args.title))
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
     return 0
+
+
+def split_recipe_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` before ``--`` and after it (the recipe's flags)."""
+    if "--" not in argv:
+        return argv, []
+    return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python recipes/compare.py ...``: the same flags as ``hf-gaf compare``."""
+    argv, recipe_args = split_recipe_args(list(sys.argv[1:] if argv is None else argv))
+    parser = add_arguments(
+        argparse.ArgumentParser(
+            prog="hf-gaf compare",
+            description="Run a recipe over presets x seeds and compare them. Arguments after `--` go to the recipe.",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    return run(args, recipe_args)

@@ -17,15 +17,13 @@ prints the summary table and where the files are. ``fast=True`` is the reduced v
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import recipes
 from ..detection.synthetic_voc import is_synthetic_voc, make_voc
-from .compare import main as compare
+from .compare import compare
 from .paired_stats import ONE_SEED
 from .plots import plot_gaf
 
@@ -63,8 +61,7 @@ TASKS = {
 VOC = {"full": dict(n_train=400, n_test=80, image_size=128), "fast": dict(n_train=32, n_test=16, image_size=96)}
 
 
-def _summary_row(name: str, out: Path, task: DemoTask) -> dict:
-    result = json.loads((out / name / "results.json").read_text())
+def _summary_row(name: str, result: dict, task: DemoTask) -> dict:
     base, gaf = result["table"][task.baseline], result["table"][task.gaf]
     verdict = gaf["vs_baseline"]["verdict"]
     if verdict == ONE_SEED:
@@ -75,21 +72,31 @@ def _summary_row(name: str, out: Path, task: DemoTask) -> dict:
 
 
 def summary_markdown(rows: list[dict], seconds: float, fast: bool) -> str:
-    lines = ["## hf_gaf demo: GAF against its baseline (CPU, one seed, built-in data)" + (" [FAST]" if fast else ""), "",
-             "| task | metric | baseline | value | GAF preset | value | Δ (GAF − baseline) | verdict | images/s GAF/baseline |",
-             "|---|---|---|---:|---|---:|---:|---|---:|"]
+    lines = [
+        "## hf_gaf demo: GAF against its baseline (CPU, one seed, built-in data)" + (" [FAST]" if fast else ""),
+        "",
+        "| task | metric | baseline | value | GAF preset | value | Δ (GAF − baseline) | verdict "
+        "| images/s GAF/baseline |",
+        "|---|---|---|---:|---|---:|---:|---|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['metric'].removeprefix('eval_')} | {r['baseline']} | {r['baseline_value']:.4f} | "
-                     f"{r['gaf']} | {r['gaf_value']:.4f} | {r['delta']:+.4f} | {r['verdict']} | {r['speed']:.3f} |")
-    lines += ["", "One seed per preset, so each Δ includes seed-to-seed noise and no difference can be shown "
-              "(`make bench-digits` runs 3 seeds and reports confidence intervals and paired tests); "
-              "images/s ratios on a shared 2-core machine swing by about ±10 % between runs.",
-              f"Total time {seconds / 60:.1f} min."]
+        lines.append(
+            f"| {r['task']} | {r['metric'].removeprefix('eval_')} | {r['baseline']} | {r['baseline_value']:.4f} | "
+            f"{r['gaf']} | {r['gaf_value']:.4f} | {r['delta']:+.4f} | {r['verdict']} | {r['speed']:.3f} |"
+        )
+    lines += [
+        "",
+        "One seed per preset, so each Δ includes seed-to-seed noise and no difference can be shown "
+        "(`make bench-digits` runs 3 seeds and reports confidence intervals and paired tests); "
+        "images/s ratios on a shared 2-core machine swing by about ±10 % between runs.",
+        f"Total time {seconds / 60:.1f} min.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def run_demo(out: str = "runs/demo", fast: bool = False, tasks: list[str] | None = None,
-             epochs: int | None = None) -> str:
+def run_demo(
+    out: str = "runs/demo", fast: bool = False, tasks: list[str] | None = None, epochs: int | None = None
+) -> str:
     """Run the demo (or only ``tasks``, with ``epochs`` instead of each task's own) into ``out``;
     return the summary markdown."""
     start = time.perf_counter()
@@ -112,12 +119,17 @@ def run_demo(out: str = "runs/demo", fast: bool = False, tasks: list[str] | None
         recipe_args = task.flags.format(voc=voc).split() + ["--num_train_epochs", str(n_epochs), "--report_to", "none"]
         recipe_args += task.fast.split() if fast else []
         print(f"\n=== {name}: {task.baseline} vs {task.gaf} ({task.metric}), {n_epochs} epochs ===", flush=True)
-        code = compare(["--script", str(RECIPES / task.script), "--presets", task.baseline, task.gaf, "--seeds", "0",
-                        "--metric", task.metric, "--baseline", task.baseline, "--out", str(out_path / name),
-                        "--title", f"{name}: {n_epochs} epochs, CPU, bundled/synthetic data, one seed", "--", *recipe_args])
-        if code:
-            sys.exit(code)
-        rows.append(_summary_row(name, out_path, task))
+        result = compare(
+            str(RECIPES / task.script),
+            [task.baseline, task.gaf],
+            [0],
+            out_path / name,
+            recipe_args,
+            metric=task.metric,
+            baseline=task.baseline,
+            title=f"{name}: {n_epochs} epochs, CPU, bundled/synthetic data, one seed",
+        )
+        rows.append(_summary_row(name, result, task))
     markdown = summary_markdown(rows, time.perf_counter() - start, fast)
     (out_path / "results.md").write_text(markdown)
     print("\n" + markdown)

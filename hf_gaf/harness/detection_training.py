@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-
 from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
@@ -16,13 +15,13 @@ from ..detection.coco_json import coco_categories
 from ..detection.data import DetectionDataArguments, evaluation_years, load_splits, parse_years, resolve_classes
 from ..detection.images import DetectionDataError
 from ..detection.saved import DetectorInfo, save_detector
-from ..detection.schema import with_canvas_transform
+from ..detection.schema import detect, with_canvas_transform
 from ..detection.trainer import DetectionTrainer, detection_compute_metrics
 from ..detection.transforms import DetectionTransform
 from ..metrics.detection import METRIC_KEYS, EvaluationArguments
 from .experiment_args import ExperimentArguments, ExperimentTrainerMixin
-from .training import run_training
 from .sample_rng import SampleRNG
+from .training import run_training
 
 FINAL_MODEL, BEST_MODEL = "model", "best-model"
 
@@ -36,11 +35,22 @@ class ExperimentDetectionTrainer(ExperimentTrainerMixin, DetectionTrainer):
 class DetectionOutputArguments:
     """What a detection run writes besides ``metrics.json``."""
 
-    draw_predictions: int = field(default=8, metadata={
-        "help": "After training, draw the boxes on this many evaluation images into OUTPUT_DIR/predictions.png (0: off)."})
-    save_models: bool = field(default=True, metadata={
-        "help": "Save the final model to OUTPUT_DIR/model and the best one by --metric_for_best_model (default "
-                "voc07_map) to OUTPUT_DIR/best-model, each with a model card (README.md)."})
+    draw_predictions: int = field(
+        default=8,
+        metadata={
+            "help": "After training, draw the boxes on this many evaluation images into OUTPUT_DIR/predictions.png "
+            "(0: off)."
+        },
+    )
+    save_models: bool = field(
+        default=True,
+        metadata={
+            "help": "Save the final model to OUTPUT_DIR/model and the best one by --metric_for_best_model (default "
+            "voc07_map) to OUTPUT_DIR/best-model, each with a model card (README.md)."
+        },
+    )
+
+
 SAVED_AT = "saved_at.json"  # the metrics a saved model was saved with
 
 
@@ -54,8 +64,10 @@ def load_splits_or_exit(data_args: DetectionDataArguments):
             by_name = {name: cat_id for cat_id, name in coco_categories(data_args.train_json)}
             absent = [n for n in names if n not in by_name]
             if absent:  # it would have no COCO id to write into detections.json
-                raise ValueError(f"--classes names {', '.join(absent)}, which {data_args.train_json} has no category "
-                                 f"for (its categories: {', '.join(by_name)}); list only those classes")
+                raise ValueError(
+                    f"--classes names {', '.join(absent)}, which {data_args.train_json} has no category "
+                    f"for (its categories: {', '.join(by_name)}); list only those classes"
+                )
             category_ids = [by_name[n] for n in names]
         train_ds, eval_ds = load_splits(data_args, names)
     except (DetectionDataError, FileNotFoundError, ValueError) as err:
@@ -91,22 +103,45 @@ class BestModelCallback(TrainerCallback):
             self.save(BEST_MODEL, {key: value, "epoch": state.epoch, "step": state.global_step})
 
 
-def train_detector(model, collator, postprocess, training_args: ExperimentArguments, data_args: DetectionDataArguments,
-                   eval_args: EvaluationArguments, output_args: DetectionOutputArguments, splits, preset: str,
-                   info: DetectorInfo, extra: dict, processor=None) -> dict:
+def train_detector(
+    model,
+    collator,
+    postprocess,
+    training_args: ExperimentArguments,
+    data_args: DetectionDataArguments,
+    eval_args: EvaluationArguments,
+    output_args: DetectionOutputArguments,
+    splits,
+    preset: str,
+    info: DetectorInfo,
+    extra: dict,
+    processor=None,
+) -> dict:
     """Train ``model`` on ``splits`` (from :func:`load_splits_or_exit`; the training split augmented with a
     per-sample RNG, so a resumed run augments as the uninterrupted one), write ``metrics.json``, save the
     final and best models (``--save_models``), draw ``--draw_predictions`` evaluation images; returns the report."""
     names, _, train_ds, eval_ds = splits
     size = data_args.image_size
     sample_rng = SampleRNG(training_args.seed)
-    train_tf = DetectionTransform(size, train=True, mode=data_args.resize_mode, hflip=data_args.hflip,
-                                  max_zoom_out=data_args.max_zoom_out, iou_crop=data_args.iou_crop, sample_rng=sample_rng)
+    train_tf = DetectionTransform(
+        size,
+        train=True,
+        mode=data_args.resize_mode,
+        hflip=data_args.hflip,
+        max_zoom_out=data_args.max_zoom_out,
+        iou_crop=data_args.iou_crop,
+        sample_rng=sample_rng,
+    )
     eval_tf = DetectionTransform(size, train=False, mode=data_args.resize_mode)
     trainer = ExperimentDetectionTrainer(
-        model=model, args=training_args, train_dataset=with_canvas_transform(train_ds, train_tf),
-        eval_dataset=with_canvas_transform(eval_ds, eval_tf), data_collator=collator,
-        compute_metrics=detection_compute_metrics(names, compat=eval_args.compat), postprocess=postprocess)
+        model=model,
+        args=training_args,
+        train_dataset=with_canvas_transform(train_ds, train_tf),
+        eval_dataset=with_canvas_transform(eval_ds, eval_tf),
+        data_collator=collator,
+        compute_metrics=detection_compute_metrics(names, compat=eval_args.compat),
+        postprocess=postprocess,
+    )
 
     def save(name: str, metrics: dict) -> None:
         folder = save_detector(os.path.join(training_args.output_dir, name), trainer.model, info, processor)
@@ -117,38 +152,66 @@ def train_detector(model, collator, postprocess, training_args: ExperimentArgume
     if output_args.save_models:
         trainer.add_callback(BestModelCallback(save))
     metric_names = ["loss", *METRIC_KEYS, *(f"ap_{name}" for name in names)]
-    report = run_training(trainer, preset, n_train_images=len(train_ds), sample_rng=sample_rng,
-                          extra={**extra, "image_size": size, "classes": names}, metric_names=metric_names)
+    report = run_training(
+        trainer,
+        preset,
+        n_train_images=len(train_ds),
+        sample_rng=sample_rng,
+        extra={**extra, "image_size": size, "classes": names},
+        metric_names=metric_names,
+    )
     if output_args.save_models and trainer.is_world_process_zero():
         save(FINAL_MODEL, report.get("final", {}))
-        print(f"saved the final model to {os.path.join(training_args.output_dir, FINAL_MODEL)} and the best "
-              f"({training_args.metric_for_best_model}) to {os.path.join(training_args.output_dir, BEST_MODEL)}")
+        print(
+            f"saved the final model to {os.path.join(training_args.output_dir, FINAL_MODEL)} and the best "
+            f"({training_args.metric_for_best_model}) to {os.path.join(training_args.output_dir, BEST_MODEL)}"
+        )
     draw_predictions(trainer, eval_ds, eval_tf, collator, names, output_args.draw_predictions)
     return report
 
 
-def write_model_card(folder: str, info: DetectorInfo, data_args: DetectionDataArguments, training_args, preset: str,
-                     metrics: dict) -> str:
+def write_model_card(
+    folder: str, info: DetectorInfo, data_args: DetectionDataArguments, training_args, preset: str, metrics: dict
+) -> str:
     """``README.md`` of a saved model: data, classes, preset and GAF settings, the metrics it was saved with."""
-    data = (f"COCO JSON `{data_args.train_json}` (images `{data_args.train_images}`), evaluated on `{data_args.eval_json}`"
-            if data_args.data_format == "coco" else
-            f"VOC tree `{data_args.voc_root}`, years {'+'.join(parse_years(data_args.years))} {data_args.train_split}, evaluated on "
-            f"{'+'.join(evaluation_years(data_args))} {data_args.eval_split}")
+    data = (
+        f"COCO JSON `{data_args.train_json}` (images `{data_args.train_images}`), evaluated on `{data_args.eval_json}`"
+        if data_args.data_format == "coco"
+        else f"VOC tree `{data_args.voc_root}`, years {'+'.join(parse_years(data_args.years))} "
+        f"{data_args.train_split}, evaluated on "
+        f"{'+'.join(evaluation_years(data_args))} {data_args.eval_split}"
+    )
     gaf = training_args.gaf_config()
-    rows = [f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in metrics.items()
-            if isinstance(v, float) and k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]
+    rows = [
+        f"| {k.removeprefix('eval_')} | {v:.4f} |"
+        for k, v in metrics.items()
+        if isinstance(v, float) and k.startswith("eval_") and not k.endswith(("runtime", "per_second"))
+    ]
     lines = [
-        "---", "library_name: transformers" if info.family == "detr" else "library_name: pytorch",
-        "pipeline_tag: object-detection", "tags: [hf_gaf, gradient-activation-function]", "---", "",
-        f"# {info.family} trained with hf_gaf (preset `{preset}`)", "",
-        f"- data: {data}", f"- classes ({len(info.class_names)}): {', '.join(info.class_names)}",
+        "---",
+        "library_name: transformers" if info.family == "detr" else "library_name: pytorch",
+        "pipeline_tag: object-detection",
+        "tags: [hf_gaf, gradient-activation-function]",
+        "---",
+        "",
+        f"# {info.family} trained with hf_gaf (preset `{preset}`)",
+        "",
+        f"- data: {data}",
+        f"- classes ({len(info.class_names)}): {', '.join(info.class_names)}",
         f"- canvas: {info.image_size} px, {info.resize_mode}",
-        f"- optimizer: `{training_args.optim}` lr {training_args.learning_rate}, weight decay {training_args.weight_decay}, "
+        f"- optimizer: `{training_args.optim}` lr {training_args.learning_rate}, "
+        f"weight decay {training_args.weight_decay}, "
         f"max_grad_norm {training_args.max_grad_norm}",
-        f"- GAF: {json.dumps(gaf)}", f"- saved at: {json.dumps({k: v for k, v in metrics.items() if k in ('epoch', 'step')})}",
-        "", "| metric | value |", "|---|---:|", *rows, "",
-        "Load: `hf-gaf predict --model THIS_FOLDER --images IMAGES --out OUT`, `hf-gaf evaluate --model THIS_FOLDER ...`"
-        + (", or `pipeline(\"object-detection\", model=THIS_FOLDER)`." if info.family == "detr" else "."),
+        f"- GAF: {json.dumps(gaf)}",
+        f"- saved at: {json.dumps({k: v for k, v in metrics.items() if k in ('epoch', 'step')})}",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        *rows,
+        "",
+        "Load: `hf-gaf predict --model THIS_FOLDER --images IMAGES --out OUT`, "
+        "`hf-gaf evaluate --model THIS_FOLDER ...`"
+        + (', or `pipeline("object-detection", model=THIS_FOLDER)`.' if info.family == "detr" else "."),
     ]
     path = os.path.join(folder, "README.md")
     with open(path, "w") as f:
@@ -156,8 +219,16 @@ def write_model_card(folder: str, info: DetectorInfo, data_args: DetectionDataAr
     return path
 
 
-def draw_predictions(trainer, dataset, transform: DetectionTransform, collator, names: list[str], n_images: int = 8,
-                     score_threshold: float = 0.3, path: str | None = None) -> str | None:
+def draw_predictions(
+    trainer,
+    dataset,
+    transform: DetectionTransform,
+    collator,
+    names: list[str],
+    n_images: int = 8,
+    score_threshold: float = 0.3,
+    path: str | None = None,
+) -> str | None:
     """Write ``OUTPUT_DIR/predictions.png`` (or ``path``): the model's boxes and the ground truth on the first
     ``n_images`` of the raw ``dataset``. Nothing when ``n_images`` is 0 or on non-main processes."""
     from .plots import plot_detections
@@ -167,9 +238,17 @@ def draw_predictions(trainer, dataset, transform: DetectionTransform, collator, 
     path = path or os.path.join(trainer.args.output_dir, "predictions.png")
     subset = dataset.select(range(min(n_images, len(dataset))))
     rows = with_canvas_transform(subset, transform)
-    detections = trainer.predict_batch(collator([rows[i] for i in range(len(rows))]))
+    detections = detect(
+        trainer.model, collator, trainer.postprocess, [rows[i] for i in range(len(rows))], trainer.args.device
+    )
     truths = [{"boxes": row["objects"]["bbox"]} for row in subset]
-    plot_detections([row["image"] for row in subset], [{k: v.cpu().numpy() for k, v in d.items()} for d in detections],
-                    truths, names, path, score_threshold=score_threshold)
+    plot_detections(
+        [row["image"] for row in subset],
+        [{k: v.cpu().numpy() for k, v in d.items()} for d in detections],
+        names,
+        path,
+        ground_truths=truths,
+        score_threshold=score_threshold,
+    )
     print(f"drew predictions on {len(subset)} test images: {path}")
     return path

@@ -3,7 +3,8 @@ schedule of torchvision's detection reference, and DETR's separate backbone lear
 
 :class:`ExperimentArguments` adds those flags to :class:`~hf_gaf.trainer.GAFTrainingArguments`;
 :class:`ExperimentTrainerMixin` acts on them through :class:`~hf_gaf.trainer.GAFTrainer`'s
-``create_optimizer`` (the :class:`ClipByValue` hook), ``param_group_overrides`` and ``create_scheduler``. :class:`ExperimentTrainer` is what the classification recipe trains with,
+``create_optimizer`` (the :class:`ClipByValue` hook), ``param_group_overrides`` and ``create_scheduler``.
+:class:`ExperimentTrainer` is what the classification recipe trains with,
 :class:`~hf_gaf.harness.detection_training.ExperimentDetectionTrainer` the detection recipes.
 """
 
@@ -25,27 +26,43 @@ class ExperimentArguments(GAFTrainingArguments):
     """:class:`~hf_gaf.trainer.GAFTrainingArguments` plus the experiment-only flags. ``max_grad_norm``
     also defaults to 0 with ``--clip_value`` (one clipping baseline at a time)."""
 
-    clip_value: float = field(default=0.0, metadata={
-        "help": "Clip every gradient coordinate to [-v, v] inside the optimizer step (the paper's clip-by-value "
-                "baseline), where GAF on the gradient runs; 0 disables."})
-    lr_milestones: list[float] = field(default_factory=list, metadata={
-        "help": "Multi-step schedule: fractions of training (e.g. 0.5 0.75) where the lr is multiplied by "
-                "--lr_gamma (after --warmup_steps); overrides --lr_scheduler_type."})
+    clip_value: float = field(
+        default=0.0,
+        metadata={
+            "help": "Clip every gradient coordinate to [-v, v] inside the optimizer step (the paper's clip-by-value "
+            "baseline), where GAF on the gradient runs; 0 disables."
+        },
+    )
+    lr_milestones: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "Multi-step schedule: fractions of training (e.g. 0.5 0.75) where the lr is multiplied by "
+            "--lr_gamma (after --warmup_steps); overrides --lr_scheduler_type."
+        },
+    )
     lr_gamma: float = field(default=0.1, metadata={"help": "Factor of the multi-step schedule."})
-    backbone_lr: float | None = field(default=None, metadata={
-        "help": "Learning rate of the parameters whose name matches --backbone_pattern (DETR's recipe: 1e-5)."})
+    backbone_lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the parameters whose name matches --backbone_pattern (DETR's recipe: 1e-5)."
+        },
+    )
     backbone_pattern: str = field(default=r"backbone", metadata={"help": "Regular expression for --backbone_lr."})
 
     def __post_init__(self):
         if self.clip_value < 0 or (self.clip_value > 0 and self.gaf != "none"):
-            raise ValueError(f"--clip_value {self.clip_value}: must be >= 0, and cannot be combined with --gaf "
-                             f"{self.gaf} (both transform each gradient coordinate at the same place)")
+            raise ValueError(
+                f"--clip_value {self.clip_value}: must be >= 0, and cannot be combined with --gaf "
+                f"{self.gaf} (both transform each gradient coordinate at the same place)"
+            )
         if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"--lr_milestones {self.lr_milestones}: need increasing fractions of training in (0, 1)")
         try:
             re.compile(self.backbone_pattern)
         except re.error as err:
-            raise ValueError(f"--backbone_pattern {self.backbone_pattern!r} is not a valid regular expression: {err}") from None
+            raise ValueError(
+                f"--backbone_pattern {self.backbone_pattern!r} is not a valid regular expression: {err}"
+            ) from None
         if self.max_grad_norm is None and self.clip_value > 0:
             self.max_grad_norm = 0.0
         super().__post_init__()
@@ -86,8 +103,12 @@ class ClipByValue:
             return  # the fused optimizer skips this step
         scale = getattr(optimizer, "grad_scale", None)
         bound = self.value * (float(scale.item()) if scale is not None else 1.0)
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"]
-                 if p.grad is not None and (self.param_ids is None or id(p) in self.param_ids)]
+        grads = [
+            p.grad
+            for g in optimizer.param_groups
+            for p in g["params"]
+            if p.grad is not None and (self.param_ids is None or id(p) in self.param_ids)
+        ]
         if grads:
             torch._foreach_clamp_min_(grads, -bound)
             torch._foreach_clamp_max_(grads, bound)
@@ -120,7 +141,9 @@ class ExperimentTrainerMixin:
         optimizer = super().create_optimizer(model)
         if not had and self.args.clip_value > 0:
             model = model if model is not None else self.model
-            params = [p for n, p in model.named_parameters() if p.requires_grad and not is_excluded(n, self.gaf_exclude)]
+            params = [
+                p for n, p in model.named_parameters() if p.requires_grad and not is_excluded(n, self.gaf_exclude)
+            ]
             ClipByValue(optimizer, self.args.clip_value, params)
         return optimizer
 
@@ -133,8 +156,12 @@ class ExperimentTrainerMixin:
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None and self.args.lr_milestones:
             self.lr_scheduler = multistep_with_warmup(
-                optimizer if optimizer is not None else self.optimizer, num_training_steps,
-                self.args.get_warmup_steps(num_training_steps), list(self.args.lr_milestones), self.args.lr_gamma)
+                optimizer if optimizer is not None else self.optimizer,
+                num_training_steps,
+                self.args.get_warmup_steps(num_training_steps),
+                list(self.args.lr_milestones),
+                self.args.lr_gamma,
+            )
             self._created_lr_scheduler = True
             return self.lr_scheduler
         return super().create_scheduler(num_training_steps, optimizer)
@@ -142,4 +169,3 @@ class ExperimentTrainerMixin:
 
 class ExperimentTrainer(ExperimentTrainerMixin, GAFTrainer):
     """The classification recipe's trainer."""
-

@@ -22,15 +22,16 @@ import sys
 import tempfile
 
 import torch
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..detection.data import DetectionDataArguments, load_split
 from ..detection.saved import load_detector
-from ..detection.schema import EVAL_KEY, EvalTarget, with_canvas_transform
+from ..detection.schema import EVAL_KEY, EvalTarget, detect, with_canvas_transform
 from ..detection.trainer import DetectionTrainer, detection_compute_metrics
 from ..detection.transforms import DetectionTransform
 from ..metrics.detection import EvaluationArguments
+from .plots import plot_detections
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DRAWN = "drawn"  # the folder of drawn PNGs inside --out
@@ -115,26 +116,45 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
             rows.append({"sample": sample, EVAL_KEY: empty})
         if not rows:
             continue
-        inputs = detector.collator(rows)
-        inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-        detections = detector.postprocess(model(pixel_values=inputs["pixel_values"]), inputs["labels"])
+        detections = detect(model, detector.collator, detector.postprocess, rows, device)
         for (file, image_id), image, det in zip(batch, images, detections):
             keep = det["scores"] >= threshold
             boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
             for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-                results.append({"image_id": image_id, "file_name": file, "category_id": detector.info.category_id(label),
-                                "category": names[label], "score": round(score, 5),
-                                "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2),
-                                         round(box[3] - box[1], 2)]})
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "file_name": file,
+                        "category_id": detector.info.category_id(label),
+                        "category": names[label],
+                        "score": round(score, 5),
+                        "bbox": [
+                            round(box[0], 2),
+                            round(box[1], 2),
+                            round(box[2] - box[0], 2),
+                            round(box[3] - box[1], 2),
+                        ],
+                    }
+                )
             drawn = os.path.join(out, DRAWN, image_id + ".png")
             os.makedirs(os.path.dirname(drawn), exist_ok=True)
-            _draw(image, boxes.tolist(), scores.tolist(), [names[i] for i in labels.tolist()], drawn)
+            plot_detections(
+                [image],
+                [{"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy()}],
+                names,
+                drawn,
+                score_threshold=threshold,
+                columns=1,
+                cell_inches=6.4,
+            )
     path = os.path.join(out, "detections.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
     n_done = len(files) - len(skipped)
-    print(f"{len(results)} detections (score >= {threshold}) on {n_done} images: {path} and {n_done} PNGs in "
-          f"{os.path.join(out, DRAWN)}")
+    print(
+        f"{len(results)} detections (score >= {threshold}) on {n_done} images: {path} and {n_done} PNGs in "
+        f"{os.path.join(out, DRAWN)}"
+    )
     if skipped:
         listed = os.path.join(out, "skipped.txt")
         with open(listed, "w") as f:
@@ -143,20 +163,17 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
     return path
 
 
-def _draw(image: Image.Image, boxes, scores, names, path: str) -> None:
-    drawn = image.copy()
-    pen = ImageDraw.Draw(drawn)
-    for (x0, y0, x1, y1), score, name in zip(boxes, scores, names):
-        pen.rectangle([x0, y0, x1, y1], outline=(255, 64, 32), width=2)
-        pen.text((x0 + 2, y0 + 1), f"{name} {score:.2f}", fill=(255, 255, 255))
-    drawn.save(path)
-
-
 EVAL_RESULTS = "eval_results.json"
 
 
-def evaluate_saved(model_dir: str, data: DetectionDataArguments, evaluation: EvaluationArguments, out: str,
-                   batch_size: int = 8, overwrite: bool = False) -> dict:
+def evaluate_saved(
+    model_dir: str,
+    data: DetectionDataArguments,
+    evaluation: EvaluationArguments,
+    out: str,
+    batch_size: int = 8,
+    overwrite: bool = False,
+) -> dict:
     """Score the detector of ``model_dir`` on the evaluation split of ``data``; write ``out/eval_results.json``
     (an existing one only with ``overwrite``)."""
     if batch_size < 1:
@@ -170,15 +187,32 @@ def evaluate_saved(model_dir: str, data: DetectionDataArguments, evaluation: Eva
     from transformers import TrainingArguments
 
     with tempfile.TemporaryDirectory() as scratch:
-        args = TrainingArguments(scratch, per_device_eval_batch_size=batch_size, batch_eval_metrics=True,
-                                 eval_do_concat_batches=False, remove_unused_columns=False, report_to="none",
-                                 use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
-        trainer = DetectionTrainer(model=detector.model, args=args, eval_dataset=with_canvas_transform(images, transform),
-                                   data_collator=detector.collator, postprocess=detector.postprocess,
-                                   compute_metrics=detection_compute_metrics(names, compat=evaluation.compat))
+        args = TrainingArguments(
+            scratch,
+            per_device_eval_batch_size=batch_size,
+            batch_eval_metrics=True,
+            eval_do_concat_batches=False,
+            remove_unused_columns=False,
+            report_to="none",
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+        )
+        trainer = DetectionTrainer(
+            model=detector.model,
+            args=args,
+            eval_dataset=with_canvas_transform(images, transform),
+            data_collator=detector.collator,
+            postprocess=detector.postprocess,
+            compute_metrics=detection_compute_metrics(names, compat=evaluation.compat),
+        )
         metrics = trainer.evaluate()
-    report = {"model": os.path.abspath(model_dir), "family": detector.info.family, "n_images": len(images),
-              "classes": names, "metrics": metrics}
+    report = {
+        "model": os.path.abspath(model_dir),
+        "family": detector.info.family,
+        "n_images": len(images),
+        "classes": names,
+        "metrics": metrics,
+    }
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, EVAL_RESULTS), "w") as f:
         json.dump(report, f, indent=2)

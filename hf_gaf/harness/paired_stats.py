@@ -51,7 +51,9 @@ def paired_difference(values: list[float], baseline: list[float], greater_is_bet
     """The paired comparison of ``values`` against ``baseline`` (same seed order; module docstring):
     ``{mean, std, ci95, n, n_unpaired, p_value, verdict}``."""
     if len(values) != len(baseline):
-        raise ValueError(f"paired comparison needs one value per seed on both sides, got {len(values)} and {len(baseline)}")
+        raise ValueError(
+            f"paired comparison needs one value per seed on both sides, got {len(values)} and {len(baseline)}"
+        )
     diffs = [a - b for a, b in zip(values, baseline) if _finite(a) and _finite(b)]
     out = mean_ci(diffs)
     out["n_unpaired"] = len(values) - len(diffs)
@@ -76,6 +78,8 @@ def paired_cells(paired: dict | None, none: str = "—") -> tuple[str, str, str]
     when there is no comparison, e.g. the baseline's own row)."""
     if paired is None:
         return "—", "—", none
-    delta = f"{paired['mean']:+.4f}" + (f" [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]" if paired["ci95"] else "")
+    delta = f"{paired['mean']:+.4f}" + (
+        f" [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]" if paired["ci95"] else ""
+    )
     p = f"{paired['p_value']:.3g}" if paired["p_value"] is not None else "—"
     return delta, p, paired["verdict"]

@@ -134,9 +134,11 @@ def plot_sweep_heatmap(summary: dict, path: str) -> None:
     if base:
         bar.ax.axhline(base["mean"], color="black", lw=2)
     n = len(summary["seeds"])
-    fig.suptitle(f"{name}, mean over {n} seed{'s' if n > 1 else ''}"
-                 + (f"; baseline {base['preset']} = {base['mean']:.3f} (black line); +/−/= paired verdict" if base else ""),
-                 fontsize=9)
+    fig.suptitle(
+        f"{name}, mean over {n} seed{'s' if n > 1 else ''}"
+        + (f"; baseline {base['preset']} = {base['mean']:.3f} (black line); +/−/= paired verdict" if base else ""),
+        fontsize=9,
+    )
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
@@ -171,27 +173,48 @@ def plot_gaf(path: str, kind: str = "atan", alpha: float = 0.1, beta: float = 20
     plt.close(fig)
 
 
-def plot_detections(images, detections, ground_truths, class_names, path: str, score_threshold: float = 0.3,
-                    columns: int = 4) -> None:
-    """Predicted boxes (solid, with class and score) and ground truth (dashed) on a grid of images."""
+def plot_detections(
+    images,
+    detections,
+    class_names,
+    path: str,
+    ground_truths=None,
+    score_threshold: float = 0.3,
+    columns: int = 4,
+    cell_inches: float = 3.2,
+) -> None:
+    """Predicted boxes (solid, coloured by class, with class and score) and, when given, ground truth (dashed)
+    on a grid of images, ``cell_inches`` per image at 100 dpi (6.4: a single image 640 px on its longer side)."""
     n = len(images)
+    columns = min(columns, max(n, 1))
     rows = max(1, math.ceil(n / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(cell_inches * columns, cell_inches * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, det, gt in zip(axes.flat, images, detections, ground_truths):
+    font = max(7.0, 2.2 * cell_inches)
+    for k, (ax, image, det) in enumerate(zip(axes.flat, images, detections)):
         ax.imshow(image)
-        for box in np.asarray(gt["boxes"]).reshape(-1, 4):
-            ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="white", ls="--", lw=1))
-        for box, score, label in zip(np.asarray(det["boxes"]).reshape(-1, 4), np.asarray(det["scores"]),
-                                     np.asarray(det["labels"])):
+        for box in np.asarray(ground_truths[k]["boxes"] if ground_truths else []).reshape(-1, 4):
+            ax.add_patch(
+                plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="white", ls="--", lw=1)
+            )
+        for box, score, label in zip(
+            np.asarray(det["boxes"]).reshape(-1, 4), np.asarray(det["scores"]), np.asarray(det["labels"])
+        ):
             if score < score_threshold:
                 continue
             colour = f"C{int(label) % 10}"
             ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec=colour, lw=2))
-            ax.text(box[0], box[1], f"{class_names[int(label)]} {score:.2f}", color="white", fontsize=7,
-                    bbox=dict(facecolor=colour, alpha=0.8, pad=1, lw=0))
-    fig.suptitle(f"predictions (solid, score ≥ {score_threshold}) and ground truth (dashed)", fontsize=11)
+            ax.text(
+                box[0],
+                box[1],
+                f"{class_names[int(label)]} {score:.2f}",
+                color="white",
+                fontsize=font,
+                bbox=dict(facecolor=colour, alpha=0.8, pad=1, lw=0),
+            )
+    truth = " and ground truth (dashed)" if ground_truths else ""
+    fig.suptitle(f"predictions (solid, score ≥ {score_threshold}){truth}", fontsize=font + 2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

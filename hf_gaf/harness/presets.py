@@ -38,12 +38,33 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     # DETR's recipe: AdamW 1e-4 (backbone 1e-5), wd 1e-4, clip 0.1; "adamw-gaf" replaces the clipping by GAF
     "detr": {
-        "adamw": dict(optim="adamw_torch", optim_args=None, learning_rate=1e-4, backbone_lr=1e-5, weight_decay=1e-4,
-                      max_grad_norm=0.1, gaf="none", clip_value=0.0),
-        "adamw-gaf": dict(optim="adamw_torch", optim_args=None, learning_rate=1e-4, backbone_lr=1e-5, weight_decay=1e-4,
-                          max_grad_norm=0.0, gaf="atan", gaf_alpha=0.1, gaf_beta=20.0, gaf_placement="grad", clip_value=0.0),
+        "adamw": dict(
+            optim="adamw_torch",
+            optim_args=None,
+            learning_rate=1e-4,
+            backbone_lr=1e-5,
+            weight_decay=1e-4,
+            max_grad_norm=0.1,
+            gaf="none",
+            clip_value=0.0,
+        ),
+        "adamw-gaf": dict(
+            optim="adamw_torch",
+            optim_args=None,
+            learning_rate=1e-4,
+            backbone_lr=1e-5,
+            weight_decay=1e-4,
+            max_grad_norm=0.0,
+            gaf="atan",
+            gaf_alpha=0.1,
+            gaf_beta=20.0,
+            gaf_placement="grad",
+            clip_value=0.0,
+        ),
         "sgd": dict(_SGD, learning_rate=0.01, weight_decay=1e-4, backbone_lr=None),
-        "gaf": dict(_SGD, learning_rate=0.01, weight_decay=1e-4, backbone_lr=None, **_PAPER_GAF, gaf_placement="update"),
+        "gaf": dict(
+            _SGD, learning_rate=0.01, weight_decay=1e-4, backbone_lr=None, **_PAPER_GAF, gaf_placement="update"
+        ),
     },
     # torchvision's detection reference: SGD lr 0.02 per 16 images, momentum 0.9, wd 1e-4, warmup, step decay
     "faster_rcnn": {
@@ -61,10 +82,18 @@ class PresetArguments:
     """The flags every recipe script shares beside ``TrainingArguments``: ``--preset`` and
     ``--overwrite_output_dir``."""
 
-    preset: str = field(default="sgd", metadata={
-        "help": "Named preset of optimizer settings (hf_gaf.harness.presets); --recipe is its deprecated alias."})
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "Write into an --output_dir that already holds a finished run's metrics.json (refused otherwise)."})
+    preset: str = field(
+        default="sgd",
+        metadata={
+            "help": "Named preset of optimizer settings (hf_gaf.harness.presets); --recipe is its deprecated alias."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Write into an --output_dir that already holds a finished run's metrics.json (refused otherwise)."
+        },
+    )
 
 
 def parse_with_preset(parser, task: str, argv: Sequence[str] | None = None, default: str = "sgd"):
@@ -100,5 +129,5 @@ def _renamed(arg: str) -> str:
     """``--recipe`` (and ``--recipe=NAME``) to ``--preset``, warning once per use."""
     if arg == "--recipe" or arg.startswith("--recipe="):
         warnings.warn("--recipe is deprecated and will be removed: use --preset", FutureWarning, stacklevel=3)
-        return "--preset" + arg[len("--recipe"):]
+        return "--preset" + arg[len("--recipe") :]
     return arg

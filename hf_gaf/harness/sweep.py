@@ -10,7 +10,8 @@ that stops (a crash, Ctrl-C, a lost machine) is resumed by running the same comm
 kept, the others run. ``OUT/sweep.json`` records the command's settings, and a different script, seeds
 or recipe flags into the same ``--out`` is refused unless ``--overwrite`` (the kept runs would otherwise
 mix two experiments); the metric is not such a setting: a wrong ``--metric`` stops the sweep after its first run, and
-``--summarize-only --metric M`` recomputes the results from the finished runs. Writes ``sweep.json`` (per cell: mean, 95 % CI, per seed, the paired difference to
+``--summarize-only --metric M`` recomputes the results from the finished runs. Writes ``sweep.json`` (per cell:
+mean, 95 % CI, per seed, the paired difference to
 the baseline with its CI, p-value and verdict), ``results.md`` and ``heatmap.png`` (mean metric per cell,
 one panel per placement, the baseline's value in the title and as the colour map's centre).
 """
@@ -52,22 +53,55 @@ def check_settings(out: Path, settings: dict, overwrite: bool) -> None:
             shutil.rmtree(out)
 
 
-def run_sweep(script: str, alphas: list[float], betas: list[float], seeds: list[int], out: Path, extra: list[str],
-              metric: str = "eval_accuracy", preset: str = "gaf", placements: list[str] | None = None,
-              baseline: str | None = "sgd", overwrite: bool = False, launcher: list[str] | None = None,
-              summarize_only: bool = False) -> dict:
+def run_sweep(
+    script: str,
+    alphas: list[float],
+    betas: list[float],
+    seeds: list[int],
+    out: Path,
+    extra: list[str],
+    metric: str = "eval_accuracy",
+    preset: str = "gaf",
+    placements: list[str] | None = None,
+    baseline: str | None = "sgd",
+    overwrite: bool = False,
+    launcher: list[str] | None = None,
+    summarize_only: bool = False,
+) -> dict:
     """Run (or resume) the sweep and write its results (module docstring); return the summary.
     ``summarize_only``: run nothing, recompute the results of the finished runs (e.g. with another ``metric``)."""
-    settings = {"script": os.path.abspath(script), "seeds": seeds, "recipe_args": extra, "metric": metric,
-                "preset": preset, "baseline": baseline, "alphas": alphas, "betas": betas, "placements": placements}
+    settings = {
+        "script": os.path.abspath(script),
+        "seeds": seeds,
+        "recipe_args": extra,
+        "metric": metric,
+        "preset": preset,
+        "baseline": baseline,
+        "alphas": alphas,
+        "betas": betas,
+        "placements": placements,
+    }
     if summarize_only and overwrite:
         raise ValueError("--summarize-only reads the finished runs; it cannot be combined with --overwrite")
     check_settings(out, settings, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS).write_text(json.dumps({"settings": settings}, indent=2))
     cells = [(a, b, p) for p in (placements or [None]) for b in betas for a in alphas]
-    jobs = [(cell_name(*c), ["--preset", preset, "--gaf_alpha", str(c[0]), "--gaf_beta", str(c[1]),
-                             *(["--gaf_placement", c[2]] if c[2] else [])]) for c in cells]
+    jobs = [
+        (
+            cell_name(*c),
+            [
+                "--preset",
+                preset,
+                "--gaf_alpha",
+                str(c[0]),
+                "--gaf_beta",
+                str(c[1]),
+                *(["--gaf_placement", c[2]] if c[2] else []),
+            ],
+        )
+        for c in cells
+    ]
     if baseline:
         jobs.insert(0, (f"baseline-{baseline}", ["--preset", baseline]))
     todo = [] if summarize_only else [(name, flags, seed) for seed in seeds for name, flags in jobs]
@@ -76,8 +110,9 @@ def run_sweep(script: str, alphas: list[float], betas: list[float], seeds: list[
         folder = out / name / f"seed-{seed}"
         bar.set_postfix(cell=name, seed=seed)
         if not (folder / "metrics.json").is_file():  # else finished before the sweep was stopped
-            seconds = run_one(script, folder, [*flags, "--seed", str(seed), *extra], launcher,
-                              label=f"{name} seed {seed}")
+            seconds = run_one(
+                script, folder, [*flags, "--seed", str(seed), *extra], launcher, label=f"{name} seed {seed}"
+            )
             tqdm.write(f"  {name:<34s} seed {seed}: {seconds:5.1f} s")
         final_metric(folder, metric)  # a wrong --metric stops after the first run, not after all of them
     return write_sweep(out, settings, cells)
@@ -100,10 +135,23 @@ def summarize_sweep(out: Path, cells: list[tuple], seeds: list[int], metric: str
     rows = []
     for alpha, beta, placement in cells:
         finals = [final_metric(out / cell_name(alpha, beta, placement) / f"seed-{s}", metric) for s in seeds]
-        rows.append({"alpha": alpha, "beta": beta, "placement": placement, "finals": finals, **mean_ci(finals),
-                     "vs_baseline": paired_difference(finals, base, greater_is_better) if base else None})
-    return {"metric": metric, "seeds": seeds, "greater_is_better": greater_is_better, "cells": rows,
-            "baseline": None if not baseline else {"preset": baseline, "finals": base, **mean_ci(base)}}
+        rows.append(
+            {
+                "alpha": alpha,
+                "beta": beta,
+                "placement": placement,
+                "finals": finals,
+                **mean_ci(finals),
+                "vs_baseline": paired_difference(finals, base, greater_is_better) if base else None,
+            }
+        )
+    return {
+        "metric": metric,
+        "seeds": seeds,
+        "greater_is_better": greater_is_better,
+        "cells": rows,
+        "baseline": None if not baseline else {"preset": baseline, "finals": base, **mean_ci(base)},
+    }
 
 
 def sweep_markdown(summary: dict) -> str:
@@ -111,54 +159,104 @@ def sweep_markdown(summary: dict) -> str:
     base = summary["baseline"]
     lines = [f"## GAF sweep: {name} (`{summary['metric']}`), seeds {summary['seeds']}", ""]
     if base:
-        lines += [f"Baseline `{base['preset']}`: {base['mean']:.4f} ± {base['std']:.4f}. Δ is the paired difference "
-                  "to it (seeds pair runs) with its 95 % CI; the verdict reads the CI.", ""]
-    lines += ["| α | β | placement | mean ± std | 95 % CI | Δ vs baseline [95 % CI] | p | verdict |",
-              "|---:|---:|---|---:|---|---:|---:|---|"]
+        lines += [
+            f"Baseline `{base['preset']}`: {base['mean']:.4f} ± {base['std']:.4f}. Δ is the paired difference "
+            "to it (seeds pair runs) with its 95 % CI; the verdict reads the CI.",
+            "",
+        ]
+    lines += [
+        "| α | β | placement | mean ± std | 95 % CI | Δ vs baseline [95 % CI] | p | verdict |",
+        "|---:|---:|---|---:|---|---:|---:|---|",
+    ]
     for r in summary["cells"]:
         ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else "—"
         delta, p, verdict = paired_cells(r["vs_baseline"])
-        lines.append(f"| {r['alpha']:g} | {r['beta']:g} | {r['placement'] or 'preset'} | {r['mean']:.4f} ± "
-                     f"{r['std']:.4f} | {ci} | {delta} | {p} | {verdict} |")
+        lines.append(
+            f"| {r['alpha']:g} | {r['beta']:g} | {r['placement'] or 'preset'} | {r['mean']:.4f} ± "
+            f"{r['std']:.4f} | {ci} | {delta} | {p} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-gaf sweep", description="Run a recipe over a grid of GAF alpha x beta "
-                                     "(x placement) and seeds; arguments after `--` go to the recipe.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of ``hf-gaf sweep`` (arguments after ``--`` go to the recipe)."""
     parser.add_argument("--script", required=True, help="recipe script, e.g. recipes/classification/train.py")
     parser.add_argument("--alphas", nargs="+", type=float, required=True)
     parser.add_argument("--betas", nargs="+", type=float, required=True)
-    parser.add_argument("--placements", nargs="+", choices=["update", "grad"], default=None,
-                        help="also sweep the placement (default: the preset's)")
+    parser.add_argument(
+        "--placements",
+        nargs="+",
+        choices=["update", "grad"],
+        default=None,
+        help="also sweep the placement (default: the preset's)",
+    )
     parser.add_argument("--preset", default="gaf", help="the GAF preset whose alpha and beta are swept")
     parser.add_argument("--baseline", default="sgd", help="preset run on the same seeds for comparison ('' for none)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--metric", default="eval_accuracy", help="a key of metrics.json's 'final'")
+    parser.add_argument(
+        "--metric",
+        default=None,
+        help="a key of metrics.json's 'final' (default: eval_voc07_map "
+        "for the detection recipes, eval_accuracy otherwise)",
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true", help="delete a sweep of other settings in --out")
-    parser.add_argument("--summarize-only", action="store_true",
-                        help="run nothing; recompute results.md, heatmap.png and sweep.json from the finished runs "
-                        "(e.g. with another --metric)")
+    parser.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="run nothing; recompute results.md, heatmap.png and sweep.json from the finished runs "
+        "(e.g. with another --metric)",
+    )
     parser.add_argument("--launcher", default=None, help="command that starts each run instead of python")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(args: argparse.Namespace) -> None:
+    """What can be wrong before any run starts (a ``ValueError`` naming the flag)."""
     if not os.path.isfile(args.script):
-        parser.error(f"--script {args.script!r} does not exist")
+        raise ValueError(f"--script {args.script!r} does not exist")
     bad = [v for v in args.alphas + args.betas if not v > 0]
     if bad:
-        parser.error(f"--alphas/--betas must be > 0, got {bad}")
-    summary = run_sweep(args.script, args.alphas, args.betas, args.seeds, Path(args.out), extra, args.metric,
-                        args.preset, args.placements, args.baseline or None, args.overwrite,
-                        args.launcher.split() if args.launcher else None, args.summarize_only)
+        raise ValueError(f"--alphas/--betas must be > 0, got {bad}")
+
+
+def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
+    """``hf-gaf sweep`` with parsed ``args``: check them, run or resume the sweep, print the table."""
+    check_args(args)
+    summary = run_sweep(
+        args.script,
+        args.alphas,
+        args.betas,
+        args.seeds,
+        Path(args.out),
+        recipe_args,
+        args.metric or compare.default_metric(args.script),
+        args.preset,
+        args.placements,
+        args.baseline or None,
+        args.overwrite,
+        args.launcher.split() if args.launcher else None,
+        args.summarize_only,
+    )
     print("\n" + sweep_markdown(summary))
     print(f"files: {Path(args.out) / 'results.md'}, {Path(args.out) / 'heatmap.png'}, {Path(args.out) / SETTINGS}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The same flags as ``hf-gaf sweep``, from Python or a script."""
+    argv, recipe_args = compare.split_recipe_args(list(sys.argv[1:] if argv is None else argv))
+    parser = add_arguments(
+        argparse.ArgumentParser(
+            prog="hf-gaf sweep",
+            description="Run a recipe over a grid of GAF alpha x beta (x placement) and seeds; "
+            "arguments after `--` go to the recipe.",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    return run(args, recipe_args)

@@ -60,7 +60,9 @@ def check_output_dir(args, overwrite: bool = False) -> None:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as err:
-        raise SystemExit(f"error: --output_dir {out} is not writable ({err.strerror}); results could not be saved") from None
+        raise SystemExit(
+            f"error: --output_dir {out} is not writable ({err.strerror}); results could not be saved"
+        ) from None
 
 
 def prepare_run(args, overwrite_output_dir: bool = False) -> None:
@@ -98,20 +100,30 @@ def resolve_checkpoint(args) -> str | None:
     if str(wanted).lower() in ("last", "true"):
         found = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
         while found is not None and not os.path.isfile(os.path.join(found, COMPLETE_MARKER)):
-            warnings.warn(f"{found} has no {COMPLETE_MARKER} (a save that was cut short): resuming from an earlier "
-                          "checkpoint; delete that folder", stacklevel=2)
-            complete = [c for c in glob.glob(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-*"))
-                        if os.path.isfile(os.path.join(c, COMPLETE_MARKER)) and _step(c) < _step(found)]
+            warnings.warn(
+                f"{found} has no {COMPLETE_MARKER} (a save that was cut short): resuming from an earlier "
+                "checkpoint; delete that folder",
+                stacklevel=2,
+            )
+            complete = [
+                c
+                for c in glob.glob(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-*"))
+                if os.path.isfile(os.path.join(c, COMPLETE_MARKER)) and _step(c) < _step(found)
+            ]
             found = max(complete, key=_step) if complete else None
         if found is None:
-            raise SystemExit(f"error: --resume_from_checkpoint {wanted}: no checkpoint-* folder in {args.output_dir} "
-                             "(none that is complete)")
+            raise SystemExit(
+                f"error: --resume_from_checkpoint {wanted}: no checkpoint-* folder in {args.output_dir} "
+                "(none that is complete)"
+            )
         return found
     if not os.path.isdir(wanted):
         raise SystemExit(f"error: --resume_from_checkpoint {wanted} is not a folder")
     if not os.path.isfile(os.path.join(wanted, COMPLETE_MARKER)):
-        raise SystemExit(f"error: --resume_from_checkpoint {wanted} has no {COMPLETE_MARKER}: the save was cut short; "
-                         "resume from an earlier checkpoint and delete this one")
+        raise SystemExit(
+            f"error: --resume_from_checkpoint {wanted} has no {COMPLETE_MARKER}: the save was cut short; "
+            "resume from an earlier checkpoint and delete this one"
+        )
     return wanted
 
 
@@ -133,9 +145,11 @@ def check_resumable(checkpoint: str, settings: dict) -> None:
     if changed:
         label = {"world_size": "processes (world size)", "max_train_samples": "training images (--max_train_samples)"}
         differences = "; ".join(f"{label.get(k, '--' + k)} {settings[k]} (checkpoint: {saved[k]})" for k in changed)
-        raise SystemExit(f"error: --resume_from_checkpoint {checkpoint}: {differences}. The data order and the "
-                         "schedule cannot continue with other values: resume with the checkpoint's, or start a new "
-                         "run in another --output_dir")
+        raise SystemExit(
+            f"error: --resume_from_checkpoint {checkpoint}: {differences}. The data order and the "
+            "schedule cannot continue with other values: resume with the checkpoint's, or start a new "
+            "run in another --output_dir"
+        )
 
 
 class SampleRNGEpochCallback(TrainerCallback):
@@ -154,12 +168,20 @@ def check_metric_for_best_model(args, metric_names: list[str]) -> None:
     optional): checked before training, not after the first evaluation."""
     name = args.metric_for_best_model
     if name and name.removeprefix("eval_") not in metric_names:
-        raise SystemExit(f"error: --metric_for_best_model {name} is not a metric of this recipe; choose one of "
-                         f"{', '.join(metric_names)}")
+        raise SystemExit(
+            f"error: --metric_for_best_model {name} is not a metric of this recipe; choose one of "
+            f"{', '.join(metric_names)}"
+        )
 
 
-def run_training(trainer, preset: str, n_train_images: int, extra: dict | None = None,
-                 sample_rng: SampleRNG | None = None, metric_names: list[str] | None = None) -> dict:
+def run_training(
+    trainer,
+    preset: str,
+    n_train_images: int,
+    extra: dict | None = None,
+    sample_rng: SampleRNG | None = None,
+    metric_names: list[str] | None = None,
+) -> dict:
     """Train (evaluating each epoch; from ``--resume_from_checkpoint`` when given, which transformers'
     Trainer does not read by itself), write ``metrics.json`` and return it. ``sample_rng`` (the one
     the training transforms use) is told each epoch; ``metric_names`` (what evaluation reports, without
@@ -172,16 +194,20 @@ def run_training(trainer, preset: str, n_train_images: int, extra: dict | None =
         check_resumable(checkpoint, settings)
     if sample_rng is not None:
         trainer.add_callback(SampleRNGEpochCallback(sample_rng))
-    trainer.add_callback(MetricsJsonCallback(preset, n_train_images, extra, resume_from=checkpoint,
-                                          resume_settings=settings))
+    trainer.add_callback(
+        MetricsJsonCallback(preset, n_train_images, extra, resume_from=checkpoint, resume_settings=settings)
+    )
     trainer.train(resume_from_checkpoint=checkpoint)
     path = os.path.join(trainer.args.output_dir, "metrics.json")
     if not trainer.is_world_process_zero():
         return {}
     with open(path) as f:
         report = json.load(f)
-    final = ", ".join(f"{k}={v:.4f}" for k, v in report["final"].items()
-                      if isinstance(v, float) and not k.endswith(("runtime", "_per_second")))
+    final = ", ".join(
+        f"{k}={v:.4f}"
+        for k, v in report["final"].items()
+        if isinstance(v, float) and not k.endswith(("runtime", "_per_second"))
+    )
     print(f"[{preset}] {final} | {report['train_images_per_s']:.0f} images/s | wrote {path}")
     if report.get("gaf_stats"):
         from .plots import plot_gaf_stats

@@ -55,16 +55,24 @@ class DetectionEvaluator:
     def update(self, detections: Sequence[Mapping], ground_truths: Sequence[Mapping]) -> None:
         """Add one batch: per-image dicts as in :func:`~hf_gaf.metrics.voc.voc_eval`."""
         for d in detections:
-            self.detections.append({
-                "image_id": d["image_id"], "boxes": to_numpy(d["boxes"], np.float32).reshape(-1, 4),
-                "scores": to_numpy(d["scores"], np.float32).reshape(-1), "labels": to_numpy(d["labels"], np.int32).reshape(-1),
-            })
+            self.detections.append(
+                {
+                    "image_id": d["image_id"],
+                    "boxes": to_numpy(d["boxes"], np.float32).reshape(-1, 4),
+                    "scores": to_numpy(d["scores"], np.float32).reshape(-1),
+                    "labels": to_numpy(d["labels"], np.int32).reshape(-1),
+                }
+            )
         for g in ground_truths:
             labels = to_numpy(g["labels"], np.int32).reshape(-1)
-            self.ground_truths.append({
-                "image_id": g["image_id"], "boxes": to_numpy(g["boxes"], np.float32).reshape(-1, 4), "labels": labels,
-                "difficult": to_numpy(g.get("difficult", np.zeros(len(labels), bool)), bool).reshape(-1),
-            })
+            self.ground_truths.append(
+                {
+                    "image_id": g["image_id"],
+                    "boxes": to_numpy(g["boxes"], np.float32).reshape(-1, 4),
+                    "labels": labels,
+                    "difficult": to_numpy(g.get("difficult", np.zeros(len(labels), bool)), bool).reshape(-1),
+                }
+            )
 
     def compute(self) -> dict[str, float]:
         args = (self.detections, self.ground_truths, self.class_names)

@@ -24,10 +24,11 @@ image), with no Python loop over detections.
 
 Example:
     >>> import numpy as np
-    >>> gt = [{"image_id": 0, "boxes": np.array([[0, 0, 10, 10.]]), "labels": np.array([0]), "difficult": np.array([False])}]
+    >>> gt = [{"image_id": 0, "boxes": np.array([[0, 0, 10, 10.]]), "labels": np.array([0]),
+    ...        "difficult": np.array([False])}]
     >>> det = [{"image_id": 0, "boxes": np.array([[0, 0, 10, 10.], [1, 1, 10, 10.]]), "scores": np.array([.9, .8]),
     ...         "labels": np.array([0, 0])}]
-    >>> voc_eval(det, gt, ["thing"])["map"]
+    >>> round(voc_eval(det, gt, ["thing"])["map"], 12)  # the 11-point average: 11 x (1/11), up to rounding
     1.0
 """
 
@@ -65,7 +66,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 DEVKIT_THRESHOLDS = np.array([k * 0.1 if k <= 5 else 1.0 - (10 - k) * 0.1 for k in range(11)])
 
 
-def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str = "voc07", compat: str = "devkit") -> float:
+def average_precision(
+    recall: np.ndarray, precision: np.ndarray, metric: str = "voc07", compat: str = "devkit"
+) -> float:
     """AP from a recall/precision curve (detections in descending score order)."""
     if metric == "voc07":
         thresholds = np.arange(0.0, 1.1, 0.1) if compat == "py-faster-rcnn" else DEVKIT_THRESHOLDS
@@ -109,8 +112,10 @@ def _rows(entry: Mapping, field: str, width: int | None, dtype, what: str) -> np
     array = to_numpy(entry[field], dtype)
     if width is not None:
         if array.size % width:
-            raise ValueError(f"{what} of image {_image_key(entry['image_id'])!r}: {field} has {array.size} values, "
-                             f"not rows of {width}")
+            raise ValueError(
+                f"{what} of image {_image_key(entry['image_id'])!r}: {field} has {array.size} values, "
+                f"not rows of {width}"
+            )
         return array.reshape(-1, width)
     return array.reshape(-1)
 
@@ -134,8 +139,10 @@ def check_inputs(detections: Sequence[Mapping], ground_truths: Sequence[Mapping]
         labels = _rows(gt, "labels", None, np.int64, "ground truth")
         difficult = to_numpy(gt.get("difficult", np.zeros(len(labels), bool)), bool).reshape(-1)
         if not len(boxes) == len(labels) == len(difficult):
-            raise ValueError(f"ground truth of image {key!r}: {len(boxes)} boxes, {len(labels)} labels, "
-                             f"{len(difficult)} difficult flags")
+            raise ValueError(
+                f"ground truth of image {key!r}: {len(boxes)} boxes, {len(labels)} labels, "
+                f"{len(difficult)} difficult flags"
+            )
         if not np.isfinite(boxes).all():
             raise ValueError(f"ground truth of image {key!r} has a non-finite box coordinate")
         _check_labels(labels, n_classes, "ground truth")
@@ -146,14 +153,17 @@ def check_inputs(detections: Sequence[Mapping], ground_truths: Sequence[Mapping]
         key = _image_key(det["image_id"])
         if key not in seen:
             example = next(iter(seen), None)
-            raise ValueError(f"detections for image {key!r} ({type(key).__name__}) have no ground truth; ground-truth "
-                             f"ids look like {example!r} ({type(example).__name__})")
+            raise ValueError(
+                f"detections for image {key!r} ({type(key).__name__}) have no ground truth; ground-truth "
+                f"ids look like {example!r} ({type(example).__name__})"
+            )
         boxes = _rows(det, "boxes", 4, np.float64, "detections")
         scores = _rows(det, "scores", None, np.float64, "detections")
         labels = _rows(det, "labels", None, np.int64, "detections")
         if not len(boxes) == len(scores) == len(labels):
-            raise ValueError(f"detections of image {key!r}: {len(boxes)} boxes, {len(scores)} scores, "
-                             f"{len(labels)} labels")
+            raise ValueError(
+                f"detections of image {key!r}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
+            )
         _check_labels(labels, n_classes, "detection")
         finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
         dropped += int((~finite).sum())
@@ -166,18 +176,30 @@ def _gather(detections, ground_truths, n_classes: int) -> list[_ClassData]:
     image_index: dict = {}
     per_class = [_ClassData() for _ in range(n_classes)]
     for gt in ground_truths:
-        _scatter_by_class(per_class, "gt", gt["labels"], image_index.setdefault(gt["image_id"], len(image_index)),
-                          {"boxes": gt["boxes"], "difficult": gt["difficult"]})
+        _scatter_by_class(
+            per_class,
+            "gt",
+            gt["labels"],
+            image_index.setdefault(gt["image_id"], len(image_index)),
+            {"boxes": gt["boxes"], "difficult": gt["difficult"]},
+        )
     for det in detections:
-        _scatter_by_class(per_class, "det", det["labels"], image_index[det["image_id"]],
-                          {"boxes": det["boxes"], "scores": det["scores"]})
+        _scatter_by_class(
+            per_class,
+            "det",
+            det["labels"],
+            image_index[det["image_id"]],
+            {"boxes": det["boxes"], "scores": det["scores"]},
+        )
     return per_class
 
 
 def _check_labels(labels: np.ndarray, n_classes: int, what: str) -> None:
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"{what} label {int(labels.max() if labels.max() >= n_classes else labels.min())} is "
-                         f"outside 0..{n_classes - 1} (class_names has {n_classes} entries)")
+        raise ValueError(
+            f"{what} label {int(labels.max() if labels.max() >= n_classes else labels.min())} is "
+            f"outside 0..{n_classes - 1} (class_names has {n_classes} entries)"
+        )
 
 
 def _cat(parts: list[np.ndarray], shape_tail=(), dtype=np.float64) -> np.ndarray:
@@ -268,7 +290,13 @@ def voc_eval(
     scored = [v for k, v in ap.items() if k not in without]
     return {
         "map": float(np.mean(scored)) if scored else float("nan"),
-        "ap": ap, "precision": precision, "recall": recall, "npos": npos_by_class,
-        "classes_without_positives": without, "metric": metric, "compat": compat, "iou_threshold": iou_threshold,
+        "ap": ap,
+        "precision": precision,
+        "recall": recall,
+        "npos": npos_by_class,
+        "classes_without_positives": without,
+        "metric": metric,
+        "compat": compat,
+        "iou_threshold": iou_threshold,
         "n_dropped_detections": dropped,
     }

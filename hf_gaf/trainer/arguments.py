@@ -47,11 +47,20 @@ class GAFTrainingArguments(TrainingArguments):
         "choices": list(PLACEMENTS)})
     gaf_exclude: list[str] = field(default_factory=list, metadata={
         "help": "Regular expressions; parameters whose name matches one are left untransformed (e.g. bias norm head)."})
-    gaf_log_stats: bool = field(default=False, metadata={
-        "help": "On logging steps, log gradient norm before/after GAF and the fractions amplified/compressed/saturated."})
-    max_grad_norm: float | None = field(default=None, metadata={
-        "help": "Gradient clipping norm (0 disables). Default: 1.0, or 0 when GAF is on (clipping before GAF "
-                "shrinks every coordinate into GAF's linear zone)."})
+    gaf_log_stats: bool = field(
+        default=False,
+        metadata={
+            "help": "On logging steps, log gradient norm before/after GAF and the fractions "
+            "amplified/compressed/saturated."
+        },
+    )
+    max_grad_norm: float | None = field(
+        default=None,
+        metadata={
+            "help": "Gradient clipping norm (0 disables). Default: 1.0, or 0 when GAF is on (clipping before GAF "
+            "shrinks every coordinate into GAF's linear zone)."
+        },
+    )
 
     def __post_init__(self):
         if self.gaf not in GAF_CHOICES:
@@ -63,7 +72,8 @@ class GAFTrainingArguments(TrainingArguments):
             if self.gaf_placement == "update" and str(self.optim).split(".")[-1].lower() != "sgd":
                 raise ValueError(
                     f"--gaf_placement update applies f to the SGD momentum update and needs --optim sgd "
-                    f"(got --optim {self.optim}); use --gaf_placement grad with other optimizers")
+                    f"(got --optim {self.optim}); use --gaf_placement grad with other optimizers"
+                )
             for pattern in self.gaf_exclude:
                 try:
                     re.compile(pattern)
@@ -76,10 +86,19 @@ class GAFTrainingArguments(TrainingArguments):
                 "GAF (%s) and --max_grad_norm %s are both on: gradients are clipped to norm %s FIRST, which shrinks "
                 "every coordinate towards GAF's linear zone, so GAF mostly rescales by alpha*beta=%g. "
                 "Set --max_grad_norm 0 to run GAF as in the paper.",
-                self.gaf, self.max_grad_norm, self.max_grad_norm, self.gaf_spec.gain)
+                self.gaf,
+                self.max_grad_norm,
+                self.max_grad_norm,
+                self.gaf_spec.gain,
+            )
         super().__post_init__()
 
     def gaf_config(self) -> dict:
         """The GAF settings as written into each checkpoint (``gaf_config.json``)."""
-        return dict(gaf=self.gaf, gaf_alpha=self.gaf_alpha, gaf_beta=self.gaf_beta,
-                    gaf_placement=self.gaf_placement, gaf_exclude=list(self.gaf_exclude))
+        return dict(
+            gaf=self.gaf,
+            gaf_alpha=self.gaf_alpha,
+            gaf_beta=self.gaf_beta,
+            gaf_placement=self.gaf_placement,
+            gaf_exclude=list(self.gaf_exclude),
+        )

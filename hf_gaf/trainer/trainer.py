@@ -135,11 +135,14 @@ class GAFTrainer(Trainer):
         spec, placement = self.elementwise_transform(), self.gaf_placement
         wanted = None if spec is None else (spec.kind, spec.alpha, spec.beta, placement)
         if isinstance(inner, GAFSGD):
-            running = {(g["gaf"], g["alpha"], g["beta"], g["placement"]) for g in inner.param_groups if g["gaf"] is not None}
+            running = {(g["gaf"], g["alpha"], g["beta"], g["placement"])
+                       for g in inner.param_groups if g["gaf"] is not None}
             if wanted is None and not isinstance(self.args, GAFTrainingArguments):
                 return  # plain TrainingArguments: no GAF settings are recorded, nothing to contradict
             if running != ({wanted} if wanted else set()):
-                have = ", ".join(f"{k} alpha={a:g} beta={b:g} placement={pl}" for k, a, b, pl in sorted(running, key=str))
+                have = ", ".join(
+                    f"{k} alpha={a:g} beta={b:g} placement={pl}" for k, a, b, pl in sorted(running, key=str)
+                )
                 raise ValueError(self._contradiction(f"GAFSGD applies {have or 'no GAF (gaf=None)'}", spec, placement))
             return
         hook = attached_gaf(inner)
@@ -150,11 +153,16 @@ class GAFTrainer(Trainer):
 
     @staticmethod
     def _contradiction(running: str, spec: GAFSpec | None, placement: str) -> str:
-        asked = "--gaf none" if spec is None else (f"--gaf {spec.kind} --gaf_alpha {spec.alpha:g} --gaf_beta {spec.beta:g} "
-                                                   f"--gaf_placement {placement}")
-        return (f"the optimizer passed in optimizers= contradicts the GAF arguments: {running}, the arguments say "
-                f"{asked}. gaf_config.json and metrics.json record the arguments, so set them to what the optimizer "
-                "runs (or let the Trainer build the optimizer from the arguments)")
+        asked = (
+            "--gaf none"
+            if spec is None
+            else (f"--gaf {spec.kind} --gaf_alpha {spec.alpha:g} --gaf_beta {spec.beta:g} --gaf_placement {placement}")
+        )
+        return (
+            f"the optimizer passed in optimizers= contradicts the GAF arguments: {running}, the arguments say "
+            f"{asked}. gaf_config.json and metrics.json record the arguments, so set them to what the optimizer "
+            "runs (or let the Trainer build the optimizer from the arguments)"
+        )
 
     # --- where the optimizer is built ------------------------------------------------------------------
     def optimizer_param_groups(self, model, gaf_in_groups: bool) -> list[dict]:
@@ -211,12 +219,16 @@ class GAFTrainer(Trainer):
         if isinstance(inner, GAFSGD) or attached_gaf(inner) is not None:
             return
         if self.gaf_placement == "update":
-            raise ValueError(f"--gaf_placement update needs SGD, but the optimizer is {type(inner).__name__}; "
-                             "use --gaf_placement grad")
+            raise ValueError(
+                f"--gaf_placement update needs SGD, but the optimizer is {type(inner).__name__}; "
+                "use --gaf_placement grad"
+            )
         if self.gaf_stats is not None:
             self.gaf_stats.register(inner)  # ahead of the GAF hook, so it measures the raw gradients
         model = model if model is not None else self.model
-        gaf_ids = {id(p) for n, p in model.named_parameters() if p.requires_grad and not is_excluded(n, self.gaf_exclude)}
+        gaf_ids = {
+            id(p) for n, p in model.named_parameters() if p.requires_grad and not is_excluded(n, self.gaf_exclude)
+        }
         all_params = [p for g in inner.param_groups for p in g["params"]]
         selected = [p for p in all_params if id(p) in gaf_ids]
         spec = self.elementwise_transform()
@@ -242,8 +254,9 @@ class GAFTrainer(Trainer):
 
         target = model if model is not None else self.model
         inner = self.accelerator.unwrap_model(target) if target is not None else None
-        if not isinstance(inner, PreTrainedModel) or not os.path.isfile(os.path.join(resume_from_checkpoint,
-                                                                                     SAFE_WEIGHTS_NAME)):
+        if not isinstance(inner, PreTrainedModel) or not os.path.isfile(
+            os.path.join(resume_from_checkpoint, SAFE_WEIGHTS_NAME)
+        ):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         loaded = type(inner).from_pretrained(resume_from_checkpoint, config=inner.config)
         inner.load_state_dict(loaded.state_dict(), strict=True)
@@ -253,7 +266,9 @@ class GAFTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         current = self.gaf_config()
         if self.args.should_save and current is not None:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             with open(os.path.join(folder, GAF_CONFIG_NAME), "w") as f:
                 json.dump(current, f, indent=2)
 
@@ -266,14 +281,17 @@ class GAFTrainer(Trainer):
             raise ValueError(
                 f"checkpoint {checkpoint} was trained with --gaf_exclude {saved.get('gaf_exclude')}, this run asks for "
                 f"{current['gaf_exclude']}: the exclusions split the optimizer's parameter groups, so its saved state "
-                "cannot be matched to the new groups; resume with the checkpoint's --gaf_exclude")
+                "cannot be matched to the new groups; resume with the checkpoint's --gaf_exclude"
+            )
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
         if saved != current:
-            message = (f"RESUMING WITH DIFFERENT GAF SETTINGS: checkpoint {checkpoint} was trained with "
-                       f"{saved if saved is not None else 'no GAF settings recorded'}, this run uses {current}. "
-                       "The run's settings apply from here on; the optimizer state (momentum) is kept.")
+            message = (
+                f"RESUMING WITH DIFFERENT GAF SETTINGS: checkpoint {checkpoint} was trained with "
+                f"{saved if saved is not None else 'no GAF settings recorded'}, this run uses {current}. "
+                "The run's settings apply from here on; the optimizer state (momentum) is kept."
+            )
             logger.warning(message)
             warnings.warn(message, stacklevel=2)
         inner = unwrap_optimizer(self.optimizer) if self.optimizer is not None else None
@@ -293,8 +311,10 @@ class GAFTrainer(Trainer):
             with open(path) as f:
                 saved = json.load(f)
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} cannot be read as JSON ({err}); restore it from another checkpoint or "
-                             "delete it to resume without recorded GAF settings") from None
+            raise ValueError(
+                f"{path} cannot be read as JSON ({err}); restore it from another checkpoint or "
+                "delete it to resume without recorded GAF settings"
+            ) from None
         if not isinstance(saved, dict):
             raise ValueError(f"{path} holds {type(saved).__name__}, not the GAF settings object")
         return saved

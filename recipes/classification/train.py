@@ -30,32 +30,47 @@ from transformers import HfArgumentParser  # noqa: E402
 from hf_gaf.harness.classification_data import DatasetNotAvailableError, load_classification_data  # noqa: E402
 from hf_gaf.harness.experiment_args import ExperimentArguments, ExperimentTrainer  # noqa: E402
 from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.harness.training import prepare_run, recipe_defaults, run_training  # noqa: E402
 from hf_gaf.harness.sample_rng import SampleRNG  # noqa: E402
 from hf_gaf.harness.timm_classifier import TimmClassifier  # noqa: E402
+from hf_gaf.harness.training import prepare_run, recipe_defaults, run_training  # noqa: E402
 from hf_gaf.metrics import metric_path  # noqa: E402
+
 
 @dataclass
 class ModelArguments:
-    model: str = field(default="resnet10t", metadata={"help": "Any timm model name (random init unless --pretrained_path)."})
+    model: str = field(
+        default="resnet10t", metadata={"help": "Any timm model name (random init unless --pretrained_path)."}
+    )
     pretrained_path: str | None = field(default=None, metadata={"help": "Local weights file (.safetensors/.pth)."})
     label_smoothing: float = field(default=0.0)
-    cifar_stem: bool = field(default=False, metadata={
-        "help": "ResNets: 3x3 stride-1 stem without max-pool, the CIFAR setting of the paper (32 px inputs)."})
+    cifar_stem: bool = field(
+        default=False,
+        metadata={
+            "help": "ResNets: 3x3 stride-1 stem without max-pool, the CIFAR setting of the paper (32 px inputs)."
+        },
+    )
 
 
 @dataclass
 class DataArguments:
-    dataset: str = field(default="digits", metadata={
-        "help": "digits (built in), a local image folder, or a cached Hugging Face data set name (e.g. cifar10)."})
+    dataset: str = field(
+        default="digits",
+        metadata={
+            "help": "digits (built in), a local image folder, or a cached Hugging Face data set name (e.g. cifar10)."
+        },
+    )
     train_split: str = field(default="train")
     eval_split: str = field(default="test")
     image_column: str | None = field(default=None)
     label_column: str | None = field(default=None)
     image_size: int = field(default=32, metadata={"help": "Input size (the paper: 32 for CIFAR, 224 for ImageNet)."})
-    hflip: float | None = field(default=None, metadata={"help": "Horizontal flip probability (default 0.5; 0 for digits)."})
-    crop_scale_min: float | None = field(default=None, metadata={
-        "help": "Smallest RandomResizedCrop area fraction (default 0.08, timm's; 0.8 for digits)."})
+    hflip: float | None = field(
+        default=None, metadata={"help": "Horizontal flip probability (default 0.5; 0 for digits)."}
+    )
+    crop_scale_min: float | None = field(
+        default=None,
+        metadata={"help": "Smallest RandomResizedCrop area fraction (default 0.08, timm's; 0.8 for digits)."},
+    )
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
 
@@ -74,7 +89,9 @@ def build_transforms(model: torch.nn.Module, data: DataArguments):
     digits = data.dataset == "digits"
     hflip = data.hflip if data.hflip is not None else (0.0 if digits else 0.5)
     scale_min = data.crop_scale_min if data.crop_scale_min is not None else (0.8 if digits else 0.08)
-    train = create_transform(**config, is_training=True, hflip=hflip, scale=(scale_min, 1.0), color_jitter=0.0 if digits else 0.4)
+    train = create_transform(
+        **config, is_training=True, hflip=hflip, scale=(scale_min, 1.0), color_jitter=0.0 if digits else 0.4
+    )
     evaluation = create_transform(**config, is_training=False)
     return train, evaluation
 
@@ -97,8 +114,10 @@ def with_transform(ds, transform, sample_rng: SampleRNG | None = None):
 
 
 def collate(examples):
-    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
-            "labels": torch.tensor([e["labels"] for e in examples])}
+    return {
+        "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+        "labels": torch.tensor([e["labels"] for e in examples]),
+    }
 
 
 def main(argv=None) -> None:
@@ -109,8 +128,13 @@ def main(argv=None) -> None:
 
     try:
         train_ds, eval_ds, class_names = load_classification_data(
-            data_args.dataset, data_args.train_split, data_args.eval_split, data_args.image_column,
-            data_args.label_column, data_args.image_size)
+            data_args.dataset,
+            data_args.train_split,
+            data_args.eval_split,
+            data_args.image_column,
+            data_args.label_column,
+            data_args.image_size,
+        )
     except DatasetNotAvailableError as err:
         sys.exit(f"error: {err}")
     if data_args.max_train_samples:
@@ -118,8 +142,13 @@ def main(argv=None) -> None:
     if data_args.max_eval_samples:
         eval_ds = eval_ds.select(range(min(data_args.max_eval_samples, len(eval_ds))))
 
-    model = TimmClassifier(model_args.model, num_classes=len(class_names), pretrained_path=model_args.pretrained_path,
-                           label_smoothing=model_args.label_smoothing, cifar_stem=model_args.cifar_stem)
+    model = TimmClassifier(
+        model_args.model,
+        num_classes=len(class_names),
+        pretrained_path=model_args.pretrained_path,
+        label_smoothing=model_args.label_smoothing,
+        cifar_stem=model_args.cifar_stem,
+    )
     train_tf, eval_tf = build_transforms(model.model, data_args)
     sample_rng = SampleRNG(training_args.seed)
     train_ds, eval_ds = with_transform(train_ds, train_tf, sample_rng), with_transform(eval_ds, eval_tf)
@@ -131,14 +160,25 @@ def main(argv=None) -> None:
         return logits.topk(k, dim=-1).indices  # keep k indices per image, not all logits
 
     def compute_metrics(eval_pred):
-        return accuracy.compute(predictions=eval_pred.predictions, references=eval_pred.label_ids,
-                                k=5 if k == 5 else 1)
+        return accuracy.compute(predictions=eval_pred.predictions, references=eval_pred.label_ids, k=5 if k == 5 else 1)
 
-    trainer = ExperimentTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-                            data_collator=collate, compute_metrics=compute_metrics, preprocess_logits_for_metrics=top_k)
-    run_training(trainer, preset, n_train_images=len(train_ds), sample_rng=sample_rng,
-                 extra={"model": model_args.model, "dataset": data_args.dataset, "image_size": data_args.image_size},
-                 metric_names=["loss", "accuracy", *(["top5_accuracy"] if k == 5 else [])])
+    trainer = ExperimentTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=collate,
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=top_k,
+    )
+    run_training(
+        trainer,
+        preset,
+        n_train_images=len(train_ds),
+        sample_rng=sample_rng,
+        extra={"model": model_args.model, "dataset": data_args.dataset, "image_size": data_args.image_size},
+        metric_names=["loss", "accuracy", *(["top5_accuracy"] if k == 5 else [])],
+    )
 
 
 if __name__ == "__main__":

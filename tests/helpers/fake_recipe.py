@@ -20,8 +20,18 @@ with open(os.environ["FAKE_RECIPE_LOG"], "a") as log:
     log.write(" ".join(sys.argv[1:]) + "\n")
 if args.fail:
     sys.exit("fake failure")
-value = 0.5 + 0.01 * args.seed if args.preset == "sgd" else 0.5 + 0.1 * args.gaf_alpha + 0.001 * args.gaf_beta + 0.01 * args.seed
+value = (
+    0.5 + 0.01 * args.seed
+    if args.preset == "sgd"
+    else 0.5 + 0.1 * args.gaf_alpha + 0.001 * args.gaf_beta + 0.01 * args.seed
+)
 Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-(Path(args.output_dir) / "metrics.json").write_text(json.dumps({
-    "final": {"eval_accuracy": value}, "epochs": [{"epoch": 1, "eval_accuracy": value, "epoch_time_s": 1.0,
-                                                    "train_images_per_s": 10.0}], "train_images_per_s": 10.0}))
+(Path(args.output_dir) / "metrics.json").write_text(
+    json.dumps(
+        {
+            "final": {"eval_accuracy": value},
+            "epochs": [{"epoch": 1, "eval_accuracy": value, "epoch_time_s": 1.0, "train_images_per_s": 10.0}],
+            "train_images_per_s": 10.0,
+        }
+    )
+)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, SequentialSampler
 
-from hf_gaf.harness.experiment_args import ExperimentArguments, ExperimentTrainerMixin
 from hf_gaf.trainer import GAFTrainer, GAFTrainingArguments
 
 
@@ -43,10 +42,6 @@ class SequentialGAFTrainer(GAFTrainer):
         return SequentialSampler(self.train_dataset)
 
 
-class SequentialExperimentTrainer(ExperimentTrainerMixin, SequentialGAFTrainer):
-    """The same, with the experiment harness's flags (clip_value, lr_milestones, backbone_lr)."""
-
-
 def tiny_args(out_dir, args_cls=GAFTrainingArguments, **overrides) -> GAFTrainingArguments:
     settings = dict(
         output_dir=str(out_dir), per_device_train_batch_size=8, learning_rate=0.05, num_train_epochs=1,
@@ -55,8 +50,6 @@ def tiny_args(out_dir, args_cls=GAFTrainingArguments, **overrides) -> GAFTrainin
         dataloader_num_workers=0, gaf="atan", gaf_alpha=0.1, gaf_beta=20.0,
     )
     settings.update(overrides)
-    if any(k in overrides for k in ("clip_value", "lr_milestones", "lr_gamma", "backbone_lr")):
-        args_cls = ExperimentArguments
     return args_cls(**settings)
 
 

@@ -53,7 +53,9 @@ def test_bounds():
     assert gaf_bound("atan", 0.2) == pytest.approx(0.2 * math.pi / 2)
     assert gaf_bound("tanh", 0.2) == 0.2
     assert gaf_bound("log", 0.2) == math.inf
-    torch.testing.assert_close(gaf(big, "atan", 0.2, 10.0), torch.tensor([0.1 * math.pi, -0.1 * math.pi], dtype=torch.float64))
+    torch.testing.assert_close(
+        gaf(big, "atan", 0.2, 10.0), torch.tensor([0.1 * math.pi, -0.1 * math.pi], dtype=torch.float64)
+    )
     torch.testing.assert_close(gaf(big, "tanh", 0.2, 10.0), torch.tensor([0.2, -0.2], dtype=torch.float64))
     x = torch.randn(1000) * 100
     assert gaf(x, "atan", 0.2, 10.0).abs().max() <= 0.2 * math.pi / 2

@@ -7,7 +7,7 @@ from PIL import Image
 
 from hf_gaf.harness.compare import main, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_run(folder: Path, final: float, curve: list[float], speed: float):

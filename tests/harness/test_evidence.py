@@ -14,7 +14,7 @@ from hf_gaf.harness.paired_stats import ONE_SEED, mean_ci, paired_difference
 from hf_gaf.harness.sweep import main as sweep
 from tests.helpers.tiny import SequentialGAFTrainer, TinyData, TinyRegressor, tiny_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAKE = str(ROOT / "tests" / "helpers" / "fake_recipe.py")
 T_975 = {2: 4.302653, 3: 3.182446}  # Student's t quantiles from a table, by degrees of freedom
 
@@ -35,7 +35,10 @@ def test_paired_difference_and_verdicts_by_hand():
     assert spans["p_value"] == pytest.approx(0.0742, abs=5e-4)  # t = 0.02 / (0.01/sqrt 3) = 3.464, 2 df
     clear = paired_difference([0.95, 0.96, 0.97, 0.98], [0.90, 0.91, 0.93, 0.92])  # d = .05, .05, .04, .06
     assert clear["verdict"] == "better" and clear["ci95"][0] > 0
-    assert paired_difference([0.95, 0.96, 0.97, 0.98], [0.90, 0.91, 0.93, 0.92], greater_is_better=False)["verdict"] == "worse"
+    assert (
+        paired_difference([0.95, 0.96, 0.97, 0.98], [0.90, 0.91, 0.93, 0.92], greater_is_better=False)["verdict"]
+        == "worse"
+    )
     assert paired_difference([0.90, 0.91, 0.93, 0.92], [0.95, 0.96, 0.97, 0.98])["verdict"] == "worse"
     one = paired_difference([0.9], [0.8])
     assert one["verdict"] == ONE_SEED and one["ci95"] is None and one["p_value"] is None
@@ -47,16 +50,28 @@ def test_paired_difference_and_verdicts_by_hand():
 
 def fake_run(folder: Path, final: float, gaf_stats=None):
     folder.mkdir(parents=True)
-    report = {"final": {"eval_accuracy": final}, "train_images_per_s": 10.0,
-              "epochs": [{"epoch": 1, "eval_accuracy": final, "epoch_time_s": 1.0, "train_images_per_s": 10.0}]}
+    report = {
+        "final": {"eval_accuracy": final},
+        "train_images_per_s": 10.0,
+        "epochs": [{"epoch": 1, "eval_accuracy": final, "epoch_time_s": 1.0, "train_images_per_s": 10.0}],
+    }
     if gaf_stats:
         report["gaf_stats"] = gaf_stats
     (folder / "metrics.json").write_text(json.dumps(report))
 
 
 def test_compare_table_and_json_carry_the_statistics(tmp_path):
-    telemetry = [{"step": s, "gaf/amplified": 0.5, "gaf/compressed": 0.4, "gaf/saturated": 0.1, "gaf/norm_before": 2.0,
-                  "gaf/norm_after": 1.0} for s in (2, 4)]
+    telemetry = [
+        {
+            "step": s,
+            "gaf/amplified": 0.5,
+            "gaf/compressed": 0.4,
+            "gaf/saturated": 0.1,
+            "gaf/norm_before": 2.0,
+            "gaf/norm_after": 1.0,
+        }
+        for s in (2, 4)
+    ]
     for seed, (base, gaf) in enumerate([(0.80, 0.86), (0.82, 0.87), (0.81, 0.85)]):
         fake_run(tmp_path / "sgd" / f"seed-{seed}", base)
         fake_run(tmp_path / "gaf" / f"seed-{seed}", gaf, telemetry)
@@ -73,8 +88,24 @@ def test_sweep_writes_heatmap_and_resumes_without_rerunning_finished_cells(tmp_p
     log = tmp_path / "calls.txt"
     monkeypatch.setenv("FAKE_RECIPE_LOG", str(log))
     out = tmp_path / "sweep"
-    grid = ["--script", FAKE, "--alphas", "0.1", "0.3", "--betas", "5", "20", "--seeds", "0", "1", "--out", str(out),
-            "--", "--max_steps", "1"]
+    grid = [
+        "--script",
+        FAKE,
+        "--alphas",
+        "0.1",
+        "0.3",
+        "--betas",
+        "5",
+        "20",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        str(out),
+        "--",
+        "--max_steps",
+        "1",
+    ]
     assert sweep(grid) == 0
     assert len(log.read_text().splitlines()) == 2 * (4 + 1)  # 4 cells + the baseline, 2 seeds
     summary = json.loads((out / "sweep.json").read_text())
@@ -88,9 +119,11 @@ def test_sweep_writes_heatmap_and_resumes_without_rerunning_finished_cells(tmp_p
     (out / "alpha-0.1_beta-5" / "seed-1" / "metrics.json").unlink()
     log.write_text("")
     assert sweep(grid) == 0
-    assert log.read_text().splitlines() == ["--preset gaf --gaf_alpha 0.1 --gaf_beta 5.0 --seed 1 --max_steps 1 "
-                                            f"--output_dir {out / 'alpha-0.1_beta-5' / 'seed-1'} "
-                                            "--overwrite_output_dir true --disable_tqdm true"]
+    assert log.read_text().splitlines() == [
+        "--preset gaf --gaf_alpha 0.1 --gaf_beta 5.0 --seed 1 --max_steps 1 "
+        f"--output_dir {out / 'alpha-0.1_beta-5' / 'seed-1'} "
+        "--overwrite_output_dir true --disable_tqdm true"
+    ]
     # other recipe flags into the same folder would mix two experiments
     with pytest.raises(ValueError, match="recipe_args"):
         sweep(grid[:-1] + ["2"])
@@ -113,8 +146,31 @@ def test_telemetry_plot_from_a_tiny_runs_logs(tmp_path):
 def test_study_depth_runs_a_tiny_grid_and_reports_paired_verdicts(tmp_path):
     from hf_gaf.recipes import study_depth
 
-    assert study_depth.main(["--out", str(tmp_path), "--archs", "mlp", "--depths", "2", "--activations", "tanh",
-                             "--presets", "sgd", "gaf", "--seeds", "0", "1", "--epochs", "1", "--workers", "1"]) == 0
+    assert (
+        study_depth.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--archs",
+                "mlp",
+                "--depths",
+                "2",
+                "--activations",
+                "tanh",
+                "--presets",
+                "sgd",
+                "gaf",
+                "--seeds",
+                "0",
+                "1",
+                "--epochs",
+                "1",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "results.json").read_text())
     assert len(result["runs"]) == 4 and all(0 <= r["accuracy"] <= 1 for r in result["runs"])
     gaf = next(c for c in result["cells"] if c["preset"] == "gaf")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--preset", "gaf", "--max_train_samples", "384", "--max_eval_samples", "100", "--num_train_epochs", "3",
         "--per_device_train_batch_size", "32", "--save_strategy", "epoch", "--report_to", "none",
         "--disable_tqdm", "true", "--seed", "3"]

@@ -82,8 +82,18 @@ def run_against_reference(dtypes, kind, options, placement, steps=4):
         new_grads(params, step, alive)
         addresses.append([p.grad.data_ptr() for p in params])
         lr = opt.param_groups[0]["lr"]
-        ref = [reference_step(p.detach().double(), opt.state[p]["momentum_buffer"].double() if step and cfg["momentum"] else None,
-                              p.grad, p.dtype, cfg, lr, step == 0) for p in params]
+        ref = [
+            reference_step(
+                p.detach().double(),
+                opt.state[p]["momentum_buffer"].double() if step and cfg["momentum"] else None,
+                p.grad,
+                p.dtype,
+                cfg,
+                lr,
+                step == 0,
+            )
+            for p in params
+        ]
         opt.step()
         sched.step()
         for p, (p64, b64) in zip(params, ref):
@@ -137,7 +147,9 @@ def test_first_step_with_some_buffers_missing():
         ob.step()
     for pa, pb in zip(a, b):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(oa.state[pa]["momentum_buffer"], ob.state[pb]["momentum_buffer"], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            oa.state[pa]["momentum_buffer"], ob.state[pb]["momentum_buffer"], rtol=1e-6, atol=1e-7
+        )
 
 
 def test_non_dense_gradient_falls_back_to_eager_unchanged():

@@ -11,16 +11,15 @@ import torch
 from PIL import Image
 
 from hf_gaf.detection.data import DetectionDataArguments, load_split
-from hf_gaf.detection.schema import with_canvas_transform
 from hf_gaf.detection.detr import DetrCollator, build_detr_model, detr_postprocess, processor_for
-from hf_gaf.detection.schema import EVAL_KEY, EvalTarget
+from hf_gaf.detection.schema import EVAL_KEY, EvalTarget, with_canvas_transform
 from hf_gaf.detection.synthetic_voc import SHAPE_CLASSES, make_voc
 from hf_gaf.detection.trainer import DetectionTrainer, detection_compute_metrics
 from hf_gaf.detection.transforms import DetectionTransform
 from hf_gaf.recipes.detection import train_detr
 from tests.helpers.tiny import tiny_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_outputs(labels, model_type, num_classes, queries=10):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 from hf_gaf.recipes.classification import train as classification  # noqa: E402
 
 FAST = ["--max_train_samples", "384", "--max_eval_samples", "200", "--per_device_train_batch_size", "32",

@@ -8,10 +8,9 @@ import os
 import pytest
 from PIL import Image
 
-from hf_gaf.detection.coco_json import load_coco, voc_to_coco
+from hf_gaf.detection.coco_json import COCOFormatError, load_coco, voc_to_coco
 from hf_gaf.detection.saved import load_detector
 from hf_gaf.detection.synthetic_voc import make_voc
-from hf_gaf.detection.coco_json import COCOFormatError
 from hf_gaf.harness.cli import main as hf_gaf
 from hf_gaf.recipes.detection import train_detr, train_faster_rcnn
 
@@ -33,8 +32,18 @@ def voc(tmp_path_factory):
 
 def coco_flags(root):
     base = os.path.join(root, "VOC2007")
-    return ["--data_format", "coco", "--train_json", f"{base}/coco/trainval.json", "--train_images", f"{base}/JPEGImages",
-            "--eval_json", f"{base}/coco/test.json", "--eval_images", f"{base}/JPEGImages"]
+    return [
+        "--data_format",
+        "coco",
+        "--train_json",
+        f"{base}/coco/trainval.json",
+        "--train_images",
+        f"{base}/JPEGImages",
+        "--eval_json",
+        f"{base}/coco/test.json",
+        "--eval_images",
+        f"{base}/JPEGImages",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +75,9 @@ def test_coco_training_saves_final_and_best_models_with_a_card(frcnn_run):
 
 def test_evaluate_reproduces_the_final_map_of_training(frcnn_run, voc, tmp_path):
     final = json.loads((frcnn_run / "metrics.json").read_text())["final"]
-    code = hf_gaf(["evaluate", "--model", str(frcnn_run / "model"), "--out", str(tmp_path), "--batch-size", "8",
-                   *coco_flags(voc)])
+    code = hf_gaf(
+        ["evaluate", "--model", str(frcnn_run / "model"), "--out", str(tmp_path), "--batch-size", "8", *coco_flags(voc)]
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "eval_results.json").read_text())["metrics"]
     for key in ("eval_voc07_map", "eval_voc12_map", "eval_coco_map", "eval_ap_circle"):
@@ -79,15 +89,26 @@ def test_predict_writes_coco_json_and_pngs_for_both_families(run, request, voc, 
     folder = request.getfixturevalue(run) / "model"
     images = os.path.join(voc, "VOC2007", "JPEGImages")
     chosen = sorted(os.listdir(images))[:3]
-    code = hf_gaf(["predict", "--model", str(folder), "--images", *[os.path.join(images, c) for c in chosen],
-                   "--out", str(tmp_path), "--threshold", "0.0"])
+    code = hf_gaf(
+        [
+            "predict",
+            "--model",
+            str(folder),
+            "--images",
+            *[os.path.join(images, c) for c in chosen],
+            "--out",
+            str(tmp_path),
+            "--threshold",
+            "0.0",
+        ]
+    )
     assert code == 0
     detections = json.loads((tmp_path / "detections.json").read_text())
     assert {d["image_id"] for d in detections} == set(chosen)
     assert all(len(d["bbox"]) == 4 and d["bbox"][2] >= 0 and 0 <= d["score"] <= 1 for d in detections)
     for c in chosen:
         with Image.open(tmp_path / "drawn" / f"{c}.png") as png:
-            assert png.size == (96, 96)
+            assert max(png.size) >= 640  # readable: drawn large, not at the image's 96 px
 
 
 def test_voc_classes_auto_are_sorted_and_the_detr_folder_loads_in_the_pipeline(detr_run, voc):
@@ -96,7 +117,9 @@ def test_voc_classes_auto_are_sorted_and_the_detr_folder_loads_in_the_pipeline(d
     folder = str(detr_run / "model")
     model = AutoModelForObjectDetection.from_pretrained(folder)
     assert list(model.config.id2label.values()) == ["circle", "cross", "square", "triangle"]  # sorted, from the XML
-    image_path = os.path.join(voc, "VOC2007", "JPEGImages", sorted(os.listdir(os.path.join(voc, "VOC2007", "JPEGImages")))[0])
+    image_path = os.path.join(
+        voc, "VOC2007", "JPEGImages", sorted(os.listdir(os.path.join(voc, "VOC2007", "JPEGImages")))[0]
+    )
     detector = pipeline("object-detection", model=folder, device="cpu")
     with Image.open(image_path) as img:
         image = img.convert("RGB")
@@ -114,24 +137,43 @@ def test_voc_classes_auto_are_sorted_and_the_detr_folder_loads_in_the_pipeline(d
         x, y, w, h = r["bbox"]
         assert p["label"] == r["category"] and p["score"] == pytest.approx(r["score"], abs=1e-3)
         box = p["box"]  # the pipeline rounds to whole pixels
-        assert max(abs(box["xmin"] - x), abs(box["ymin"] - y), abs(box["xmax"] - x - w), abs(box["ymax"] - y - h)) <= 1.0
+        assert (
+            max(abs(box["xmin"] - x), abs(box["ymin"] - y), abs(box["xmax"] - x - w), abs(box["ymax"] - y - h)) <= 1.0
+        )
 
 
 def test_classes_from_a_file(voc, tmp_path):
     names = tmp_path / "classes.txt"
     names.write_text("triangle\ncircle\nsquare\ncross\n")
-    train_faster_rcnn.main(["--voc_root", voc, "--classes", str(names), "--output_dir", str(tmp_path / "o"), *STEPS,
-                            *FRCNN, "--save_models", "false"])
+    train_faster_rcnn.main(
+        [
+            "--voc_root",
+            voc,
+            "--classes",
+            str(names),
+            "--output_dir",
+            str(tmp_path / "o"),
+            *STEPS,
+            *FRCNN,
+            "--save_models",
+            "false",
+        ]
+    )
     report = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert report["settings"]["classes"] == ["triangle", "circle", "square", "cross"] and not (tmp_path / "o" / "model").exists()
+    assert (
+        report["settings"]["classes"] == ["triangle", "circle", "square", "cross"]
+        and not (tmp_path / "o" / "model").exists()
+    )
     assert math.isfinite(report["final"]["eval_voc07_map"])
 
 
 def _coco(tmp_path, **changes):
     Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
-    spec = {"images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30}],
-            "categories": [{"id": 5, "name": "cat"}],
-            "annotations": [{"id": 9, "image_id": 1, "category_id": 5, "bbox": [1, 2, 10, 8], "iscrowd": 0}]}
+    spec = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30}],
+        "categories": [{"id": 5, "name": "cat"}],
+        "annotations": [{"id": 9, "image_id": 1, "category_id": 5, "bbox": [1, 2, 10, 8], "iscrowd": 0}],
+    }
     for key, value in changes.items():
         spec[key] = value
     path = tmp_path / "d.json"
@@ -145,16 +187,22 @@ def test_coco_bad_inputs_name_the_file_and_field(tmp_path):
     with pytest.raises(COCOFormatError, match=r"broken\.json is not JSON"):
         load_coco(str(broken), str(tmp_path))
     with pytest.raises(COCOFormatError, match=r"annotations\[0\] \(id 9\): category_id 7 is not in 'categories'"):
-        load_coco(_coco(tmp_path, annotations=[{"id": 9, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4]}]),
-                  str(tmp_path))
+        load_coco(
+            _coco(tmp_path, annotations=[{"id": 9, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4]}]),
+            str(tmp_path),
+        )
     with pytest.raises(COCOFormatError, match=r"annotations\[0\] \(id 9\): image_id 2 is not in 'images'"):
-        load_coco(_coco(tmp_path, annotations=[{"id": 9, "image_id": 2, "category_id": 5, "bbox": [1, 2, 3, 4]}]),
-                  str(tmp_path))
+        load_coco(
+            _coco(tmp_path, annotations=[{"id": 9, "image_id": 2, "category_id": 5, "bbox": [1, 2, 3, 4]}]),
+            str(tmp_path),
+        )
     with pytest.raises(COCOFormatError, match=r"image id 1: file .*b\.jpg does not exist"):
         load_coco(_coco(tmp_path, images=[{"id": 1, "file_name": "b.jpg", "width": 40, "height": 30}]), str(tmp_path))
-    flat = [{"id": 9, "image_id": 1, "category_id": 5, "bbox": [1, 2, 0, 8]},
-            {"id": 10, "image_id": 1, "category_id": 5, "bbox": [1, 2, 5, -1]},
-            {"id": 11, "image_id": 1, "category_id": 5, "bbox": [1, 2, 5, 6], "iscrowd": 1}]
+    flat = [
+        {"id": 9, "image_id": 1, "category_id": 5, "bbox": [1, 2, 0, 8]},
+        {"id": 10, "image_id": 1, "category_id": 5, "bbox": [1, 2, 5, -1]},
+        {"id": 11, "image_id": 1, "category_id": 5, "bbox": [1, 2, 5, 6], "iscrowd": 1},
+    ]
     with pytest.warns(UserWarning, match="skipped 2 boxes with non-positive width or height"):
         ds = load_coco(_coco(tmp_path, annotations=flat), str(tmp_path))
     assert ds[0]["objects"]["bbox"] == [[1.0, 2.0, 6.0, 8.0]] and ds[0]["objects"]["difficult"] == [True]
@@ -179,8 +227,22 @@ def test_predict_never_writes_over_its_inputs_and_names_apart_images_of_one_stem
     assert code == 2 and "is inside --images" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
     out = tmp_path / "preds"
-    assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", str(folder), "--out", str(out),
-                   "--threshold", "0.0"]) == 0
+    assert (
+        hf_gaf(
+            [
+                "predict",
+                "--model",
+                str(frcnn_run / "model"),
+                "--images",
+                str(folder),
+                "--out",
+                str(out),
+                "--threshold",
+                "0.0",
+            ]
+        )
+        == 0
+    )
     drawn = sorted(str(p.relative_to(out / "drawn")) for p in (out / "drawn").rglob("*.png"))
     assert drawn == ["a.jpg.png", "a.png.png", "x/f.jpg.png", "y/f.jpg.png"]
     ids = {d["image_id"] for d in json.loads((out / "detections.json").read_text())}
@@ -195,14 +257,40 @@ def test_predict_skips_and_lists_an_unreadable_image_unless_strict(frcnn_run, vo
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     out = tmp_path / "o"
-    assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", *good, str(bad), "--out", str(out),
-                   "--threshold", "0.0"]) == 0
+    assert (
+        hf_gaf(
+            [
+                "predict",
+                "--model",
+                str(frcnn_run / "model"),
+                "--images",
+                *good,
+                str(bad),
+                "--out",
+                str(out),
+                "--threshold",
+                "0.0",
+            ]
+        )
+        == 0
+    )
     assert "skipped 1 unreadable images" in capsys.readouterr().err
     assert str(bad) in (out / "skipped.txt").read_text()
     assert {d["file_name"] for d in json.loads((out / "detections.json").read_text())} == set(good)
     assert len(list((out / "drawn").rglob("*.png"))) == 2
-    code = hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", *good, str(bad), "--out",
-                   str(tmp_path / "strict"), "--strict"])
+    code = hf_gaf(
+        [
+            "predict",
+            "--model",
+            str(frcnn_run / "model"),
+            "--images",
+            *good,
+            str(bad),
+            "--out",
+            str(tmp_path / "strict"),
+            "--strict",
+        ]
+    )
     assert code == 2 and "broken.jpg is not a readable image" in capsys.readouterr().err
     assert not (tmp_path / "strict" / "detections.json").exists()
 
@@ -215,14 +303,36 @@ def test_evaluate_into_the_training_folder_keeps_its_metrics_json(frcnn_run, voc
     assert "eval_voc07_map" in json.loads((frcnn_run / "eval_results.json").read_text())["metrics"]
     assert hf_gaf(args) == 2 and "already holds eval_results.json" in capsys.readouterr().err
     assert hf_gaf([*args, "--overwrite"]) == 0
-    assert hf_gaf(["evaluate", "--model", str(frcnn_run / "model"), "--out", str(frcnn_run), "--batch-size", "0",
-                   *coco_flags(voc)]) == 2
+    assert (
+        hf_gaf(
+            [
+                "evaluate",
+                "--model",
+                str(frcnn_run / "model"),
+                "--out",
+                str(frcnn_run),
+                "--batch-size",
+                "0",
+                *coco_flags(voc),
+            ]
+        )
+        == 2
+    )
 
 
 def test_coco_classes_absent_from_the_training_json_are_refused(voc, tmp_path):
     with pytest.raises(SystemExit, match="--classes names pentagon, which .*trainval.json has no category"):
-        train_faster_rcnn.main([*coco_flags(voc), "--classes", "circle,cross,square,triangle,pentagon",
-                                "--output_dir", str(tmp_path), *STEPS, *FRCNN])
+        train_faster_rcnn.main(
+            [
+                *coco_flags(voc),
+                "--classes",
+                "circle,cross,square,triangle,pentagon",
+                "--output_dir",
+                str(tmp_path),
+                *STEPS,
+                *FRCNN,
+            ]
+        )
     assert not (tmp_path / "metrics.json").exists()
 
 
@@ -256,21 +366,25 @@ def test_coco_strings_booleans_and_repeated_files_are_refused(tmp_path):
         load_coco(_coco(tmp_path, annotations=[{**one, "iscrowd": True}]), str(tmp_path))
     with pytest.raises(COCOFormatError, match="bbox must be 4 finite numbers"):
         load_coco(_coco(tmp_path, annotations=[{**one, "bbox": [1, "2", 10, 8]}]), str(tmp_path))
-    twice = [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
-             {"id": 2, "file_name": "./a.jpg", "width": 40, "height": 30}]
+    twice = [
+        {"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
+        {"id": 2, "file_name": "./a.jpg", "width": 40, "height": 30},
+    ]
     with pytest.raises(COCOFormatError, match=r"file '\./a\.jpg' is listed twice in 'images' \(ids 1 and 2\)"):
         load_coco(_coco(tmp_path, images=twice, annotations=[one]), str(tmp_path))
     with pytest.raises(COCOFormatError, match="width must be a number"):
-        load_coco(_coco(tmp_path, images=[{"id": 1, "file_name": "a.jpg", "width": "40", "height": 30}]),
-                  str(tmp_path))
+        load_coco(_coco(tmp_path, images=[{"id": 1, "file_name": "a.jpg", "width": "40", "height": 30}]), str(tmp_path))
 
 
 def test_an_exif_rotated_photo_annotated_upright_is_explained(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored 40x30, displayed turned by 90 degrees: 30x40
     Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg", exif=exif)
-    spec = {"images": [{"id": 1, "file_name": "a.jpg", "width": 30, "height": 40}],
-            "categories": [{"id": 5, "name": "cat"}], "annotations": []}
+    spec = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 30, "height": 40}],
+        "categories": [{"id": 5, "name": "cat"}],
+        "annotations": [],
+    }
     (tmp_path / "d.json").write_text(json.dumps(spec))
     with pytest.raises(COCOFormatError, match=r"declares 30x40 but .*a\.jpg is 40x30; its EXIF orientation \(6\)"):
         load_coco(str(tmp_path / "d.json"), str(tmp_path))

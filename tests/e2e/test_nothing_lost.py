@@ -16,7 +16,7 @@ from hf_gaf.harness.sweep import main as sweep
 from hf_gaf.recipes.classification import train as classification
 from tests.helpers.tiny import SequentialGAFTrainer, TinyData, TinyRegressor, tiny_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAKE = str(ROOT / "tests" / "helpers" / "fake_recipe.py")
 TINY = ["--max_train_samples", "64", "--max_eval_samples", "32", "--per_device_train_batch_size", "32",
         "--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "1", "--report_to", "none",

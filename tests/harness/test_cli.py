@@ -11,7 +11,7 @@ from PIL import Image
 
 from hf_gaf.harness.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HF_GAF = str(Path(sys.executable).with_name("hf-gaf"))
 
 
@@ -32,11 +32,15 @@ def run_entry_point(*args, timeout=120):
 
 def test_the_installed_command_runs():
     proc = run_entry_point("plot-gaf", "--alpha", "-1")
-    assert proc.returncode == 2 and proc.stderr.strip() == "hf-gaf plot-gaf: error: GAF alpha must be finite and > 0, got alpha=-1.0"
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == "hf-gaf plot-gaf: error: GAF alpha must be finite and > 0, got alpha=-1.0"
+    )
 
 
-@pytest.mark.parametrize("command", [[], ["make-voc"], ["plot-gaf"], ["compare"], ["sweep"], ["demo"], ["predict"],
-                                     ["evaluate"]])
+@pytest.mark.parametrize(
+    "command", [[], ["make-voc"], ["plot-gaf"], ["compare"], ["sweep"], ["demo"], ["predict"], ["evaluate"]]
+)
 def test_help_of_every_command(command):
     proc = run(*command, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -55,17 +59,20 @@ def test_make_voc_and_plot_gaf_write_valid_files(tmp_path):
         assert png.format == "PNG" and png.size[0] > 600
 
 
-@pytest.mark.parametrize("args, message", [
-    (["plot-gaf", "--alpha", "-1"], "alpha must be finite and > 0"),
-    (["make-voc", "/tmp/x", "--classes", "hexagon"], "unknown class names"),
-    (["compare", "--script", "nope.py", "--presets", "sgd", "--out", "/tmp/x"], "does not exist"),
-    (["sweep", "--script", "nope.py", "--alphas", "0.1", "--betas", "5", "--out", "/tmp/x"], "does not exist"),
-    (["predict", "--model", "/no/such/model", "--images", "/tmp", "--out", "/tmp/x"], "not a folder"),
-    (["demo", "--task", "segmentation"], "invalid choice"),
-    (["demo", "--epochs", "-1"], "--epochs -1: need at least 1"),
-    (["plot-gaf", "--out", "/no/such/folder/f.png"], "does not exist or is not writable"),
-    (["plot-gaf", "--out", "/tmp/f.txt"], "must end in .png"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["plot-gaf", "--alpha", "-1"], "alpha must be finite and > 0"),
+        (["make-voc", "/tmp/x", "--classes", "hexagon"], "unknown class names"),
+        (["compare", "--script", "nope.py", "--presets", "sgd", "--out", "/tmp/x"], "does not exist"),
+        (["sweep", "--script", "nope.py", "--alphas", "0.1", "--betas", "5", "--out", "/tmp/x"], "does not exist"),
+        (["predict", "--model", "/no/such/model", "--images", "/tmp", "--out", "/tmp/x"], "not a folder"),
+        (["demo", "--task", "segmentation"], "invalid choice"),
+        (["demo", "--epochs", "-1"], "--epochs -1: need at least 1"),
+        (["plot-gaf", "--out", "/no/such/folder/f.png"], "does not exist or is not writable"),
+        (["plot-gaf", "--out", "/tmp/f.txt"], "must end in .png"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(args, message):
     proc = run(*args)
     assert proc.returncode == 2
@@ -100,7 +107,9 @@ def test_make_voc_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     proc = run("make-voc", str(tmp_path / "data"), "--n-train", "3", "--n-test", "1", "--image-size", "64")
     assert proc.returncode == 2 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
     assert (user / "000001.xml").read_text() == "<annotation>mine</annotation>"
-    proc = run("make-voc", str(tmp_path / "data"), "--n-train", "3", "--n-test", "1", "--image-size", "64", "--overwrite")
+    proc = run(
+        "make-voc", str(tmp_path / "data"), "--n-train", "3", "--n-test", "1", "--image-size", "64", "--overwrite"
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in user.iterdir()) == ["000000.xml", "000001.xml", "000002.xml", "000003.xml"]
     assert "mine" not in (user / "000001.xml").read_text()

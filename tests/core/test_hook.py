@@ -8,7 +8,9 @@ def model_and_batches(seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).to(dtype)
     g = torch.Generator().manual_seed(7)
-    batches = [(torch.randn(5, 6, generator=g, dtype=dtype), torch.randn(5, 3, generator=g, dtype=dtype)) for _ in range(6)]
+    batches = [
+        (torch.randn(5, 6, generator=g, dtype=dtype), torch.randn(5, 3, generator=g, dtype=dtype)) for _ in range(6)
+    ]
     return model, batches
 
 
@@ -31,8 +33,18 @@ def test_attach_on_sgd_equals_gafsgd_grad_placement():
     m2, _ = model_and_batches(dtype=torch.float64)
     sgd = torch.optim.SGD(m1.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=False)
     hook = attach_gaf(sgd, gaf="atan", alpha=0.3, beta=4.5)
-    gafsgd = GAFSGD(m2.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, gaf="atan", alpha=0.3, beta=4.5,
-                    placement="grad", foreach=False, fused=False)
+    gafsgd = GAFSGD(
+        m2.parameters(),
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        gaf="atan",
+        alpha=0.3,
+        beta=4.5,
+        placement="grad",
+        foreach=False,
+        fused=False,
+    )
     for a, b in zip(train(m1, sgd, batches), train(m2, gafsgd, batches)):
         assert torch.equal(a, b)
     assert hook.calls == len(batches)

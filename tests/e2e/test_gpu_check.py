@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -24,7 +24,9 @@ def test_gpu_check_quick_run_on_cpu(tmp_path):
     assert all("error" not in row and row["max_rel_err"] < 1e-4 for row in report["correctness"]), report["correctness"]
     assert report["step"][0]["ms"] and set(report["training_step_ms"]) == {"torch SGD fused", "GAFSGD default"}
     assert len(report["detection"]) == 4 and all(math.isfinite(r["images_per_s"]) for r in report["detection"])
-    headings = [line.split(".")[0] for line in (tmp_path / "gpu_check.md").read_text().splitlines() if line.startswith("## ")]
+    headings = [
+        line.split(".")[0] for line in (tmp_path / "gpu_check.md").read_text().splitlines() if line.startswith("## ")
+    ]
     assert headings == ["## 1", "## 2", "## 3", "## 4"]  # quick mode: one model in section 2
 
 
@@ -33,6 +35,11 @@ def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = subprocess.run([sys.executable, str(ROOT / "recipes/gpu_check.py"), "--out", str(tmp_path)],
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes/gpu_check.py"), "--out", str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "sees no GPU" in proc.stderr and "Traceback" not in proc.stderr

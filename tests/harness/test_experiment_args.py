@@ -1,0 +1,80 @@
+"""The experiment harness's flags on top of GAFTrainer (hf_gaf.harness.experiment_args): clip-by-value as a step
+pre-hook, the multi-step schedule, the backbone learning rate in the one optimizer construction."""
+
+import pytest
+import torch
+
+from hf_gaf import GAFSGD
+from tests.helpers.experiment import SequentialExperimentTrainer, experiment_args
+from tests.helpers.tiny import TinyData, TinyRegressor, params_of
+
+
+def test_clip_value_equals_torch_clip_grad_value(tmp_path):
+    model = TinyRegressor()
+    trainer = SequentialExperimentTrainer(
+        model=model,
+        train_dataset=TinyData(64),
+        args=experiment_args(tmp_path, gaf="none", clip_value=0.05, weight_decay=0.0),
+    )
+    trainer.train()
+    ref = TinyRegressor()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    data = TinyData(64)
+    for start in range(0, 64, 8):
+        opt.zero_grad()
+        batch = data[start : start + 8]
+        ref(batch["x"], batch["labels"])["loss"].backward()
+        torch.nn.utils.clip_grad_value_(ref.parameters(), 0.05)
+        opt.step()
+    for name, p in params_of(ref).items():
+        torch.testing.assert_close(params_of(model)[name], p, rtol=1e-6, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        experiment_args(tmp_path, clip_value=0.1)
+
+
+def test_multistep_schedule_with_warmup(tmp_path):
+    trainer = SequentialExperimentTrainer(
+        model=TinyRegressor(),
+        train_dataset=TinyData(16),
+        args=experiment_args(tmp_path, lr_milestones=[0.5, 0.75], lr_gamma=0.1, warmup_steps=2),
+    )
+    trainer.create_optimizer()
+    sched = trainer.create_scheduler(num_training_steps=8)
+    lrs = []
+    for _ in range(8):
+        lrs.append(sched.get_last_lr()[0])
+        trainer.optimizer.step()
+        sched.step()
+    expected = [0.025, 0.05, 0.05, 0.05, 0.005, 0.005, 0.0005, 0.0005]
+    assert lrs == pytest.approx(expected)
+    with pytest.raises(ValueError, match="lr_milestones"):
+        experiment_args(tmp_path, lr_milestones=[0.8, 0.5])
+
+
+def test_optimizer_built_once_with_decay_exclusion_and_backbone_groups(tmp_path):
+    """One construction: the Trainer's decay split x --gaf_exclude x --backbone_lr, each parameter in one group."""
+    trainer = SequentialExperimentTrainer(
+        model=TinyRegressor(),
+        train_dataset=TinyData(16),
+        args=experiment_args(tmp_path, gaf_exclude=["head"], backbone_lr=0.001, backbone_pattern="body"),
+    )
+    built = []
+    original = GAFSGD.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    GAFSGD.__init__ = counting_init
+    try:
+        opt = trainer.create_optimizer()
+    finally:
+        GAFSGD.__init__ = original
+    assert len(built) == 1
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    seen = {names[id(p)]: g for g in opt.param_groups for p in g["params"]}
+    assert sorted(seen) == sorted(names.values())
+    assert seen["body.weight"]["lr"] == 0.001 and seen["body.weight"]["weight_decay"] == 0.01
+    assert seen["body.bias"]["lr"] == 0.001 and seen["body.bias"]["weight_decay"] == 0.0
+    assert seen["head.weight"]["gaf"] is None and seen["head.weight"]["lr"] == 0.05
+    assert seen["norm.weight"]["gaf"] == "atan" and seen["norm.weight"]["weight_decay"] == 0.0
