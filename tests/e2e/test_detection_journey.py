@@ -388,3 +388,21 @@ def test_an_exif_rotated_photo_annotated_upright_is_explained(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(spec))
     with pytest.raises(COCOFormatError, match=r"declares 30x40 but .*a\.jpg is 40x30; its EXIF orientation \(6\)"):
         load_coco(str(tmp_path / "d.json"), str(tmp_path))
+
+
+def _detection_presets():
+    from hf_gaf.harness.presets import PRESETS
+
+    return [(task, name) for task in ("faster_rcnn", "detr") for name in PRESETS[task]]
+
+
+@pytest.mark.parametrize("task, preset", _detection_presets())
+def test_every_detection_preset_checkpoint_loads_with_weights_only(voc, tmp_path, task, preset):
+    import torch
+
+    recipe, flags = (train_faster_rcnn, FRCNN) if task == "faster_rcnn" else (train_detr, DETR)
+    recipe.main(["--voc_root", voc, "--classes", "shapes", "--output_dir", str(tmp_path), "--preset", preset, *STEPS,
+                 *flags, "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "1",
+                 "--save_models", "false", "--max_train_samples", "4"])
+    state = torch.load(tmp_path / "checkpoint-1" / "optimizer.pt", weights_only=True)
+    assert state["param_groups"]
