@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUNS ?= runs
 
-.PHONY: help install test lint test-all gpu-check study-depth bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn demo
+.PHONY: help install test lint test-all gpu-check study-depth bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn bench-trees demo
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -29,10 +29,10 @@ test-all: install  ## run every test, the slow ones too
 gpu-check:  ## GPU: paths vs float64, step/training-step/hook ratios, detection images/s (about 5 min on one H200; offline, installs nothing)
 	PYTHONPATH=.:$$PYTHONPATH $(PYTHON) recipes/gpu_check.py --out $(RUNS)/gpu-check
 
-bench-optim: install  ## optimizer-step benchmark on resnet50's parameters (GAFSGD vs torch SGD; first-step compile time)
+bench-optim: install  ## optimizer-step benchmark on resnet50 and resnet10t parameters: GAFSGD vs torch SGD, AdamW+attach_gaf vs AdamW, the default schedule cold and warm (about 10 min on 2 cores)
 	$(PY) recipes/bench_optimizer_step.py --out $(RUNS)/bench_optim.json
 
-study-depth: install  ## CPU: plain MLP/CNN (no normalisation) depth 4-16 on digits, 5 presets x 5 seeds, CIs (about 11 min on 2 cores)
+study-depth: install  ## CPU: plain MLP/CNN (no normalisation) depth 4-16 on digits, 7 presets (with the sgd-gain and clip-gain controls) x 5 seeds, CIs (about 16 min on 2 cores)
 	$(PY) recipes/study_depth.py --out $(RUNS)/study-depth
 
 bench-map: install  ## mAP speed: voc_eval vs torchmetrics on 5,000 images x 100 detections x 20 classes
@@ -40,7 +40,7 @@ bench-map: install  ## mAP speed: voc_eval vs torchmetrics on 5,000 images x 100
 
 # --- classification benchmarks (recipes/compare.py over presets x seeds) -------------------------------
 SEEDS ?= 0 1 2
-CLS_PRESETS ?= sgd gaf gaf-grad clip-norm clip-value
+CLS_PRESETS ?= sgd gaf gaf-grad clip-norm clip-value sgd-gain clip-gain
 CLS := recipes/classification/train.py
 
 bench-digits: install  ## CPU, offline: digits, resnet10t, 3 seeds x 5 presets (about 8 min on 2 cores)
@@ -99,6 +99,30 @@ bench-voc-frcnn: install  ## GPUs: Faster R-CNN R50-FPN on VOC 07+12, VOC2007 te
 		--backbone resnet50_fpn $(if $(WEIGHTS),--weights_path $(WEIGHTS)) --image_size 800 \
 		--num_train_epochs $(or $(EPOCHS),12) --per_device_train_batch_size 2 --dataloader_num_workers 8
 
+# --- real aerial tree crowns (NEON via the deepforest wheel; train YELL, test OSBS + SOAP) -------------------
+TREES := $(RUNS)/trees
+TREE_SEEDS ?= 0 1 2
+FRCNN_TREES = --backbone timm:resnet18 --anchor_sizes 8 16 32 64 128 --timm_out_indices 1 2 3 4 --fpn_channels 64 \
+	--rpn_pre_nms_top_n 1000 --rpn_post_nms_top_n 500 --rpn_batch_size_per_image 256 --box_batch_size_per_image 256 \
+	--max_zoom_out 1.0 --per_device_train_batch_size 4 \
+	$(if $(FAST),--image_size 256 --num_train_epochs 10,--image_size 400 --num_train_epochs $(or $(EPOCHS),36))
+DETR_TREES = --model_config tiny-rt-detr --learning_rate 1e-3 --backbone_lr 1e-3 --max_zoom_out 1.0 \
+	--per_device_train_batch_size 8 \
+	$(if $(FAST),--image_size 256 --num_train_epochs 30,--image_size 400 --num_train_epochs $(or $(EPOCHS),150))
+
+$(TREES)/HF_GAF_TREES: | $(STAMP)
+	$(VENV)/bin/hf-gaf make-trees $(TREES)
+
+bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, 3 seeds (FAST=1: CPU size, about 45 min on 2 cores)
+	$(PY) recipes/compare.py --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain --seeds $(TREE_SEEDS) \
+		--out $(RUNS)/bench-trees$(if $(FAST),-fast)/faster_rcnn --title "Faster R-CNN (timm resnet18, random init), \
+		tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
+		--report_to none --save_models false $(FRCNN_TREES)
+	$(PY) recipes/compare.py --script $(DETR) --presets adamw adamw-gaf adamw-gain adamw-clip-gain \
+		--seeds $(TREE_SEEDS) --out $(RUNS)/bench-trees$(if $(FAST),-fast)/detr --title "tiny RT-DETR (random \
+		init), tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
+		--report_to none --save_models false $(DETR_TREES)
+
 # --- the newcomer's demo --------------------------------------------------------------------------------
-demo: install  ## CPU, offline: digits + synthetic-VOC (RT-DETR, Faster R-CNN), GAF vs baseline, plots and a summary (about 11 min)
+demo: install  ## CPU: digits, synthetic VOC (RT-DETR) and real tree crowns (Faster R-CNN), GAF vs baseline and the lr controls, plots, summary (about 20 min)
 	$(VENV)/bin/hf-gaf demo --out $(RUNS)/demo

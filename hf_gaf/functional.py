@@ -9,13 +9,18 @@ kind       f(x)                                gain f'(0)        bound sup|f|
 ``atan``   α · atan(β·x)                       α·β               α·π/2
 ``tanh``   α · tanh(β·x)                       α·β               α
 ``log``    α · sign(x) · log(1 + β·|x|)        α·β               unbounded
+``clip``   α · clamp(β·x, -1, 1)               α·β               α
 =========  ==================================  ================  ==============
+
+``clip`` is the piecewise-linear twin of the curves: the same gain up to the knee, then flat. With
+α' = α·π/2 and β' = 2β/π it has atan's gain α·β and atan's bound α·π/2 and nothing of its curve (the
+``clip-gain`` control preset of the experiment harness).
 
 Small coordinates are multiplied by about α·β (enlarged when α·β > 1), large ones are squashed
 towards the bound. A user callable may stand in for ``kind``; it must be elementwise.
 
 Non-finite policy: NaN stays NaN, so a loss scaler still sees an overflow after GAF ran; ±inf maps
-to ±bound for the bounded kinds (``atan``, ``tanh``) and stays ±inf for ``log``. With
+to ±bound for the bounded kinds (``atan``, ``tanh``, ``clip``) and stays ±inf for ``log``. With
 ``nan_on_inf=True`` (what :class:`~hf_gaf.GAFSGD` and :func:`~hf_gaf.attach_gaf` use) ±inf gives NaN
 instead: an overflowed gradient then makes the parameter NaN, as in torch's optimizers, rather than
 a silent bounded step that a momentum buffer would repeat forever.
@@ -45,7 +50,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-GAF_KINDS = ("atan", "tanh", "log")
+GAF_KINDS = ("atan", "tanh", "log", "clip")
 GAFKind = Union[str, Callable[[Tensor], Tensor]]  # noqa: UP007 (a runtime alias: `|` needs Python 3.10 objects)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -78,7 +83,7 @@ class GAFSpec:
 
     @property
     def bound(self) -> float:
-        """sup |f|: α·π/2 for atan, α for tanh, inf for log and callables."""
+        """sup |f|: α·π/2 for atan, α for tanh and clip, inf for log and callables."""
         return gaf_bound(self.kind, self.alpha)
 
 
@@ -86,7 +91,7 @@ def gaf_bound(kind: GAFKind, alpha: float) -> float:
     """The supremum of |f| for ``kind`` with scale ``alpha`` (``inf`` when unbounded or unknown)."""
     if kind == "atan":
         return alpha * math.pi / 2
-    if kind == "tanh":
+    if kind in ("tanh", "clip"):
         return float(alpha)
     return math.inf
 
@@ -119,6 +124,8 @@ def _apply_inplace(x: Tensor, kind: GAFKind, alpha: float, beta: float, nan_on_i
         x.mul_(beta).atan_().mul_(alpha)
     elif kind == "tanh":
         x.mul_(beta).tanh_().mul_(alpha)
+    elif kind == "clip":
+        x.mul_(beta).clamp_(-1.0, 1.0).mul_(alpha)
     elif kind == "log":
         magnitude = x.abs().mul_(beta).log1p_().mul_(alpha)
         x.copy_(torch.copysign(magnitude, x))
@@ -162,11 +169,15 @@ def _foreach_apply(
         out = [t.copy_(kind(t)) if inplace else kind(t) for t in tensors]
     elif kind not in GAF_KINDS:
         raise ValueError(f"unknown GAF kind {kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
-    elif kind in ("atan", "tanh"):
+    elif kind in ("atan", "tanh", "clip"):
         out = tensors if inplace else torch._foreach_mul(tensors, beta)
         if inplace:
             torch._foreach_mul_(out, beta)
-        (torch._foreach_atan_ if kind == "atan" else torch._foreach_tanh_)(out)
+        if kind == "clip":
+            torch._foreach_clamp_min_(out, -1.0)
+            torch._foreach_clamp_max_(out, 1.0)
+        else:
+            (torch._foreach_atan_ if kind == "atan" else torch._foreach_tanh_)(out)
         torch._foreach_mul_(out, alpha)
     else:
         magnitudes = _foreach_magnitude(tensors, alpha, beta)

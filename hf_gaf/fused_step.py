@@ -12,22 +12,34 @@ r"""Which code path runs a GAF step, and the fused GAFSGD step itself.
 - Automatic rule, as ``torch.optim``'s ``_default_to_fused_or_foreach``: the Triton kernel for CUDA
   tensors it supports (float32/bfloat16/float16, dense, one device, a named kind; CPU tensors too under
   ``TRITON_INTERPRET=1`` when ``"triton"`` is asked for); else the compiled pass for dense float
-  tensors on CPU or CUDA when ``torch.compile`` works here (GAFSGD only); else eager: list kernels on
-  CUDA, the per-tensor loop on CPU.
+  tensors on CPU or CUDA when ``torch.compile`` works here; else eager: list kernels on CUDA, the
+  per-tensor loop on CPU.
 - The compiled pass waits for the momentum buffers: a step that creates them runs eagerly, as
   ``torch.optim.SGD``'s first step. A compile failure is warned about once and the process stays eager.
+- On CPU, the automatic choice never makes a short run pay for compilation: a group's steps (counted in
+  the optimizer's state, so a resumed run counts on) run eagerly; at step :data:`COMPILE_START_STEP` the
+  compiled pass starts compiling in a background thread (one log line says so, once per process) while
+  the eager steps go on; from step :data:`COMPILE_SWITCH_STEP` the compiled pass runs (waiting for the
+  compilation only if it is not done by then). The switch step is fixed, not "when ready", so two runs of
+  the same command, and a run and its resumption, take the same path at every step. ``fused=True`` or
+  ``"compile"`` compiles at once (blocking, on the second step).
 
 Example:
     >>> import torch
     >>> choose_path([torch.zeros(3)], fused=False, foreach=None, gaf_kind="atan")
-    Path(fused=None, foreach=False)
+    Path(fused=None, foreach=False, warm=False)
     >>> choose_path([torch.zeros(3)], fused="compile", foreach=None, gaf_kind="atan").fused
+    'compile'
+    >>> choose_path([torch.zeros(3)], fused=None, foreach=None, gaf_kind="atan", step=COMPILE_SWITCH_STEP).fused
     'compile'
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 import warnings
 from typing import NamedTuple
 
@@ -38,7 +50,12 @@ from torch.optim import Optimizer
 from .functional import GAFKind, gaf
 
 __all__ = ["FUSED_CHOICES", "Path", "check_fused", "choose_path", "fused_default", "triton_supported",
-           "fused_gaf_sgd"]
+           "fused_gaf_sgd", "compile_in_background", "run_compiled", "sgd_compiled_arguments", "COMPILE_START_STEP",
+           "COMPILE_SWITCH_STEP"]
+
+logger = logging.getLogger("hf_gaf")
+COMPILE_START_STEP = 100  # CPU, fused=None: the background compilation starts at this step of a group
+COMPILE_SWITCH_STEP = 1000  # ... and the compiled pass runs from this step on
 
 FUSED_CHOICES = (None, True, False, "triton", "compile")
 FUSED_ENV = "HF_GAF_FUSED"
@@ -48,10 +65,12 @@ _ENV_VALUES = {"auto": None, "": None, "0": False, "compile": "compile", "triton
 class Path(NamedTuple):
     """What runs a step: ``fused`` is ``"triton"``, ``"compile"`` or ``None`` (eager), and ``foreach``
     chooses the eager implementation (list kernels or the per-tensor loop), also the fallback of a fused
-    path that cannot take a given step."""
+    path that cannot take a given step. ``warm``: an eager step that should also start compiling the
+    compiled pass in the background (:func:`compile_in_background`)."""
 
     fused: str | None
     foreach: bool
+    warm: bool = False
 
 
 def check_fused(fused) -> None:
@@ -90,7 +109,11 @@ def _compile_supported(tensors: list[Tensor], gaf_kind) -> bool:
     """The compiled pass takes dense float tensors on one CPU or CUDA device, plain (not DTensor), named kinds."""
     if callable(gaf_kind) or _compile_failed:
         return False
-    if torch.compiler.is_compiling() or not torch._dynamo.is_dynamo_supported():
+    if not torch._dynamo.is_dynamo_supported():
+        return False
+    # inside a user's torch.compile of the step, no second compilation; torch's flag is process-wide, so while
+    # a background compilation of ours runs it says nothing about this thread
+    if torch.compiler.is_compiling() and not any(thread.is_alive() for thread, _ in _warming.values()):
         return False
     device = tensors[0].device
     return all(type(t) in (torch.nn.Parameter, Tensor) and t.device == device and device.type in ("cpu", "cuda")
@@ -98,11 +121,13 @@ def _compile_supported(tensors: list[Tensor], gaf_kind) -> bool:
 
 
 def choose_path(tensors: list[Tensor], *, fused, foreach: bool | None, gaf_kind, creates_buffers: bool = False,
-                can_compile: bool = True) -> Path:
+                can_compile: bool = True, step: int | None = None) -> Path:
     """The path of one step over ``tensors`` (the parameters, or the gradients for ``attach_gaf``), by the
     rule of the module docstring. ``creates_buffers``: this step makes the momentum buffers (the compiled
-    pass waits); ``can_compile``: the caller has a compiled pass (GAFSGD does, ``attach_gaf`` not yet).
-    ``fused="triton"`` where the kernel cannot run is a ``RuntimeError``."""
+    pass waits); ``can_compile``: the caller may use a compiled pass (False: only Triton or eager);
+    ``step``: the group's step count (1 on its first step), which schedules the automatic CPU compilation
+    (``None``: no schedule, the automatic CPU choice stays eager). ``fused="triton"`` where the kernel cannot
+    run is a ``RuntimeError``."""
     check_fused(fused)
     eager = Path(None, foreach if foreach is not None else
                  all(t.device.type == "cuda" for t in tensors) and not callable(gaf_kind))
@@ -123,6 +148,11 @@ def choose_path(tensors: list[Tensor], *, fused, foreach: bool | None, gaf_kind,
         return eager
     if (automatic or fused is True) and not _compile_supported(tensors, gaf_kind):
         return eager
+    if automatic and tensors[0].device.type == "cpu":  # the schedule of the module docstring
+        if step is None or step < COMPILE_START_STEP:
+            return eager
+        if step < COMPILE_SWITCH_STEP:
+            return eager._replace(warm=True)
     return Path("compile", eager.foreach)
 
 
@@ -145,15 +175,111 @@ def _fused_body(params, grads, bufs, *, lr, momentum, dampening, weight_decay, n
         p.sub_(lr * d.to(p.dtype))
 
 
-_compiled_fused_body = None
 _compile_failed = False  # a toolchain that cannot compile once will not compile later in this process
 
 
-def _get_compiled_fused_body():
-    global _compiled_fused_body
-    if _compiled_fused_body is None:
-        _compiled_fused_body = torch.compile(_fused_body, fullgraph=True, dynamic=False)
-    return _compiled_fused_body
+_warming: dict[tuple, tuple[threading.Thread, dict]] = {}  # signature -> (thread, {"seconds", "error"})
+_noted = False
+
+
+def _gaf_grads_body(grads, *, gaf_kind, alpha, beta):
+    """``attach_gaf``'s transform, f applied in place to every gradient, written for ``torch.compile``."""
+    for g in grads:
+        g.copy_(gaf(g, gaf_kind, alpha, beta, nan_on_inf=True))
+
+
+_BODIES = {"gaf_sgd": _fused_body, "gaf_grads": _gaf_grads_body}
+_compiled_bodies: dict = {}
+
+
+def _compiled(name: str):
+    if name not in _compiled_bodies:
+        _compiled_bodies[name] = torch.compile(_BODIES[name], fullgraph=True, dynamic=False)
+    return _compiled_bodies[name]
+
+
+def _signature(name: str, lists, kwargs) -> tuple:
+    """What a compiled graph is specialised on: every tensor's type, shape, stride, dtype, device and
+    requires_grad, and the scalar settings (tensors among them, such as lr, are arguments, not part of it)."""
+    def meta(t):
+        return None if t is None else (type(t).__name__, tuple(t.shape), t.stride(), t.dtype, t.device,
+                                       t.requires_grad)
+    return (name, tuple(tuple(map(meta, tensors)) for tensors in lists),
+            tuple(sorted((k, v) for k, v in kwargs.items() if not isinstance(v, Tensor))))
+
+
+def _like(t: Tensor) -> Tensor:
+    c = t.detach().clone()
+    return torch.nn.Parameter(c, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else c
+
+
+def compile_in_background(name: str, lists, kwargs: dict) -> None:
+    """Start compiling body ``name`` (``"gaf_sgd"`` or ``"gaf_grads"``) for these tensor lists in a daemon
+    thread at the lowest CPU priority (nice 19 on Linux), on copies (the training tensors are never touched
+    from there), unless it is compiled or compiling already. The first time in a process, one log line says
+    what happens and how to turn it off."""
+    global _noted
+    key = _signature(name, lists, kwargs)
+    if key in _warming:
+        return
+    copies = [[_like(t) if t is not None else None for t in tensors] for tensors in lists]
+    result: dict = {}
+
+    def warm() -> None:
+        start = time.perf_counter()
+        try:  # the lowest CPU priority for this thread and the compiler processes it starts: training comes first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):  # not Linux, or not allowed: compile at normal priority
+            pass
+        try:
+            with torch.no_grad():  # as the optimizer step runs it: grad mode is part of the graph's guards
+                _compiled(name)(*copies, **kwargs)
+        except Exception as err:  # the step that would switch reports it and stays eager
+            result["error"] = err
+        result["seconds"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=warm, name="hf_gaf-compile", daemon=True)
+    _warming[key] = (thread, result)
+    if not _noted:
+        _noted = True
+        logger.warning(
+            "hf_gaf: compiling GAF's fused CPU step in the background (torch.compile: about a minute per group "
+            "of parameters with an empty cache, seconds with a warm one); training goes on with the eager step "
+            "and switches at step %d. fused=False (GAFSGD, attach_gaf) or HF_GAF_FUSED=0 keeps the eager step "
+            "throughout.", COMPILE_SWITCH_STEP)
+    thread.start()
+
+
+def run_compiled(name: str, lists, kwargs: dict, what: str) -> bool:
+    """Body ``name`` compiled, on ``lists``: first waiting for a background compilation of the same tensors
+    (logged when it is not done yet), so this call hits the cache. False, having changed nothing, when
+    compiling fails (warned once; the process stays eager)."""
+    global _compile_failed
+    try:
+        entry = _warming.get(_signature(name, lists, kwargs))
+        if entry is not None:
+            thread, result = entry
+            if thread.is_alive():
+                logger.warning("hf_gaf: step %d reached before the background compilation finished; waiting for it",
+                               COMPILE_SWITCH_STEP)
+                thread.join()
+            if "error" in result:
+                raise result["error"]
+        _compiled(name)(*lists, **kwargs)
+        return True
+    except Exception as err:  # torch.compile can fail for toolchain reasons; eager is always right
+        _compile_failed = True
+        warnings.warn(f"{what}: the fused (torch.compile) step failed, using the eager kernels instead: {err}",
+                      stacklevel=3)
+        return False
+
+
+def sgd_compiled_arguments(params, grads, momentum_buffers, *, lr, **hyper):
+    """The compiled GAFSGD body's arguments: buffers (or empty stand-ins without momentum) and lr as a 0-dim
+    float64 tensor (a python float would be baked into the graph, and every scheduler step would recompile it)."""
+    bufs = momentum_buffers if hyper["momentum"] != 0 else [torch.empty(0)] * len(params)
+    lr = torch.tensor(lr, dtype=torch.float64, device=params[0].device)
+    return (params, grads, bufs), dict(lr=lr, **hyper)
 
 
 def fused_gaf_sgd(
@@ -220,17 +346,6 @@ def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) -> bo
     return True
 
 
-def _compiled_gaf_sgd(params, grads, momentum_buffers, *, lr, **hyper) -> bool:
-    global _compile_failed
-    bufs = momentum_buffers if hyper["momentum"] != 0 else [torch.empty(0)] * len(params)
-    # lr as a 0-dim tensor: a python float would be baked into the graph and every scheduler
-    # step would recompile it
-    lr = torch.tensor(lr, dtype=torch.float64, device=params[0].device)
-    try:
-        _get_compiled_fused_body()(params, grads, bufs, lr=lr, **hyper)
-        return True
-    except Exception as err:  # torch.compile can fail for toolchain reasons; eager is always right
-        _compile_failed = True
-        warnings.warn(f"GAFSGD: the fused (torch.compile) step failed, using the eager kernels instead: {err}",
-                      stacklevel=3)
-        return False
+def _compiled_gaf_sgd(params, grads, momentum_buffers, **hyper) -> bool:
+    args, kwargs = sgd_compiled_arguments(params, grads, momentum_buffers, **hyper)
+    return run_compiled("gaf_sgd", args, kwargs, "GAFSGD")

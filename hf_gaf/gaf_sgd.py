@@ -53,7 +53,14 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .functional import GAFKind, GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, validate_gaf
-from .fused_step import check_fused, choose_path, fused_gaf_sgd, triton_supported
+from .fused_step import (
+    check_fused,
+    choose_path,
+    compile_in_background,
+    fused_gaf_sgd,
+    sgd_compiled_arguments,
+    triton_supported,
+)
 
 __all__ = ["GAFSGD", "gaf_sgd", "gaf_sgd_update", "momentum_direction", "check_placement", "PLACEMENTS"]
 
@@ -229,6 +236,7 @@ def gaf_sgd(
     foreach: bool | None = None,
     fused: bool | str | None = None,
     table_cache=None,
+    step: int | None = None,
     lr: float,
     momentum: float = 0.0,
     dampening: float = 0.0,
@@ -243,8 +251,9 @@ def gaf_sgd(
     """Functional GAFSGD (the module docstring's math), as ``torch.optim.sgd.sgd``: updates ``params`` in
     place and writes new momentum buffers into ``momentum_buffers`` (``None`` entries, or all ``None``
     without momentum). ``fused``/``foreach`` choose the path (module docstring); ``table_cache`` keeps
-    the Triton step's address tables between calls (:class:`GAFSGD` holds one). Call it under
-    ``torch.no_grad()`` when ``params`` require grad, as ``GAFSGD.step`` does.
+    the Triton step's address tables between calls (:class:`GAFSGD` holds one); ``step`` (1 on the first
+    step) schedules the automatic CPU compilation (:func:`~hf_gaf.fused_step.choose_path`; ``None``: eager).
+    Call it under ``torch.no_grad()`` when ``params`` require grad, as ``GAFSGD.step`` does.
 
     Example:
         >>> import torch
@@ -258,8 +267,10 @@ def gaf_sgd(
         return
     hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                  maximize=maximize, gaf_kind=gaf_kind, alpha=alpha, beta=beta, placement=placement)
-    path = choose_path(params, fused=fused, foreach=foreach, gaf_kind=gaf_kind,
+    path = choose_path(params, fused=fused, foreach=foreach, gaf_kind=gaf_kind, step=step,
                        creates_buffers=momentum != 0 and any(b is None for b in momentum_buffers))
+    if path.warm:
+        compile_in_background("gaf_sgd", *sgd_compiled_arguments(params, grads, momentum_buffers, **hyper))
     if path.fused is not None and fused_gaf_sgd(params, grads, momentum_buffers, backend=path.fused,
                                                 table_cache=table_cache, **hyper):
         return
@@ -356,7 +367,10 @@ class GAFSGD(Optimizer):
                 group.setdefault(key, value)
             self._check_group(group)
 
-    def _init_group(self, group: dict, params: list, grads: list, momentum_buffers: list) -> None:
+    def _init_group(self, group: dict, params: list, grads: list, momentum_buffers: list) -> int:
+        """Gather the group's parameters that have a gradient, their gradients and momentum buffers; count
+        the step in each one's state (``step``, a python int, checkpointed); return the group's step count."""
+        step = 0
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -364,7 +378,11 @@ class GAFSGD(Optimizer):
                 raise RuntimeError("GAFSGD does not support sparse gradients")
             params.append(p)
             grads.append(p.grad)
-            momentum_buffers.append(self.state[p].get("momentum_buffer") if group["momentum"] != 0 else None)
+            state = self.state[p]
+            momentum_buffers.append(state.get("momentum_buffer") if group["momentum"] != 0 else None)
+            state["step"] = int(state.get("step", 0)) + 1
+            step = max(step, state["step"])
+        return step
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -377,13 +395,13 @@ class GAFSGD(Optimizer):
             params: list[Tensor] = []
             grads: list[Tensor] = []
             momentum_buffers: list[Tensor | None] = []
-            self._init_group(group, params, grads, momentum_buffers)
+            step = self._init_group(group, params, grads, momentum_buffers)
             if self._triton_tables is None and params and triton_supported(params, group["gaf"]):
                 from . import triton_kernels
 
                 self._triton_tables = triton_kernels.TableCache()
             gaf_sgd(params, grads, momentum_buffers, foreach=group["foreach"], fused=group["fused"],
-                    table_cache=self._triton_tables, lr=float(group["lr"]), momentum=group["momentum"],
+                    table_cache=self._triton_tables, step=step, lr=float(group["lr"]), momentum=group["momentum"],
                     dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"],
                     maximize=group["maximize"], gaf_kind=group["gaf"], alpha=group["alpha"], beta=group["beta"],
                     placement=group["placement"])

@@ -16,10 +16,13 @@ makes its parameters NaN, as without GAF, rather than a silent bounded step.
 
 On CUDA, f runs as ONE Triton kernel launch per (device, dtype) of the gradients
 (:mod:`hf_gaf.triton_kernels`), which reads the scale and the overflow flag on the device, so the
-hook never synchronises the host; elsewhere it runs ``torch._foreach`` kernels. ``attach_gaf(fused=...)``
-chooses by the same rule as GAFSGD (:func:`~hf_gaf.fused_step.choose_path`): ``False`` (or ``"compile"``,
-which the hook has no pass for) keeps the ``_foreach`` kernels on CUDA too; ``"triton"`` with
-``TRITON_INTERPRET=1`` runs the Triton kernel on CPU tensors (the tests).
+hook never synchronises the host; elsewhere it runs ``torch._foreach`` kernels, and on CPU a compiled pass
+on the schedule of :mod:`hf_gaf.fused_step` (eager first, compiled in the background, switched at a fixed
+step of the optimizer's own step count: the Adam family keeps one; for an optimizer without it the CPU
+path stays eager). ``attach_gaf(fused=...)`` chooses by the same rule as GAFSGD
+(:func:`~hf_gaf.fused_step.choose_path`): ``False`` keeps the ``_foreach`` kernels everywhere; ``"compile"``
+the compiled pass at once; ``"triton"`` with ``TRITON_INTERPRET=1`` runs the Triton kernel on CPU tensors
+(the tests).
 
 Example:
     >>> import torch
@@ -41,7 +44,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .functional import GAFKind, GAFSpec, foreach_gaf_, validate_gaf
-from .fused_step import check_fused, choose_path
+from .fused_step import check_fused, choose_path, compile_in_background, run_compiled
 
 _HANDLE_ATTR = "_hf_gaf_hook"
 
@@ -115,7 +118,13 @@ class GAFHook:
             return  # the fused optimizer skips this step; leave the scaled gradients alone
         spec = self.spec
         if grad_scale is None:
-            foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta, nan_on_inf=True)
+            kwargs = dict(gaf_kind=spec.kind, alpha=spec.alpha, beta=spec.beta)
+            path = choose_path(grads, fused=self.fused, foreach=None, gaf_kind=spec.kind,
+                               step=optimizer_step_count(optimizer, params[0]))
+            if path.warm:
+                compile_in_background("gaf_grads", [grads], kwargs)
+            if path.fused != "compile" or not run_compiled("gaf_grads", [grads], kwargs, "attach_gaf"):
+                foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta, nan_on_inf=True)
         else:
             inv_scale = grad_scale.double().reciprocal().float()
             for g in grads:  # s·f(g/s); grad_scale may live on another device than g
@@ -130,7 +139,8 @@ class GAFHook:
         """f by the Triton kernel, one launch per dtype, when every gradient (and the scale and
         overflow flag) is a dense tensor on one device it runs on; False, having changed nothing, else."""
         device = grads[0].device
-        if choose_path(grads, fused=self.fused, foreach=None, gaf_kind=self.spec.kind, can_compile=False).fused is None:
+        path = choose_path(grads, fused=self.fused, foreach=None, gaf_kind=self.spec.kind, can_compile=False)
+        if path.fused != "triton":
             return False
         if any(t is not None and (t.device != device or t.dtype != torch.float32) for t in (grad_scale, found_inf)):
             return False
@@ -157,6 +167,16 @@ class GAFHook:
         self._handle.remove()
         if getattr(self.optimizer, _HANDLE_ATTR, None) is self:
             delattr(self.optimizer, _HANDLE_ATTR)
+
+
+def optimizer_step_count(optimizer: Optimizer, param: Tensor) -> int | None:
+    """The number of the step ``optimizer`` is about to take, from its own per-parameter ``step`` state (the
+    Adam family keeps one, and checkpoints it, so a resumed run counts on): 1 before the first step, ``None``
+    for an optimizer that keeps no step count (its CPU schedule then stays eager)."""
+    state = optimizer.state.get(param, {})
+    if "step" in state:
+        return int(state["step"]) + 1
+    return 1 if not state else None
 
 
 def attach_gaf(

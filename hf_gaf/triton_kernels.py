@@ -43,7 +43,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 #: Elements per program. 1024 fp32 = 4 KiB per role: four 16-byte accesses per thread at 4 warps.
 BLOCK = 1024
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-KIND_CODES = {"atan": 1, "tanh": 2, "log": 3}
+KIND_CODES = {"atan": 1, "tanh": 2, "log": 3, "clip": 4}
 
 
 def available() -> bool:
@@ -110,12 +110,15 @@ if triton is not None:
 
     @triton.jit
     def _gaf_f(x, alpha, beta, KIND: tl.constexpr):
-        """f(x) in float32 for KIND 1 = atan, 2 = tanh, 3 = log (α·sign(x)·log(1 + β|x|)); ±inf and
-        NaN give NaN (``nan_on_inf`` of hf_gaf.functional: an overflow is never a silent bounded step)."""
+        """f(x) in float32 for KIND 1 = atan, 2 = tanh, 3 = log (α·sign(x)·log(1 + β|x|)), 4 = clip
+        (α·clamp(β·x, -1, 1)); ±inf and NaN give NaN (``nan_on_inf`` of hf_gaf.functional: an overflow is never
+        a silent bounded step)."""
         if KIND == 1:
             y = alpha * _atan(beta * x)
         elif KIND == 2:
             y = alpha * _tanh(beta * x)
+        elif KIND == 4:
+            y = alpha * tl.minimum(tl.maximum(beta * x, -1.0), 1.0)
         else:
             m = alpha * _log1p_abs(beta * x)
             y = tl.where(x < 0, -m, m)

@@ -1,18 +1,28 @@
-"""Optimizer-step benchmark: GAFSGD against torch SGD on the parameter set of timm's resnet50.
+"""Optimizer-step benchmark: GAFSGD against torch SGD on the parameter sets of timm models.
 
 Times one ``optimizer.step()`` (random gradients, no forward/backward) for torch SGD (foreach,
 per-tensor and, on CUDA, fused), a paper-style per-parameter GAF loop, each GAFSGD path, and AdamW
-with and without ``attach_gaf``, all in this one process, and reports medians, the first step's time
-(compilation included) and ``ratio GAFSGD/torch-SGD`` against the fastest torch SGD.
+with and without ``attach_gaf``, all in this one process, and reports medians, the first steps' time
+and the ratios to the fastest torch SGD and to AdamW.
 
-    python recipes/bench_optimizer_step.py --model resnet50 --repeats 30 --out runs/bench_optim.json
+On CPU it also follows ``GAFSGD()``'s default schedule (:mod:`hf_gaf.fused_step`: eager, compiling in the
+background from step ``COMPILE_START_STEP``, the compiled pass from ``COMPILE_SWITCH_STEP``) step by step in
+a fresh process, twice: with an empty Inductor cache in a temporary folder (cold) and again with that
+cache (warm). Reported: the longest single step (what blocks a training loop), and the steady median after
+the switch.
+
+    python recipes/bench_optimizer_step.py --models resnet50 resnet10t --repeats 30 --out runs/bench_optim.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +30,7 @@ import timm
 import torch
 
 from hf_gaf import GAFSGD, attach_gaf
+from hf_gaf.fused_step import COMPILE_SWITCH_STEP
 
 SETTINGS = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
 GAF = dict(gaf="atan", alpha=0.1, beta=20.0, placement="update")
@@ -130,6 +141,42 @@ def bench(model_name: str, device: str, repeats: int, warmup: int, names: list[s
     )
 
 
+def follow_schedule(model_name: str, repeats: int) -> dict:
+    """In this process: ``GAFSGD()`` with no path argument, stepped ``COMPILE_SWITCH_STEP + repeats`` times on
+    ``model_name``'s parameters; every step timed."""
+    torch.manual_seed(0)
+    params = list(timm.create_model(model_name, pretrained=False).parameters())
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    optimizer = GAFSGD(params, **SETTINGS, **GAF)
+    times = []
+    for _ in range(COMPILE_SWITCH_STEP + repeats):
+        start = time.perf_counter()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    worst = max(range(len(times)), key=times.__getitem__)
+    return dict(worst_step_s=times[worst], worst_step=worst + 1, first_step_s=times[0],
+                switch_step_s=times[COMPILE_SWITCH_STEP - 1], eager_ms=statistics.median(times[1:100]) * 1e3,
+                steady_ms=statistics.median(times[COMPILE_SWITCH_STEP:]) * 1e3)
+
+
+def schedule_in_fresh_process(model_name: str, repeats: int, cache: str) -> dict:
+    """:func:`follow_schedule` in a new Python process whose Inductor cache is the folder ``cache``."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+    env.pop("HF_GAF_FUSED", None)  # the default path, as a user gets it
+    proc = subprocess.run([sys.executable, __file__, "--schedule-of", model_name, "--repeats", str(repeats)],
+                          capture_output=True, text=True, env=env, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def schedules(model_name: str, repeats: int) -> dict:
+    """Cold (empty Inductor cache) and warm (the same cache again) runs of the default schedule."""
+    with tempfile.TemporaryDirectory(prefix="inductor-cold-") as cache:
+        cold = schedule_in_fresh_process(model_name, repeats, cache)
+        warm = schedule_in_fresh_process(model_name, repeats, cache)
+    return {"cold": cold, "warm": warm}
+
+
 def table(report: dict) -> str:
     """A markdown table of one :func:`bench` report, with ratios to the fastest torch SGD."""
     ms, base = report["ms"], report["baseline"]
@@ -152,23 +199,43 @@ def table(report: dict) -> str:
         f"ratio GAFSGD/torch-SGD = {report['ratio_gafsgd_over_torch_sgd']:.2f} (GAFSGD default vs {base}); "
         f"attach_gaf on AdamW = {report['ratio_hook_on_adamw']:.2f}x AdamW alone",
     ]
+    if report.get("schedule"):
+        lines += ["", f"GAFSGD() default schedule ({COMPILE_SWITCH_STEP} eager steps, compiled from then on), one "
+                  "fresh process each:", "",
+                  "| cache | longest step, s (at step) | first step, s | eager median, ms | steady after the switch, "
+                  f"ms | x {base} |", "|---|---:|---:|---:|---:|---:|"]
+        for kind, r in report["schedule"].items():
+            lines.append(f"| {kind} | {r['worst_step_s']:.3f} ({r['worst_step']}) | {r['first_step_s']:.3f} | "
+                         f"{r['eager_ms']:.1f} | {r['steady_ms']:.1f} | {r['steady_ms'] / ms[base]:.2f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet50", help="timm model whose parameter set is used")
+    parser.add_argument("--models", nargs="+", default=["resnet50", "resnet10t"],
+                        help="timm models whose parameter sets are used")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-schedule", action="store_true", help="skip the cold/warm default-schedule runs (CPU)")
+    parser.add_argument("--schedule-of", default=None, help=argparse.SUPPRESS)  # the fresh-process worker
     parser.add_argument("--out", default="runs/bench_optim.json", help="where the JSON report is written")
     args = parser.parse_args()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.schedule_of:
+        print(json.dumps(follow_schedule(args.schedule_of, args.repeats)))
+        return
     if args.warmup < 2:
-        parser.error(f"--warmup {args.warmup}: need at least 2 (GAFSGD compiles on its second step)")
-    report = bench(args.model, args.device, args.repeats, args.warmup)
-    print("\n" + table(report))
-    Path(args.out).write_text(json.dumps(report, indent=2))
+        parser.error(f"--warmup {args.warmup}: need at least 2 (a compiled pass starts on the second step)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for model in args.models:
+        report = bench(model, args.device, args.repeats, args.warmup)
+        if args.device == "cpu" and not args.no_schedule:
+            print(f"  default schedule of {model}: cold, then warm cache ...", flush=True)
+            report["schedule"] = schedules(model, args.repeats)
+        print("\n" + table(report) + "\n", flush=True)
+        reports.append(report)
+    Path(args.out).write_text(json.dumps(reports, indent=2))
     print(f"wrote {args.out}")
 
 

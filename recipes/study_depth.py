@@ -7,10 +7,11 @@ head) with tanh or ReLU (a sigmoid CNN learned nothing at any depth in a pilot, 
 the 15-minute budget), depth 4 to 16; data: scikit-learn's bundled digits (1,797 8×8 images, standardised; a
 fixed stratified 80/20 split).
 Presets: the classification presets of :mod:`hf_gaf.harness.presets` (sgd, gaf, gaf-grad, clip-norm,
-clip-value: SGD momentum 0.9, weight decay 5e-4; GAF atan α=0.1, β=20) with ``--learning_rate`` (default
-0.05: the presets' 0.1 is the paper's for batch-normalised ResNets; with momentum 0.9 it kills most plain
-networks here within the first epoch, for every preset), applied by the same objects
-the Trainer uses (``GAFSGD``, ``clip_grad_norm_``, clip-by-value as a step pre-hook on the gradient).
+clip-value: SGD momentum 0.9, weight decay 5e-4; GAF atan α=0.1, β=20; and the learning-rate controls sgd-gain,
+sgd at lr × α·β, and clip-gain, the piecewise-linear twin of gaf's atan) with ``--learning_rate`` (default
+0.05 for sgd, each preset's rate scaled alike: the presets' 0.1 is the paper's for batch-normalised ResNets;
+with momentum 0.9 it kills most plain networks here within the first epoch, for every preset), applied by the
+same objects the Trainer uses (``GAFSGD``, ``clip_grad_norm_``, clip-by-value as a step pre-hook on the gradient).
 Each (network, preset) runs over ``--seeds`` (a seed fixes the initial weights and the batch order, shared by
 all presets, so runs pair by seed). Reported: test accuracy after ``--epochs``, mean and 95 % CI per cell,
 and the paired difference to sgd with its CI, p-value and verdict (:mod:`hf_gaf.harness.paired_stats`).
@@ -40,7 +41,8 @@ from hf_gaf.harness.experiment_args import ClipByValue
 from hf_gaf.harness.paired_stats import mean_ci, paired_difference
 from hf_gaf.harness.presets import PRESETS
 
-PRESET_NAMES = ("sgd", "gaf", "gaf-grad", "clip-norm", "clip-value")
+PRESET_NAMES = ("sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "sgd-gain", "clip-gain")
+GAIN = "sgd-gain"  # the learning-rate control: GAF's gain alpha*beta as a plain learning-rate factor
 ACTIVATIONS = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 GRID = {"mlp": ("sigmoid", "tanh", "relu"), "cnn": ("tanh", "relu")}  # activations per network (docstring)
 
@@ -74,12 +76,15 @@ def build(arch: str, depth: int, activation: str) -> torch.nn.Module:
 
 
 def optimizer_for(preset: dict, params, lr: float | None = None) -> tuple[torch.optim.Optimizer, float]:
-    """The optimizer a classification preset asks for (``lr`` replacing its learning rate; clip-by-value as
-    the recipes run it, a step pre-hook where GAF on the gradient would run), and its clip norm (0: off)."""
+    """The optimizer a classification preset asks for (``lr`` replacing sgd's learning rate, each preset's scaled
+    alike, so sgd-gain keeps its factor alpha*beta; clip-by-value as the recipes run it, a step pre-hook where
+    GAF on the gradient would run), and its clip norm (0: off)."""
     params = list(params)
     momentum = float(preset["optim_args"].split("=")[1])
     gaf = preset["gaf"] if preset["gaf"] != "none" else None
-    optimizer = GAFSGD(params, lr=lr or preset["learning_rate"], momentum=momentum, weight_decay=preset["weight_decay"],
+    scale = lr / PRESETS["classification"]["sgd"]["learning_rate"] if lr else 1.0
+    optimizer = GAFSGD(params, lr=preset["learning_rate"] * scale, momentum=momentum,
+                       weight_decay=preset["weight_decay"],
                        gaf=gaf, alpha=preset.get("gaf_alpha", 0.1), beta=preset.get("gaf_beta", 20.0),
                        placement=preset.get("gaf_placement", "update"), fused=False)
     if preset["clip_value"] > 0:
@@ -120,6 +125,7 @@ def summarize(results: list[dict], seeds: list[int]) -> list[dict]:
     rows = []
     for (arch, activation, depth), by_preset in sorted(cells.items()):
         base = [by_preset["sgd"][s] for s in seeds] if "sgd" in by_preset else None
+        gain = [by_preset[GAIN][s] for s in seeds] if GAIN in by_preset else None
         for preset, by_seed in by_preset.items():
             finals = [by_seed[s] for s in seeds]
             rows.append(
@@ -131,6 +137,7 @@ def summarize(results: list[dict], seeds: list[int]) -> list[dict]:
                     "finals": finals,
                     **mean_ci(finals),
                     "vs_sgd": None if preset == "sgd" or base is None else paired_difference(finals, base),
+                    "vs_gain": None if preset in ("sgd", GAIN) or gain is None else paired_difference(finals, gain),
                 }
             )
     return rows
@@ -142,7 +149,8 @@ def markdown(rows: list[dict], seeds: list[int], epochs: int, lr: float, minutes
         f"## Depth study: digits, {epochs} epochs, lr {lr}, {len(seeds)} seeds, no normalisation layers",
         "",
         "Test accuracy, mean [95 % CI] over seeds; after each non-sgd preset, the paired verdict against sgd "
-        "(+ better, − worse, = no difference shown; CIs of the paired difference).",
+        "and then against sgd-gain (sgd at lr × alpha·beta; + better, − worse, = no difference shown; CIs of the "
+        "paired difference).",
         "",
         "| network | activation | depth | " + " | ".join(presets) + " |",
         "|---|---|---:|" + "---:|" * len(presets),
@@ -155,11 +163,18 @@ def markdown(rows: list[dict], seeds: list[int], epochs: int, lr: float, minutes
             r = cells[p]
             ci = f" [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" if r["ci95"] else ""
             nonfinite = f" ({r['n_nonfinite']} NaN)" if r["n_nonfinite"] else ""
-            text.append(f"{r['mean']:.3f}{ci}{nonfinite}{marks.get((r['vs_sgd'] or {}).get('verdict'), '')}")
+            verdicts = "".join(marks.get((r[k] or {}).get("verdict"), "") for k in ("vs_sgd", "vs_gain"))
+            text.append(f"{r['mean']:.3f}{ci}{nonfinite}{verdicts}")
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(text) + " |")
-    verdicts = [r["vs_sgd"]["verdict"] for r in rows if r["vs_sgd"]]
-    counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
-    lines += ["", f"Verdicts against sgd over all cells: {counts}. Total time {minutes:.1f} min."]
+    lines.append("")
+    for key, name in (("vs_sgd", "sgd"), ("vs_gain", GAIN)):
+        by_preset = {}
+        for r in rows:
+            if r[key]:
+                by_preset.setdefault(r["preset"], []).append(r[key]["verdict"])
+        counts = {p: {v: vs.count(v) for v in dict.fromkeys(vs)} for p, vs in by_preset.items()}
+        lines.append(f"Verdicts against {name} over all cells, per preset: {counts}.")
+    lines += ["", f"Total time {minutes:.1f} min."]
     return "\n".join(lines) + "\n"
 
 

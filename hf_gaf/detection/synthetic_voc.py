@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .voc import voc_annotation_xml
+
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 _EMPTY_FRACTION = 0.05
 _DIFFICULT_MAX_SIDE = 0.1  # objects smaller than this fraction of the image are marked difficult
@@ -52,24 +54,6 @@ def _overlap(a, b) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def _xml(image_id: str, size: int, objects: list[dict]) -> str:
-    parts = [
-        "<annotation>", "\t<folder>VOC2007</folder>", f"\t<filename>{image_id}.jpg</filename>",
-        "\t<source><database>hf_gaf synthetic shapes</database></source>",
-        f"\t<size><width>{size}</width><height>{size}</height><depth>3</depth></size>",
-        "\t<segmented>0</segmented>",
-    ]
-    for o in objects:
-        parts += [
-            "\t<object>", f"\t\t<name>{o['name']}</name>", "\t\t<pose>Unspecified</pose>",
-            f"\t\t<truncated>{int(o['truncated'])}</truncated>", f"\t\t<difficult>{int(o['difficult'])}</difficult>",
-            "\t\t<bndbox>", *(f"\t\t\t<{k}>{o[k]}</{k}>" for k in ("xmin", "ymin", "xmax", "ymax")), "\t\t</bndbox>",
-            "\t</object>",
-        ]
-    parts.append("</annotation>")
-    return "\n".join(parts) + "\n"
 
 
 def _make_image(rng: np.random.Generator, size: int, classes: Sequence[str]) -> tuple[Image.Image, list[dict]]:
@@ -149,7 +133,7 @@ def make_voc(
         image, objects = _make_image(rng, image_size, classes)
         image.save(os.path.join(base, "JPEGImages", f"{image_id}.jpg"), quality=92)
         with open(os.path.join(base, "Annotations", f"{image_id}.xml"), "w") as f:
-            f.write(_xml(image_id, image_size, objects))
+            f.write(voc_annotation_xml(f"{image_id}.jpg", image_size, image_size, objects, "hf_gaf synthetic shapes"))
     trainval, test = ids[:n_train], ids[n_train:]
     n_val = int(round(val_fraction * len(trainval)))
     splits = {"trainval": trainval, "train": trainval[: len(trainval) - n_val],

@@ -50,6 +50,26 @@ class VOCFormatError(DetectionDataError):
     """A VOC file or folder is missing or malformed; the message names it."""
 
 
+def voc_annotation_xml(filename: str, width: int, height: int, objects: list[dict], database: str) -> str:
+    """One VOC annotation file: ``objects`` are dicts with ``name``, 1-based inclusive ``xmin`` … ``ymax``,
+    ``truncated`` and ``difficult`` (what :func:`parse_voc_xml` reads back)."""
+    parts = [
+        "<annotation>", "\t<folder>VOC2007</folder>", f"\t<filename>{filename}</filename>",
+        f"\t<source><database>{database}</database></source>",
+        f"\t<size><width>{width}</width><height>{height}</height><depth>3</depth></size>",
+        "\t<segmented>0</segmented>",
+    ]
+    for o in objects:
+        parts += [
+            "\t<object>", f"\t\t<name>{o['name']}</name>", "\t\t<pose>Unspecified</pose>",
+            f"\t\t<truncated>{int(o['truncated'])}</truncated>", f"\t\t<difficult>{int(o['difficult'])}</difficult>",
+            "\t\t<bndbox>", *(f"\t\t\t<{k}>{o[k]}</{k}>" for k in ("xmin", "ymin", "xmax", "ymax")), "\t\t</bndbox>",
+            "\t</object>",
+        ]
+    parts.append("</annotation>")
+    return "\n".join(parts) + "\n"
+
+
 def year_dir(root: str, year: str) -> str:
     for candidate in (os.path.join(root, f"VOC{year}"), os.path.join(root, "VOCdevkit", f"VOC{year}")):
         if os.path.isdir(candidate):

@@ -1,6 +1,8 @@
-"""The ``hf-gaf`` command: ``make-voc``, ``plot-gaf``, ``compare``, ``sweep``, ``demo``, ``predict`` and ``evaluate``.
+"""The ``hf-gaf`` command: ``make-voc``, ``make-trees``, ``plot-gaf``, ``compare``, ``sweep``, ``demo``, ``predict``
+and ``evaluate``.
 
     hf-gaf make-voc runs/voc-synth --n-train 400 --n-test 100
+    hf-gaf make-trees runs/trees --tile-size 400
     hf-gaf plot-gaf --kind atan --alpha 0.1 --beta 20 --out gaf.png
     hf-gaf compare --script recipes/classification/train.py --presets sgd gaf --out runs/cmp -- --num_train_epochs 2
     hf-gaf sweep --script recipes/classification/train.py --alphas 0.05 0.1 --betas 5 20 --out runs/sweep \
@@ -54,6 +56,13 @@ def _make_voc(args) -> None:
 
         for path in voc_to_coco(root, classes=classes):
             print(f"wrote {path}")
+
+
+def _make_trees(args) -> None:
+    from ..detection.trees import make_trees
+
+    root = make_trees(args.out, wheel=args.wheel, tile_size=args.tile_size, overwrite=args.overwrite)
+    print(f"wrote the tree-crown set (train: YELL; test: OSBS, SOAP; {args.tile_size} px tiles) to {root}")
 
 
 def _plot_gaf(args) -> None:
@@ -148,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_make_voc)
 
+    p = sub.add_parser("make-trees", help="write real aerial tree crowns (NEON, from the deepforest wheel) as VOC",
+                       description="Real tree-crown boxes on NEON aerial images, read from the pinned deepforest "
+                       "wheel (fetched with pip download, SHA-256 checked, never installed), tiled, split by site "
+                       "(train YELL, test OSBS and SOAP). See hf_gaf.detection.trees.")
+    p.add_argument("out", help="output folder (VOCdevkit/VOC2007 is created inside)")
+    p.add_argument("--wheel", default=None, help="a local deepforest-2.1.0-py3-none-any.whl (default: downloaded "
+                   "once into ~/.cache/hf_gaf)")
+    p.add_argument("--tile-size", type=int, default=400, help="side of the square tiles the large images are cut into")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder, replacing its VOCdevkit/VOC2007 (refused without it)")
+    p.set_defaults(func=_make_trees)
+
     p = sub.add_parser("plot-gaf", help="plot f and f' of a GAF against identity and clip-by-value")
     p.add_argument("--kind", default="atan", choices=list(GAF_KINDS))
     p.add_argument("--alpha", type=float, default=0.1)
@@ -172,10 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_arguments(p).set_defaults(func=_sweep, takes_recipe_args=True)
 
-    p = sub.add_parser("demo", help="the CPU demo: digits and synthetic-VOC comparisons, plots, summary")
+    p = sub.add_parser("demo", help="the CPU demo: digits, synthetic VOC and real tree crowns; GAF, baseline and "
+                       "the learning-rate controls; plots, summary")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--fast", action="store_true", help="a reduced demo (about 2 minutes), as the tests run it")
-    p.add_argument("--task", nargs="+", choices=list(DEMO_TASKS), default=None, help="run only these comparisons")
+    p.add_argument("--task", nargs="+", choices=list(DEMO_TASKS), default=None,
+                   help="run these comparisons (default: digits detr trees; with --fast: digits detr faster_rcnn)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every task run (default: each task's own)")
     p.set_defaults(func=_demo)
 

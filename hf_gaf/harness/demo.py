@@ -1,28 +1,36 @@
-"""``hf-gaf demo`` / ``make demo``: GAF against its baseline on the built-in data, on the CPU.
+"""``hf-gaf demo`` / ``make demo``: GAF against its baseline and the two learning-rate controls, on the CPU.
 
-Three side-by-side comparisons (one seed each), each through ``hf_gaf.harness.compare``:
+Side-by-side comparisons (one seed each), each through :func:`hf_gaf.harness.compare.compare`:
 
 1. ``digits``: classification of scikit-learn's bundled digits with timm ``resnet10t``, ``sgd`` vs ``gaf``;
 2. ``detr``: synthetic-VOC detection with a tiny RT-DETR, ``adamw`` (DETR's recipe, clipping 0.1) vs
    ``adamw-gaf``;
-3. ``faster_rcnn``: synthetic-VOC detection with Faster R-CNN (timm resnet18 + FPN), ``sgd`` vs ``gaf``.
+3. ``trees``: real aerial tree crowns (:mod:`hf_gaf.detection.trees`: NEON images from the deepforest wheel,
+   train on one site, test on two others) with Faster R-CNN (timm resnet18 + FPN), ``sgd`` vs ``gaf``;
+4. ``faster_rcnn`` (``--task faster_rcnn``, and in the reduced demo instead of ``trees``): the same detector
+   on the synthetic set.
 
-``make demo-detr`` and ``make demo-frcnn`` run one task each with a longer schedule (``--task``,
-``--epochs``).
+Beside each GAF preset run its controls (:mod:`hf_gaf.harness.presets`): ``sgd-gain`` (the baseline at
+lr × α·β, GAF's gain alone) and ``clip-gain`` (the piecewise-linear twin of atan), or for AdamW
+``adamw-gain`` and ``adamw-clip-gain``. ``make demo-detr`` and ``make demo-frcnn`` run one task each with a
+longer schedule (``--task``, ``--epochs``).
 
-It writes ``OUT/{digits,detr,faster_rcnn}/`` (results.md, results.json, curves.png, per-run
-metrics.json and predictions.png), ``OUT/gaf_function.png`` and ``OUT/results.md`` (the summary),
-prints the summary table and where the files are. ``fast=True`` is the reduced version the tests run.
+It writes ``OUT/<task>/`` (results.md, results.json, curves.png, per-run metrics.json and predictions.png),
+``OUT/gaf_function.png`` and ``OUT/results.md`` (the summary), prints the summary table and where the
+files are. ``fast=True`` is the reduced version the tests run (digits, detr, faster_rcnn; baseline and GAF
+only, one epoch, no download).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import recipes
 from ..detection.synthetic_voc import is_synthetic_voc, make_voc
+from ..detection.trees import is_trees, make_trees
 from .compare import compare
 from .paired_stats import ONE_SEED
 from .plots import plot_gaf
@@ -32,12 +40,14 @@ RECIPES = Path(recipes.__file__).resolve().parent  # recipes/ of the checkout, i
 
 @dataclass(frozen=True)
 class DemoTask:
-    """One CPU comparison: ``script`` over ``baseline`` and ``gaf`` presets; ``flags`` ({voc} = the
-    synthetic set), ``epochs`` in ``make demo``, ``fast`` flags for the reduced demo."""
+    """One CPU comparison: ``script`` over the ``baseline`` and ``gaf`` presets and the ``controls``; ``flags``
+    ({voc} = the synthetic set, {trees} = the tree-crown set), ``epochs`` in ``make demo``, ``fast`` flags for
+    the reduced demo."""
 
     script: str
     baseline: str
     gaf: str
+    controls: tuple[str, str]
     metric: str
     flags: str
     epochs: int
@@ -45,50 +55,66 @@ class DemoTask:
 
 
 TASKS = {
-    "digits": DemoTask("classification/train.py", "sgd", "gaf", "eval_accuracy",
+    "digits": DemoTask("classification/train.py", "sgd", "gaf", ("sgd-gain", "clip-gain"), "eval_accuracy",
                        "--dataset digits --model resnet10t", 4,
                        "--max_train_samples 256 --max_eval_samples 100"),
-    "detr": DemoTask("detection/train_detr.py", "adamw", "adamw-gaf", "eval_voc07_map",
+    "detr": DemoTask("detection/train_detr.py", "adamw", "adamw-gaf", ("adamw-gain", "adamw-clip-gain"),
+                     "eval_voc07_map",
                      "--voc_root {voc} --classes shapes --model_config tiny-rt-detr --image_size 96 "
                      "--per_device_train_batch_size 16 --learning_rate 1e-3 --backbone_lr 1e-3", 16,
                      "--max_eval_samples 8"),
-    "faster_rcnn": DemoTask("detection/train_faster_rcnn.py", "sgd", "gaf", "eval_voc07_map",
+    "trees": DemoTask("detection/train_faster_rcnn.py", "sgd", "gaf", ("sgd-gain", "clip-gain"), "eval_voc07_map",
+                      "--voc_root {trees} --classes tree --backbone timm:resnet18 --image_size 256 "
+                      "--anchor_sizes 8 16 32 64 128 --timm_out_indices 1 2 3 4 --fpn_channels 64 --max_zoom_out 1.0 "
+                      "--rpn_pre_nms_top_n 1000 --rpn_post_nms_top_n 500 --per_device_train_batch_size 4", 6, ""),
+    "faster_rcnn": DemoTask("detection/train_faster_rcnn.py", "sgd", "gaf", ("sgd-gain", "clip-gain"),
+                            "eval_voc07_map",
                             "--voc_root {voc} --classes shapes --backbone timm:resnet18 --image_size 96 "
                             "--anchor_sizes 16 32 64 --timm_out_indices 2 3 --fpn_channels 64 --rpn_pre_nms_top_n 300 "
                             "--rpn_post_nms_top_n 150 --rpn_batch_size_per_image 128 --box_batch_size_per_image 128 "
                             "--per_device_train_batch_size 8", 5, "--max_eval_samples 8"),
 }
 VOC = {"full": dict(n_train=400, n_test=80, image_size=128), "fast": dict(n_train=32, n_test=16, image_size=96)}
+DEFAULT_TASKS = ("digits", "detr", "trees")
+FAST_TASKS = ("digits", "detr", "faster_rcnn")  # no download in the reduced demo the tests run
 
 
 def _summary_row(name: str, result: dict, task: DemoTask) -> dict:
-    base, gaf = result["table"][task.baseline], result["table"][task.gaf]
+    table = result["table"]
+    base, gaf = table[task.baseline], table[task.gaf]
     verdict = gaf["vs_baseline"]["verdict"]
     if verdict == ONE_SEED:
         verdict = "no difference shown (one seed: no CI)"
     return {"task": name, "metric": result["metric"], "baseline": task.baseline, "baseline_value": base["mean"],
             "gaf": task.gaf, "gaf_value": gaf["mean"], "delta": gaf["mean"] - base["mean"], "verdict": verdict,
+            "controls": {c: table[c]["mean"] for c in task.controls if c in table},
             "speed": gaf["images_per_s"] / base["images_per_s"]}
 
 
 def summary_markdown(rows: list[dict], seconds: float, fast: bool) -> str:
     lines = [
-        "## hf_gaf demo: GAF against its baseline (CPU, one seed, built-in data)" + (" [FAST]" if fast else ""),
+        "## hf_gaf demo: GAF against its baseline and the learning-rate controls (CPU, one seed)"
+        + (" [FAST]" if fast else ""),
         "",
-        "| task | metric | baseline | value | GAF preset | value | Δ (GAF − baseline) | verdict "
+        "| task | metric | baseline | value | GAF preset | value | Δ (GAF − baseline) | verdict | controls "
         "| images/s GAF/baseline |",
-        "|---|---|---|---:|---|---:|---:|---|---:|",
+        "|---|---|---|---:|---|---:|---:|---|---|---:|",
     ]
     for r in rows:
+        controls = ", ".join(f"{c} {v:.4f}" for c, v in r["controls"].items()) or "—"
         lines.append(
             f"| {r['task']} | {r['metric'].removeprefix('eval_')} | {r['baseline']} | {r['baseline_value']:.4f} | "
-            f"{r['gaf']} | {r['gaf_value']:.4f} | {r['delta']:+.4f} | {r['verdict']} | {r['speed']:.3f} |"
+            f"{r['gaf']} | {r['gaf_value']:.4f} | {r['delta']:+.4f} | {r['verdict']} | {controls} | "
+            f"{r['speed']:.3f} |"
         )
     lines += [
         "",
         "One seed per preset, so each Δ includes seed-to-seed noise and no difference can be shown "
-        "(`make bench-digits` runs 3 seeds and reports confidence intervals and paired tests); "
-        "images/s ratios on a shared 2-core machine swing by about ±10 % between runs.",
+        "(`make bench-digits` and `make bench-trees` run 3 seeds and report confidence intervals and paired "
+        "tests). The controls separate GAF from a larger learning rate: `sgd-gain` is the baseline at lr × α·β "
+        "(GAF's gain on tiny updates), `clip-gain` the piecewise-linear twin of atan (same gain, same bound); "
+        "for AdamW, whose normalisation cancels a uniform gain, `adamw-gain` is AdamW without the norm "
+        "clipping that adamw-gaf drops. images/s ratios on a shared 2-core machine swing by about ±10 %.",
         f"Total time {seconds / 60:.1f} min.",
     ]
     return "\n".join(lines) + "\n"
@@ -100,7 +126,7 @@ def run_demo(
     """Run the demo (or only ``tasks``, with ``epochs`` instead of each task's own) into ``out``;
     return the summary markdown."""
     start = time.perf_counter()
-    names = tasks or list(TASKS)
+    names = tasks or list(FAST_TASKS if fast else DEFAULT_TASKS)
     unknown = [n for n in names if n not in TASKS]
     if unknown:
         raise ValueError(f"unknown demo task(s) {unknown}: expected {', '.join(TASKS)}")
@@ -112,22 +138,29 @@ def run_demo(
         voc_dir = str(out_path / "voc-synth")  # replaced only when an earlier demo wrote it
         voc = make_voc(voc_dir, seed=0, overwrite=is_synthetic_voc(voc_dir), **VOC["fast" if fast else "full"])
         print(f"synthetic VOC: {voc}", flush=True)
+    trees = None
+    if any("{trees}" in TASKS[n].flags for n in names):
+        trees_dir = str(out_path / "trees")  # fetched and cut once; kept for later demos
+        trees = os.path.join(trees_dir, "VOCdevkit") if is_trees(trees_dir) else make_trees(trees_dir)
+        print(f"tree crowns (NEON, deepforest wheel): {trees}", flush=True)
     rows = []
     for name in names:
         task = TASKS[name]
         n_epochs = 1 if fast else (epochs or task.epochs)
-        recipe_args = task.flags.format(voc=voc).split() + ["--num_train_epochs", str(n_epochs), "--report_to", "none"]
+        recipe_args = task.flags.format(voc=voc, trees=trees).split() + ["--num_train_epochs", str(n_epochs),
+                                                                          "--report_to", "none"]
         recipe_args += task.fast.split() if fast else []
-        print(f"\n=== {name}: {task.baseline} vs {task.gaf} ({task.metric}), {n_epochs} epochs ===", flush=True)
+        presets = [task.baseline, task.gaf, *(() if fast else task.controls)]
+        print(f"\n=== {name}: {' vs '.join(presets)} ({task.metric}), {n_epochs} epochs ===", flush=True)
         result = compare(
             str(RECIPES / task.script),
-            [task.baseline, task.gaf],
+            presets,
             [0],
             out_path / name,
             recipe_args,
             metric=task.metric,
             baseline=task.baseline,
-            title=f"{name}: {n_epochs} epochs, CPU, bundled/synthetic data, one seed",
+            title=f"{name}: {n_epochs} epochs, CPU, one seed",
         )
         rows.append(_summary_row(name, result, task))
     markdown = summary_markdown(rows, time.perf_counter() - start, fast)
@@ -144,4 +177,6 @@ def run_demo(
                 print(f"  {'':<18s} boxes: {png}")
     if voc:
         print(f"  synthetic VOC      {voc}")
+    if trees:
+        print(f"  tree crowns        {trees}")
     return markdown

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -25,6 +26,23 @@ _FRCNN_SGD = dict(_SGD, learning_rate=0.02, weight_decay=1e-4, warmup_steps=0.05
 _ADAMW = dict(optim="adamw_torch", optim_args=None, learning_rate=1e-3, weight_decay=0.05, gaf="none",
               max_grad_norm=0.0, clip_value=0.0)
 
+
+
+def gain_control(baseline: dict, gaf_preset: dict) -> dict:
+    """``sgd-gain``: the baseline with its learning rate multiplied by the GAF preset's gain α·β, which is what
+    GAF does to tiny updates (f(u) ≈ α·β·u near 0), without the bound or the curve."""
+    gain = gaf_preset["gaf_alpha"] * gaf_preset["gaf_beta"]
+    return {**baseline, "learning_rate": round(baseline["learning_rate"] * gain, 12)}
+
+
+def clip_control(gaf_preset: dict) -> dict:
+    """``clip-gain``: the GAF preset with f = α'·clamp(β'·u, -1, 1), α' = α·π/2, β' = 2β/π: the same gain α·β
+    near 0 and the same bound α·π/2, joined by straight lines (the piecewise-linear twin of atan, at the same
+    placement). Equivalently: the learning rate × α·β and clip-by-value at the bound α·π/2/(α·β)."""
+    alpha, beta = gaf_preset["gaf_alpha"], gaf_preset["gaf_beta"]
+    return {**gaf_preset, "gaf": "clip", "gaf_alpha": alpha * math.pi / 2, "gaf_beta": 2 * beta / math.pi}
+
+
 PRESETS: dict[str, dict[str, dict]] = {
     # Liu et al.: SGD momentum 0.9, wd 5e-4; GAF on the update with alpha=0.1, beta=20; clipping baselines
     "classification": {
@@ -35,6 +53,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "clip-value": {**_SGD, "clip_value": 0.1},
         "adamw": _ADAMW,
         "adamw-gaf": {**_ADAMW, **_PAPER_GAF, "gaf_placement": "grad"},
+        "sgd-gain": gain_control(_SGD, _PAPER_GAF),
+        "clip-gain": clip_control({**_SGD, **_PAPER_GAF, "gaf_placement": "update"}),
     },
     # DETR's recipe: AdamW 1e-4 (backbone 1e-5), wd 1e-4, clip 0.1; "adamw-gaf" replaces the clipping by GAF
     "detr": {
@@ -73,8 +93,20 @@ PRESETS: dict[str, dict[str, dict]] = {
         "gaf-grad": {**_FRCNN_SGD, **_PAPER_GAF, "gaf_placement": "grad"},
         "clip-norm": {**_FRCNN_SGD, "max_grad_norm": 1.0},
         "clip-value": {**_FRCNN_SGD, "clip_value": 0.1},
+        "sgd-gain": gain_control(_FRCNN_SGD, _PAPER_GAF),
+        "clip-gain": clip_control({**_FRCNN_SGD, **_PAPER_GAF, "gaf_placement": "update"}),
     },
 }
+# DETR's GAF preset is AdamW with GAF on the gradient. AdamW divides by the gradient's running scale, so a
+# uniform gain α·β changes nothing (up to ε): its gain control is AdamW without the norm clipping that
+# adamw-gaf drops, and its clip control is the clip twin on the gradient.
+_DETR = PRESETS["detr"]
+_DETR.update({
+    "sgd-gain": gain_control(_DETR["sgd"], _PAPER_GAF),
+    "clip-gain": clip_control(_DETR["gaf"]),
+    "adamw-gain": {**_DETR["adamw-gaf"], "gaf": "none", "max_grad_norm": 0.0},
+    "adamw-clip-gain": clip_control(_DETR["adamw-gaf"]),
+})
 
 
 @dataclass

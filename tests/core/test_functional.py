@@ -14,6 +14,7 @@ def closed_form(kind, x, a=ALPHA, b=BETA):
         "atan": lambda: a * torch.atan(b * x),
         "tanh": lambda: a * torch.tanh(b * x),
         "log": lambda: a * torch.sign(x) * torch.log1p(b * x.abs()),
+        "clip": lambda: a * (b * x).clamp(-1.0, 1.0),
     }[kind]()
 
 
@@ -53,6 +54,8 @@ def test_bounds():
     assert gaf_bound("atan", 0.2) == pytest.approx(0.2 * math.pi / 2)
     assert gaf_bound("tanh", 0.2) == 0.2
     assert gaf_bound("log", 0.2) == math.inf
+    assert gaf_bound("clip", 0.2) == 0.2
+    torch.testing.assert_close(gaf(big, "clip", 0.2, 10.0), torch.tensor([0.2, -0.2], dtype=torch.float64))
     torch.testing.assert_close(
         gaf(big, "atan", 0.2, 10.0), torch.tensor([0.1 * math.pi, -0.1 * math.pi], dtype=torch.float64)
     )

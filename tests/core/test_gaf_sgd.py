@@ -354,25 +354,35 @@ def test_bad_groups_are_refused_and_not_kept():
 
 
 
-def test_the_default_cpu_step_through_gafsgd_equals_the_eager_loop(monkeypatch):
-    """GAFSGD() with no path argument and no HF_GAF_FUSED, on CPU: the compiled pass from step 2 on, the
-    same numbers as the per-tensor loop."""
+def test_the_default_cpu_step_compiles_in_the_background_with_one_note_and_equals_the_eager_loop(monkeypatch, caplog):
+    """GAFSGD() with no path argument and no HF_GAF_FUSED, on CPU, with the schedule shortened to start at
+    step 3 and switch at step 6: eager steps 1-5 (a background compilation from step 3, announced once),
+    the compiled pass from step 6, and the same numbers as the per-tensor loop (to float rounding)."""
+    import logging
+
     from hf_gaf import fused_step
 
     monkeypatch.delenv("HF_GAF_FUSED", raising=False)
+    monkeypatch.setattr(fused_step, "COMPILE_START_STEP", 3)
+    monkeypatch.setattr(fused_step, "COMPILE_SWITCH_STEP", 6)
+    monkeypatch.setattr(fused_step, "_noted", False)
+    monkeypatch.setattr(fused_step, "_warming", {})
     torch._dynamo.reset()
     calls = []
-    monkeypatch.setattr(
-        fused_step, "_compiled_gaf_sgd", lambda *a, _f=fused_step._compiled_gaf_sgd, **k: calls.append(1) or _f(*a, **k)
-    )
+    monkeypatch.setattr(fused_step, "_compiled_gaf_sgd",
+                        lambda *a, _f=fused_step._compiled_gaf_sgd, **k: calls.append(1) or _f(*a, **k))
     a, b = make_params(torch.float32), make_params(torch.float32)
     settings = dict(lr=0.05, momentum=0.9, weight_decay=1e-3, gaf="atan", alpha=0.1, beta=20.0)
     oa, ob = GAFSGD(a, **settings), GAFSGD(b, **settings, fused=False)
-    for s in range(3):
-        fake_grads(a, s)
-        fake_grads(b, s)
-        oa.step()
-        ob.step()
-    assert len(calls) == 2  # steps 2 and 3; step 1 made the buffers eagerly
+    with caplog.at_level(logging.WARNING, logger="hf_gaf"):
+        for s in range(8):
+            fake_grads(a, s)
+            fake_grads(b, s)
+            oa.step()
+            ob.step()
+    notes = [r for r in caplog.records if "compiling GAF's fused CPU step in the background" in r.message]
+    assert len(notes) == 1 and "HF_GAF_FUSED=0" in notes[0].message
+    assert len(calls) == 3  # steps 6, 7 and 8
+    assert oa.state[a[0]]["step"] == 8
     for pa, pb in zip(a, b):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)

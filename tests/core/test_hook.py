@@ -148,3 +148,39 @@ def test_sparse_and_complex_are_clear_errors():
         opt.step()
     with pytest.raises(ValueError, match="complex parameter"):
         attach_gaf(torch.optim.SGD([torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))], lr=0.1))
+
+
+def test_the_default_cpu_hook_on_adamw_compiles_in_the_background_and_equals_the_eager_hook(monkeypatch, caplog):
+    """attach_gaf on AdamW, CPU, no path argument, schedule shortened (start 3, switch 6, counted by AdamW's own
+    checkpointed step): the compiled transform from step 6, the same parameters as fused=False."""
+    import logging
+
+    from hf_gaf import fused_step
+
+    monkeypatch.delenv("HF_GAF_FUSED", raising=False)
+    monkeypatch.setattr(fused_step, "COMPILE_START_STEP", 3)
+    monkeypatch.setattr(fused_step, "COMPILE_SWITCH_STEP", 6)
+    monkeypatch.setattr(fused_step, "_noted", False)
+    monkeypatch.setattr(fused_step, "_warming", {})
+    torch._dynamo.reset()
+    import hf_gaf.hook as hook_module
+
+    calls = []
+    original = fused_step.run_compiled
+    monkeypatch.setattr(hook_module, "run_compiled", lambda *a, **k: calls.append(1) or original(*a, **k))
+    models = [torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-2) for m in models]
+    attach_gaf(opts[0])
+    attach_gaf(opts[1], fused=False)
+    x = torch.randn(16, 6)
+    with caplog.at_level(logging.WARNING, logger="hf_gaf"):
+        for _ in range(8):
+            for m, o in zip(models, opts):
+                o.zero_grad()
+                m(x).square().mean().backward()
+                o.step()
+    assert sum("compiling GAF's fused CPU step in the background" in r.message for r in caplog.records) == 1
+    assert len(calls) == 3  # steps 6, 7 and 8
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

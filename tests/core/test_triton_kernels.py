@@ -21,6 +21,7 @@ F64 = {
     "atan": lambda x, a, b: a * torch.atan(b * x),
     "tanh": lambda x, a, b: a * torch.tanh(b * x),
     "log": lambda x, a, b: a * torch.sign(x) * torch.log1p(b * x.abs()),
+    "clip": lambda x, a, b: a * (b * x).clamp(-1.0, 1.0),
     None: lambda x, a, b: x,
 }
 # tensor sizes: empty, one element, odd, exactly one block, several blocks with a partial last one, 2-D
@@ -66,7 +67,7 @@ OPTIONS = [
     dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=1e-3, maximize=True),
     dict(momentum=0.8, dampening=0.3, nesterov=False, weight_decay=0.0, maximize=True),
 ]
-KINDS = [("atan", 0.1, 20.0), ("tanh", 0.3, 4.5), ("log", 0.5, 3.0), (None, 0.1, 20.0)]
+KINDS = [("atan", 0.1, 20.0), ("tanh", 0.3, 4.5), ("log", 0.5, 3.0), (None, 0.1, 20.0), ("clip", 0.157, 12.7)]
 
 
 def run_against_reference(dtypes, kind, options, placement, steps=4):
@@ -164,7 +165,7 @@ def test_non_dense_gradient_falls_back_to_eager_unchanged():
     assert torch.equal(p[0], q[0])
 
 
-@pytest.mark.parametrize("kind", ["atan", "tanh", "log"])
+@pytest.mark.parametrize("kind", ["atan", "tanh", "log", "clip"])
 def test_gradient_kernel_special_values(kind):
     x = torch.tensor([math.inf, -math.inf, math.nan, 0.0, 1e-30, -1e-8, 0.41421356, 2.4142135, 0.625, 44.0, 1e30])
     x = torch.cat([x, torch.randn(3000) * 3, torch.logspace(-8, 8, 500), -torch.logspace(-8, 8, 500)])

@@ -1,0 +1,214 @@
+"""Real aerial tree crowns, offline: the labelled NEON images inside the ``deepforest`` wheel as a VOCdevkit tree.
+
+The ``deepforest`` package (MIT licence, Weinstein et al.) ships, in ``deepforest/data/`` of its wheel, RGB
+orthophotos of the US National Ecological Observatory Network (NEON, 10 cm per pixel) with hand-drawn
+tree-crown boxes in PASCAL VOC XML. :func:`make_trees` reads four of them straight from the wheel (a zip; the
+package is never installed nor imported) and writes ``OUT/VOCdevkit/VOC2007`` with one class, ``tree``:
+
+============================================  ====  ============  =====  =========
+image                                         site  size          boxes  split
+============================================  ====  ============  =====  =========
+``2019_YELL_2_528000_4978000_image_crop2``    YELL  2299 × 2472   574    trainval
+``2019_YELL_2_541000_4977000_image_crop``     YELL  1249 × 1035   279    trainval
+``OSBS_029``                                  OSBS  400 × 400     61     test
+``SOAP_061``                                  SOAP  400 × 400     37     test
+============================================  ====  ============  =====  =========
+
+The split is **by site**: training on Yellowstone (YELL, Wyoming conifers), testing on Ordway-Swisher (OSBS,
+Florida pine savanna) and Soaproot Saddle (SOAP, California Sierra), so the number measures how a detector
+carries over to places it has never seen. Images are cut into ``tile_size`` tiles (the last row and column
+aligned to the image's edge, so every pixel is in a tile; a side shorter than the tile is one tile); a box
+belongs to the tile that holds its centre and is clipped to it (``truncated`` then). The wheel is pinned
+(:data:`DEEPFOREST_VERSION`) and its SHA-256 checked, so every machine builds the same bytes.
+
+Example:
+    >>> DEEPFOREST_VERSION, len(WHEEL_SHA256)
+    ('2.1.0', 64)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+from defusedxml import ElementTree
+from PIL import Image
+
+from .voc import voc_annotation_xml
+
+DEEPFOREST_VERSION = "2.1.0"
+WHEEL_NAME = f"deepforest-{DEEPFOREST_VERSION}-py3-none-any.whl"
+WHEEL_SHA256 = "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54"
+FETCH_COMMAND = f"{sys.executable} -m pip download deepforest=={DEEPFOREST_VERSION} --no-deps -d DIR"
+#: image stem in ``deepforest/data/`` -> (NEON site, split); the images are PNG, the boxes VOC XML
+IMAGES = {
+    "2019_YELL_2_528000_4978000_image_crop2": ("YELL", "trainval"),
+    "2019_YELL_2_541000_4977000_image_crop": ("YELL", "trainval"),
+    "OSBS_029": ("OSBS", "test"),
+    "SOAP_061": ("SOAP", "test"),
+}
+TREE_CLASSES = ("tree",)
+TREES_MARKER = "HF_GAF_TREES"
+_DATA = "deepforest/data/"
+
+
+class TreesError(ValueError):
+    """The wheel is missing, not the pinned one, or not readable; the message says how to get the right one."""
+
+
+def default_cache() -> str:
+    """Where a fetched wheel is kept between runs: ``$XDG_CACHE_HOME/hf_gaf`` (``~/.cache/hf_gaf``)."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hf_gaf")
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_wheel(cache: str | None = None) -> str:
+    """The pinned deepforest wheel: from ``cache`` (:func:`default_cache`) when it is there and checks out, else
+    downloaded there with ``pip download --no-deps`` (nothing is installed); a failure is a :class:`TreesError`
+    naming the command to run by hand."""
+    cache = cache or default_cache()
+    path = os.path.join(cache, WHEEL_NAME)
+    if os.path.isfile(path) and sha256_of(path) == WHEEL_SHA256:
+        return path
+    os.makedirs(cache, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", f"deepforest=={DEEPFOREST_VERSION}", "--no-deps", "--only-binary",
+           ":all:", "-d", cache, "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not os.path.isfile(path):
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TreesError(f"could not download {WHEEL_NAME} ({last}); fetch it with `{FETCH_COMMAND}` and pass "
+                         "--wheel DIR/" + WHEEL_NAME)
+    return check_wheel(path)
+
+
+def check_wheel(path: str, sha256: str = WHEEL_SHA256) -> str:
+    """``path`` if its SHA-256 is ``sha256`` (the pinned wheel's), else a :class:`TreesError` naming both."""
+    if not os.path.isfile(path):
+        raise TreesError(f"--wheel {path} does not exist; fetch it with `{FETCH_COMMAND}`")
+    digest = sha256_of(path)
+    if digest != sha256:
+        raise TreesError(f"--wheel {path} has SHA-256 {digest}, not the one of {WHEEL_NAME} ({sha256}); "
+                         f"fetch the pinned wheel with `{FETCH_COMMAND}`")
+    return path
+
+
+def read_boxes(xml: bytes, source: str) -> list[tuple[float, float, float, float]]:
+    """The boxes of a VOC XML file as 0-based ``(x0, y0, x1, y1)`` (VOC's 1-based inclusive corners)."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except Exception as err:  # defusedxml's refusals and ParseError alike
+        raise TreesError(f"{source}: unreadable XML ({err})") from None
+    boxes = []
+    for obj in root.iter("object"):
+        b = obj.find("bndbox")
+        try:
+            x0, y0, x1, y1 = (float(b.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (AttributeError, TypeError, ValueError):
+            raise TreesError(f"{source}: an object without a numeric bndbox") from None
+        boxes.append((x0 - 1, y0 - 1, x1, y1))
+    return boxes
+
+
+def tile_origins(length: int, tile: int) -> list[int]:
+    """Tile starts along one side: every ``tile`` pixels, the last aligned to the end (one tile when shorter).
+
+    >>> tile_origins(1035, 400), tile_origins(400, 400), tile_origins(300, 400)
+    ([0, 400, 635], [0], [0])
+    """
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile + 1, tile))
+    return starts if starts[-1] == length - tile else [*starts, length - tile]
+
+
+def tiles_of(image: Image.Image, boxes, tile: int):
+    """``(x, y, crop, objects)`` per tile; a box goes to the tile holding its centre (the first, where tiles
+    overlap at the last row or column) and is clipped to it; boxes left under 2 px are dropped."""
+    width, height = image.size
+    xs, ys = tile_origins(width, tile), tile_origins(height, tile)
+    owner = {}
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        tx = next(x for x in xs if x <= cx < x + tile or x == xs[-1])
+        ty = next(y for y in ys if y <= cy < y + tile or y == ys[-1])
+        owner.setdefault((tx, ty), []).append(i)
+    for ty in ys:
+        for tx in xs:
+            w, h = min(tile, width - tx), min(tile, height - ty)
+            objects = []
+            for i in owner.get((tx, ty), []):
+                x0, y0, x1, y1 = boxes[i]
+                c = (max(x0 - tx, 0.0), max(y0 - ty, 0.0), min(x1 - tx, w), min(y1 - ty, h))
+                if c[2] - c[0] < 2 or c[3] - c[1] < 2:
+                    continue
+                objects.append({"name": "tree", "xmin": int(round(c[0])) + 1, "ymin": int(round(c[1])) + 1,
+                                "xmax": int(round(c[2])), "ymax": int(round(c[3])), "difficult": False,
+                                "truncated": c != (x0 - tx, y0 - ty, x1 - tx, y1 - ty)})
+            yield tx, ty, image.crop((tx, ty, tx + w, ty + h)), objects
+
+
+def make_trees(out_dir: str, wheel: str | None = None, tile_size: int = 400, overwrite: bool = False,
+               cache: str | None = None, sha256: str = WHEEL_SHA256) -> str:
+    """Write the tree-crown set (module docstring) into ``out_dir``; return its ``VOCdevkit`` path.
+
+    ``wheel``: a path to the pinned deepforest wheel (default: :func:`fetch_wheel`), checked against ``sha256``
+    (the tests pass their own small wheel-shaped zip's). ``out_dir`` must be missing or empty unless
+    ``overwrite``, which replaces its ``VOCdevkit/VOC2007`` and nothing else."""
+    if tile_size < 64:
+        raise ValueError(f"--tile-size {tile_size}: need at least 64 px")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir} is a file, not a folder: give make-trees a folder to write into")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty; make-trees writes VOCdevkit/VOC2007 there and would replace "
+                              "what it holds: choose an empty folder, or pass --overwrite to replace it")
+    path = check_wheel(wheel, sha256) if wheel else fetch_wheel(cache)
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        raise TreesError(f"--wheel {path} is not a zip ({err})") from None
+    devkit = os.path.join(out_dir, "VOCdevkit")
+    base = os.path.join(devkit, "VOC2007")
+    if overwrite and os.path.isdir(base):
+        shutil.rmtree(base)
+    for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    splits: dict[str, list[str]] = {"trainval": [], "test": []}
+    with archive:
+        names = set(archive.namelist())
+        for stem, (site, split) in IMAGES.items():
+            png, xml = f"{_DATA}{stem}.png", f"{_DATA}{stem}.xml"
+            if png not in names or xml not in names:
+                raise TreesError(f"--wheel {path} lacks {png} or {xml}: not deepforest {DEEPFOREST_VERSION}")
+            boxes = read_boxes(archive.read(xml), f"{path}:{xml}")
+            with Image.open(io.BytesIO(archive.read(png))) as img:
+                image = img.convert("RGB")
+            for tx, ty, crop, objects in tiles_of(image, boxes, tile_size):
+                image_id = f"{site}_{stem}_{tx:04d}_{ty:04d}"
+                crop.save(os.path.join(base, "JPEGImages", f"{image_id}.jpg"), quality=95)
+                with open(os.path.join(base, "Annotations", f"{image_id}.xml"), "w") as f:
+                    f.write(voc_annotation_xml(f"{image_id}.jpg", crop.width, crop.height, objects,
+                                               f"NEON via deepforest {DEEPFOREST_VERSION} ({stem})"))
+                splits[split].append(image_id)
+    for name, members in splits.items():
+        with open(os.path.join(base, "ImageSets", "Main", f"{name}.txt"), "w") as f:
+            f.writelines(f"{i}\n" for i in members)
+    with open(os.path.join(out_dir, TREES_MARKER), "w") as f:
+        f.write(f"written by hf_gaf.detection.trees.make_trees from {WHEEL_NAME} (tile {tile_size})\n")
+    return devkit
+
+
+def is_trees(out_dir: str) -> bool:
+    """True when ``out_dir`` was written by :func:`make_trees`."""
+    return os.path.isfile(os.path.join(out_dir, TREES_MARKER))
