@@ -44,8 +44,8 @@ CLS_PRESETS ?= sgd gaf gaf-grad clip-norm clip-value sgd-gain clip-gain
 CLS := recipes/classification/train.py
 
 bench-digits: install  ## CPU, offline: digits, resnet10t, 3 seeds x 5 presets (about 8 min on 2 cores)
-	$(PY) recipes/compare.py --script $(CLS) --presets $(CLS_PRESETS) --seeds $(SEEDS) --metric eval_accuracy \
-		--out $(RUNS)/bench-digits --title "digits (sklearn), resnet10t, 5 epochs, CPU" -- \
+	$(PY) recipes/compare.py --script $(CLS) --presets $(CLS_PRESETS) --also-vs sgd-gain --seeds $(SEEDS) \
+		--metric eval_accuracy --out $(RUNS)/bench-digits --title "digits (sklearn), resnet10t, 5 epochs, CPU" -- \
 		--dataset digits --model resnet10t --image_size 32 --num_train_epochs 5 --per_device_train_batch_size 64
 
 define cifar_bench
@@ -114,11 +114,11 @@ $(TREES)/HF_GAF_TREES: | $(STAMP)
 	$(VENV)/bin/hf-gaf make-trees $(TREES)
 
 bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, 3 seeds (FAST=1: CPU size, about 45 min on 2 cores)
-	$(PY) recipes/compare.py --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain --seeds $(TREE_SEEDS) \
+	$(PY) recipes/compare.py --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain --also-vs sgd-gain --seeds $(TREE_SEEDS) \
 		--out $(RUNS)/bench-trees$(if $(FAST),-fast)/faster_rcnn --title "Faster R-CNN (timm resnet18, random init), \
 		tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(FRCNN_TREES)
-	$(PY) recipes/compare.py --script $(DETR) --presets adamw adamw-gaf adamw-gain adamw-clip-gain \
+	$(PY) recipes/compare.py --script $(DETR) --presets adamw adamw-gaf adamw-gain adamw-clip-gain --also-vs adamw-gain \
 		--seeds $(TREE_SEEDS) --out $(RUNS)/bench-trees$(if $(FAST),-fast)/detr --title "tiny RT-DETR (random \
 		init), tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(DETR_TREES)

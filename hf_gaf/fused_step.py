@@ -30,8 +30,6 @@ Example:
     Path(fused=None, foreach=False, warm=False)
     >>> choose_path([torch.zeros(3)], fused="compile", foreach=None, gaf_kind="atan").fused
     'compile'
-    >>> choose_path([torch.zeros(3)], fused=None, foreach=None, gaf_kind="atan", step=COMPILE_SWITCH_STEP).fused
-    'compile'
 """
 
 from __future__ import annotations

@@ -62,6 +62,17 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def coco_images(path: str) -> list[tuple[object, str]]:
+    """``(image id, file_name)`` of every image of the JSON at ``path``, in file order."""
+    spec = _read(path)
+    out = []
+    for i, img in enumerate(spec["images"]):
+        if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
+            raise COCOFormatError(f"{path}: images[{i}] needs 'id' and 'file_name', got {img!r}")
+        out.append((img["id"], img["file_name"]))
+    return out
+
+
 def coco_categories(path: str) -> list[tuple[int, str]]:
     """``(category id, name)`` of the JSON at ``path``, sorted by id: label k is the k-th of them."""
     return _categories(_read(path), path)

@@ -103,15 +103,8 @@ def _demo(args) -> None:
 def _predict(args) -> None:
     from .inference import predict
 
-    predict(
-        args.model,
-        args.images,
-        args.out,
-        threshold=args.threshold,
-        batch_size=args.batch_size,
-        strict=args.strict,
-        overwrite=args.overwrite,
-    )
+    predict(args.model, args.images, args.out, threshold=args.threshold, batch_size=args.batch_size,
+            strict=args.strict, overwrite=args.overwrite, images_json=args.images_json)
 
 
 def _evaluate(args) -> None:
@@ -216,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at the first unreadable image (default: skip it and list it in OUT/skipped.txt)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction in --out")
+    p.add_argument("--images-json", default=None, help="a COCO JSON of the images under the --images folder: "
+                   "predict on its images and write its image ids (pycocotools loadRes reads the result)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser(

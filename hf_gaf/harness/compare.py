@@ -139,13 +139,16 @@ def run_all(
             final_metric(folder, metric)
 
 
-def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, baseline: str | None = None) -> dict:
+def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, baseline: str | None = None,
+              also_vs: str | None = None) -> dict:
     """Read the runs' ``metrics.json`` files and aggregate them per preset; ``baseline`` (default: the
-    first preset) must be one of ``presets``."""
+    first preset) must be one of ``presets``; ``also_vs``, a second preset every other one is paired with
+    too (a control such as ``sgd-gain``)."""
     if baseline is None:
         baseline = presets[0]
-    elif baseline not in presets:
-        raise ValueError(f"--baseline {baseline!r} is not one of the compared presets {presets}")
+    for flag, name in (("--baseline", baseline), ("--also-vs", also_vs)):
+        if name is not None and name not in presets:
+            raise ValueError(f"{flag} {name!r} is not one of the compared presets {presets}")
     runs, table = {}, {}
     for preset in presets:
         for seed in seeds:
@@ -181,9 +184,13 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
         row["vs_baseline"] = (
             None if preset == baseline else paired_difference(row["finals"], base["finals"], greater_is_better)
         )
+        if also_vs is not None:
+            row["vs_also"] = (None if preset in (baseline, also_vs) else
+                              paired_difference(row["finals"], table[also_vs]["finals"], greater_is_better))
     return {
         "metric": metric,
         "baseline": baseline,
+        "also_vs": also_vs,
         "greater_is_better": greater_is_better,
         "presets": presets,
         "seeds": seeds,
@@ -200,28 +207,48 @@ def results_markdown(summary: dict, title: str = "") -> str:
         "",
         f"{name} (`{metric}`), mean ± std [95 % CI] over seeds {summary['seeds']}. Δ is the paired difference "
         f"to `{baseline}` (runs pair by seed: same data order and initial weights) with its 95 % CI and the "
-        f'paired t-test\'s p; the verdict reads the CI ("no difference shown" when it contains 0). images/s '
+        f'paired t-test\'s p; the verdict reads the CI ("no difference shown" when it contains 0); "(best)" marks '
+        f'the highest mean only when the CIs show it best, "(highest mean)" otherwise. images/s '
         f"is training throughput in the steady state (median over epochs after the first, then over seeds), "
         f"measured in this same comparison.",
         "",
-        f"| preset | {name} | Δ vs {baseline} [95 % CI] | p | verdict | n | per seed | s / epoch | images/s | "
-        f"images/s vs {baseline} |",
-        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|",
+    ]
+    also = summary.get("also_vs")
+    extra_head, extra_rule = (f" Δ vs {also} [95 % CI] | verdict vs {also} |", "---:|---|") if also else ("", "")
+    lines += [
+        f"| preset | {name} | Δ vs {baseline} [95 % CI] | p | verdict |{extra_head} n | per seed | s / epoch | "
+        f"images/s | images/s vs {baseline} |",
+        f"|---|---:|---:|---:|---|{extra_rule}---:|---|---:|---:|---:|",
     ]
     complete = [r for r in summary["table"].values() if r.get("n_nonfinite", 0) == 0 and math.isfinite(r["mean"])]
     best = max(complete, key=lambda r: r["mean"]) if complete else None  # never a preset with a diverged seed
     for preset, r in summary["table"].items():
-        mark = " **(best)**" if r is best and len(summary["table"]) > 1 else ""
+        mark = ""
+        if r is best and len(summary["table"]) > 1:
+            mark = " **(best)**" if shown_best(preset, summary) else " (highest mean)"
         seeds = ", ".join(f"{v:.4f}" for v in r["finals"])
         ci = f" [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else ""
         skipped = f" ({r['n_nonfinite']} of {r['n']} seeds non-finite, left out)" if r.get("n_nonfinite") else ""
         delta, p, verdict = paired_cells(r.get("vs_baseline"), none="baseline")
+        extra = ""
+        if also:
+            also_delta, _, also_verdict = paired_cells(r.get("vs_also"), none="reference" if preset == also else "—")
+            extra = f" {also_delta} | {also_verdict} |"
         lines.append(
-            f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f}{ci}{skipped} | {delta} | {p} | {verdict} | "
+            f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f}{ci}{skipped} | {delta} | {p} | {verdict} |{extra} "
             f"{r['n']} | {seeds} | {r['epoch_time_s']:.2f} | {r['images_per_s']:.0f} | "
             f"{r['speed_vs_baseline']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def shown_best(preset: str, summary: dict) -> bool:
+    """Whether the highest mean is shown to be best by the paired CIs: a preset "better" than the baseline, or
+    the baseline when every other preset is "worse"; with one seed (no CI) never."""
+    table, baseline = summary["table"], summary["baseline"]
+    if preset != baseline:
+        return (table[preset].get("vs_baseline") or {}).get("verdict") == "better"
+    return all((r.get("vs_baseline") or {}).get("verdict") == "worse" for p, r in table.items() if p != baseline)
 
 
 def write_results(summary: dict, out: Path, title: str = "") -> str:
@@ -258,14 +285,17 @@ def compare(
     reuse: bool = False,
     summarize_only: bool = False,
     launcher: list[str] | None = None,
+    also_vs: str | None = None,
 ) -> dict:
     """Run ``script`` over ``presets`` × ``seeds`` into ``out`` (:func:`run_all`; nothing with
-    ``summarize_only``), then write and return the summary (:func:`summarize`, :func:`write_results`)."""
-    if baseline is not None and baseline not in presets:  # before hours of runs, not after
-        raise ValueError(f"--baseline {baseline!r} is not one of --presets {' '.join(presets)}")
+    ``summarize_only``), then write and return the summary (:func:`summarize`, :func:`write_results`;
+    ``also_vs``: a second reference preset)."""
+    for flag, name in (("--baseline", baseline), ("--also-vs", also_vs)):  # before hours of runs, not after
+        if name is not None and name not in presets:
+            raise ValueError(f"{flag} {name!r} is not one of --presets {' '.join(presets)}")
     if not summarize_only:
         run_all(script, presets, seeds, out, recipe_args, reuse=reuse, launcher=launcher, metric=metric)
-    summary = summarize(out, presets, seeds, metric, baseline)
+    summary = summarize(out, presets, seeds, metric, baseline, also_vs)
     write_results(summary, out, title)
     return summary
 
@@ -290,6 +320,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "eval_voc07_map for the detection recipes, eval_accuracy otherwise)",
     )
     parser.add_argument("--baseline", default=None, help="preset the others are compared to (default: the first)")
+    parser.add_argument("--also-vs", default=None, help="a second preset every other one is paired with too, e.g. "
+                        "the learning-rate control sgd-gain")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--title", default="")
     parser.add_argument(
@@ -312,27 +344,18 @@ def check_args(args: argparse.Namespace) -> None:
     """What can be wrong before any run starts (a ``ValueError`` naming the flag)."""
     if not os.path.isfile(args.script):
         raise ValueError(f"--script {args.script!r} does not exist")
-    if args.baseline is not None and args.baseline not in args.presets:
-        raise ValueError(f"--baseline {args.baseline!r} is not one of --presets {' '.join(args.presets)}")
+    for flag, name in (("--baseline", args.baseline), ("--also-vs", args.also_vs)):
+        if name is not None and name not in args.presets:
+            raise ValueError(f"{flag} {name!r} is not one of --presets {' '.join(args.presets)}")
 
 
 def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
     """``hf-gaf compare`` with parsed ``args``: check them, compare, print the table and where it is."""
     check_args(args)
     out, metric = Path(args.out), args.metric or default_metric(args.script)
-    summary = compare(
-        args.script,
-        args.presets,
-        args.seeds,
-        out,
-        recipe_args,
-        metric=metric,
-        baseline=args.baseline,
-        title=args.title,
-        reuse=args.reuse,
-        summarize_only=args.summarize_only,
-        launcher=args.launcher.split() if args.launcher else None,
-    )
+    summary = compare(args.script, args.presets, args.seeds, out, recipe_args, metric=metric, baseline=args.baseline,
+                      title=args.title, reuse=args.reuse, summarize_only=args.summarize_only,
+                      launcher=args.launcher.split() if args.launcher else None, also_vs=args.also_vs)
     print("\n" + results_markdown(summary, args.title))
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
     return 0

@@ -161,7 +161,7 @@ def train_detector(
         metric_names=metric_names,
     )
     if output_args.save_models and trainer.is_world_process_zero():
-        save(FINAL_MODEL, report.get("final", {}))
+        save(FINAL_MODEL, {**report.get("final", {}), "epoch": trainer.state.epoch, "step": trainer.state.global_step})
         print(
             f"saved the final model to {os.path.join(training_args.output_dir, FINAL_MODEL)} and the best "
             f"({training_args.metric_for_best_model}) to {os.path.join(training_args.output_dir, BEST_MODEL)}"
@@ -203,7 +203,7 @@ def write_model_card(
         f"weight decay {training_args.weight_decay}, "
         f"max_grad_norm {training_args.max_grad_norm}",
         f"- GAF: {json.dumps(gaf)}",
-        f"- saved at: {json.dumps({k: v for k, v in metrics.items() if k in ('epoch', 'step')})}",
+        f"- saved at: epoch {metrics['epoch']:g}, step {metrics['step']}",
         "",
         "| metric | value |",
         "|---|---:|",

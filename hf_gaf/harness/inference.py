@@ -58,6 +58,16 @@ def image_files(sources: list[str]) -> list[tuple[str, str]]:
     return [(f, os.path.relpath(f, root)) for f in files]
 
 
+def coco_image_files(json_path: str, sources: list[str]) -> list[tuple[str, object]]:
+    """``(path, COCO image id)`` of every image a COCO JSON lists, under the one ``--images`` folder: the
+    ids are the JSON's, so ``detections.json`` goes straight into pycocotools' ``loadRes``."""
+    from ..detection.coco_json import coco_images
+
+    if len(sources) != 1 or not os.path.isdir(sources[0]):
+        raise ValueError(f"--images-json {json_path} needs --images to be the one folder its file names are under")
+    return [(os.path.join(sources[0], name), image_id) for image_id, name in coco_images(json_path)]
+
+
 def check_predict_out(out: str, sources: list[str], overwrite: bool) -> None:
     """Outputs never land on inputs: ``--out`` must not be (or lie inside) an ``--images`` folder, and an
     earlier prediction's ``detections.json`` there is kept unless ``overwrite``."""
@@ -81,7 +91,8 @@ def _read_rgb(file: str) -> Image.Image:
 
 @torch.no_grad()
 def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5, batch_size: int = 8,
-            device: str | None = None, strict: bool = False, overwrite: bool = False) -> str:
+            device: str | None = None, strict: bool = False, overwrite: bool = False,
+            images_json: str | None = None) -> str:
     """Run the detector of ``model_dir`` on the images of ``sources``; write ``out/detections.json`` and one
     PNG per image (``out/drawn/<image id>.png``); return the JSON's path. An unreadable image is skipped and
     listed in ``out/skipped.txt`` (``strict``: it stops the run before anything is written)."""
@@ -90,7 +101,7 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: need at least 1")
     detector = load_detector(model_dir)
-    files = image_files(sources)
+    files = coco_image_files(images_json, sources) if images_json else image_files(sources)
     check_predict_out(out, sources, overwrite)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = detector.model.to(device).eval()
@@ -121,6 +132,8 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
             keep = det["scores"] >= threshold
             boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
             for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+                if round(box[2] - box[0], 2) <= 0 or round(box[3] - box[1], 2) <= 0:
+                    continue  # a box without area is no detection (COCO tools reject it)
                 results.append(
                     {
                         "image_id": image_id,
@@ -136,7 +149,7 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
                         ],
                     }
                 )
-            drawn = os.path.join(out, DRAWN, image_id + ".png")
+            drawn = os.path.join(out, DRAWN, f"{image_id}.png")
             os.makedirs(os.path.dirname(drawn), exist_ok=True)
             plot_detections(
                 [image],

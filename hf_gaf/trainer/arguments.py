@@ -42,9 +42,9 @@ class GAFTrainingArguments(TrainingArguments):
                                                "choices": list(GAF_CHOICES)})
     gaf_alpha: float = field(default=0.1, metadata={"help": "GAF scale alpha (bound alpha*pi/2 for atan)."})
     gaf_beta: float = field(default=20.0, metadata={"help": "GAF slope beta (gain alpha*beta near zero)."})
-    gaf_placement: str = field(default="update", metadata={
-        "help": "update: f on the SGD momentum update (needs --optim sgd); grad: f on the gradient (any optimizer).",
-        "choices": list(PLACEMENTS)})
+    gaf_placement: str | None = field(default=None, metadata={
+        "help": "update: f on the SGD momentum update (needs --optim sgd); grad: f on the gradient (any optimizer). "
+                "Default: update with --optim sgd, grad otherwise.", "choices": list(PLACEMENTS)})
     gaf_exclude: list[str] = field(default_factory=list, metadata={
         "help": "Regular expressions; parameters whose name matches one are left untransformed (e.g. bias norm head)."})
     gaf_log_stats: bool = field(
@@ -65,11 +65,17 @@ class GAFTrainingArguments(TrainingArguments):
     def __post_init__(self):
         if self.gaf not in GAF_CHOICES:
             raise ValueError(f"--gaf {self.gaf!r} is not one of {', '.join(GAF_CHOICES)}")
+        is_sgd = str(self.optim).split(".")[-1].lower() == "sgd"
+        if self.gaf_placement is None:  # the placement the optimizer allows: the paper's for SGD
+            self.gaf_placement = "update" if is_sgd else "grad"
+            if self.gaf != "none":
+                logger.warning("GAF placement %s (f on the %s), chosen for --optim %s; --gaf_placement sets it",
+                               self.gaf_placement, "momentum update" if is_sgd else "gradient", self.optim)
         check_placement(self.gaf_placement)
         self.gaf_spec: GAFSpec | None = None
         if self.gaf != "none":
             self.gaf_spec = validate_gaf(self.gaf, self.gaf_alpha, self.gaf_beta)
-            if self.gaf_placement == "update" and str(self.optim).split(".")[-1].lower() != "sgd":
+            if self.gaf_placement == "update" and not is_sgd:
                 raise ValueError(
                     f"--gaf_placement update applies f to the SGD momentum update and needs --optim sgd "
                     f"(got --optim {self.optim}); use --gaf_placement grad with other optimizers"

@@ -168,7 +168,8 @@ class GAFTrainer(Trainer):
     def optimizer_param_groups(self, model, gaf_in_groups: bool) -> list[dict]:
         """The trainable parameters split by weight decay (the Trainer's ``get_decay_parameter_names``),
         by ``--gaf_exclude`` (``gaf=None`` groups, when GAF lives in the optimizer's groups) and by
-        :meth:`param_group_overrides`; decayed groups first, parameters in model order."""
+        :meth:`param_group_overrides`; groups without overrides first, then decayed before not decayed,
+        parameters in model order."""
         decay = set(self.get_decay_parameter_names(model))
         buckets: dict[tuple, list] = {}
         for name, p in model.named_parameters():
@@ -178,7 +179,10 @@ class GAFTrainer(Trainer):
             key = (name in decay, excluded, tuple(sorted(self.param_group_overrides(name, p).items())), id(_mesh_of(p)))
             buckets.setdefault(key, []).append(p)
         groups = []
-        for (decayed, excluded, overrides, _), params in sorted(buckets.items(), key=lambda kv: not kv[0][0]):
+        # groups on the run's own settings first: the Trainer logs the first group's learning rate, which is then
+        # --learning_rate's schedule, not an override's (DETR's backbone rate)
+        for (decayed, excluded, overrides, _), params in sorted(buckets.items(),
+                                                                key=lambda kv: (bool(kv[0][2]), not kv[0][0])):
             group = {"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0, **dict(overrides)}
             if excluded:
                 group["gaf"] = None

@@ -68,7 +68,7 @@ def test_coco_training_saves_final_and_best_models_with_a_card(frcnn_run):
         assert (folder / "model.safetensors").is_file() and (folder / "faster_rcnn_config.json").is_file()
         card = (folder / "README.md").read_text()
         assert "COCO JSON" in card and "circle, cross, square, triangle" in card and '"gaf": "none"' in card
-        assert "| voc07_map |" in card
+        assert "| voc07_map |" in card and "- saved at: epoch " in card and "step 2" in card
     info = json.loads((frcnn_run / "model" / "hf_gaf_detection.json").read_text())
     assert info["family"] == "faster_rcnn" and info["category_ids"] == [1, 2, 3, 4]
 
@@ -406,3 +406,18 @@ def test_every_detection_preset_checkpoint_loads_with_weights_only(voc, tmp_path
                  "--save_models", "false", "--max_train_samples", "4"])
     state = torch.load(tmp_path / "checkpoint-1" / "optimizer.pt", weights_only=True)
     assert state["param_groups"]
+
+
+def test_predict_with_a_coco_json_writes_its_image_ids_for_pycocotools(frcnn_run, voc, tmp_path):
+    from pycocotools.coco import COCO
+
+    base = os.path.join(voc, "VOC2007")
+    gt = f"{base}/coco/test.json"
+    out = tmp_path / "p"
+    assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", f"{base}/JPEGImages", "--images-json",
+                   gt, "--out", str(out), "--threshold", "0.0"]) == 0
+    detections = json.loads((out / "detections.json").read_text())
+    truth = COCO(gt)
+    assert detections and {d["image_id"] for d in detections} <= set(truth.getImgIds())
+    assert all(d["bbox"][2] > 0 and d["bbox"][3] > 0 for d in detections)
+    assert len(truth.loadRes(str(out / "detections.json")).getAnnIds()) == len(detections)

@@ -74,7 +74,23 @@ def test_a_non_finite_seed_is_counted_reported_and_never_best(tmp_path):
 
     table = results_markdown(s)
     assert "(1 of 2 seeds non-finite, left out)" in table
-    assert "| sgd **(best)** |" in table and "gaf **(best)**" not in table
+    assert "| sgd (highest mean) |" in table and "gaf **(best)**" not in table and "gaf (highest" not in table
+
+
+def test_best_is_marked_only_when_the_paired_ci_shows_it(tmp_path):
+    """"(best)" needs a "better" verdict; a higher mean whose CI contains 0 is only "(highest mean)"."""
+    from hf_gaf.harness.compare import results_markdown
+
+    for seed, (base, other) in enumerate([(0.80, 0.90), (0.82, 0.93), (0.81, 0.91)]):
+        fake_run(tmp_path / "a" / "sgd" / f"seed-{seed}", base, [base], 100)
+        fake_run(tmp_path / "a" / "gaf" / f"seed-{seed}", other, [other], 100)
+    shown = results_markdown(summarize(tmp_path / "a", ["sgd", "gaf"], [0, 1, 2], "eval_accuracy"))
+    assert "| gaf **(best)** |" in shown
+    for seed, (base, other) in enumerate([(0.80, 0.95), (0.90, 0.85), (0.85, 0.86)]):
+        fake_run(tmp_path / "b" / "sgd" / f"seed-{seed}", base, [base], 100)
+        fake_run(tmp_path / "b" / "gaf" / f"seed-{seed}", other, [other], 100)
+    noisy = results_markdown(summarize(tmp_path / "b", ["sgd", "gaf"], [0, 1, 2], "eval_accuracy"))
+    assert "| gaf (highest mean) |" in noisy and "**(best)**" not in noisy
 
 
 def test_a_baseline_that_is_not_compared_is_an_error_before_any_run(tmp_path):
@@ -86,3 +102,20 @@ def test_a_baseline_that_is_not_compared_is_an_error_before_any_run(tmp_path):
         main(["--script", str(ROOT / "recipes/classification/train.py"), "--presets", "sgd", "gaf", "--baseline",
               "sdg", "--out", str(tmp_path / "never")])
     assert not (tmp_path / "never").exists()
+
+
+def test_a_second_reference_preset_gets_its_own_paired_columns(tmp_path):
+    from hf_gaf.harness.compare import results_markdown
+
+    values = {"sgd": [0.80, 0.82, 0.81], "gaf": [0.90, 0.93, 0.91], "sgd-gain": [0.905, 0.925, 0.915]}
+    for preset, finals in values.items():
+        for seed, v in enumerate(finals):
+            fake_run(tmp_path / preset / f"seed-{seed}", v, [v], 100)
+    s = summarize(tmp_path, list(values), [0, 1, 2], "eval_accuracy", also_vs="sgd-gain")
+    assert s["table"]["gaf"]["vs_baseline"]["verdict"] == "better"
+    assert s["table"]["gaf"]["vs_also"]["verdict"] == "no difference shown"
+    assert s["table"]["sgd-gain"]["vs_also"] is None and s["table"]["sgd"]["vs_also"] is None
+    table = results_markdown(s)
+    assert "| Δ vs sgd-gain [95 % CI] | verdict vs sgd-gain |" in table and "| reference |" in table
+    with pytest.raises(ValueError, match="--also-vs 'adamw'"):
+        summarize(tmp_path, list(values), [0, 1, 2], "eval_accuracy", also_vs="adamw")

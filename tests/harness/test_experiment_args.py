@@ -78,3 +78,4 @@ def test_optimizer_built_once_with_decay_exclusion_and_backbone_groups(tmp_path)
     assert seen["body.bias"]["lr"] == 0.001 and seen["body.bias"]["weight_decay"] == 0.0
     assert seen["head.weight"]["gaf"] is None and seen["head.weight"]["lr"] == 0.05
     assert seen["norm.weight"]["gaf"] == "atan" and seen["norm.weight"]["weight_decay"] == 0.0
+    assert opt.param_groups[0]["lr"] == 0.05, "the first group (whose rate the Trainer logs) is not an override's"

@@ -350,3 +350,26 @@ def test_fsdp2_sharded_gaf_equals_unsharded_on_two_cpu_processes(free_port):
     errors = dict(line.split() for line in proc.stdout.splitlines() if line.startswith(("gafsgd", "attach_gaf")))
     assert set(errors) == {"gafsgd", "attach_gaf"}, proc.stdout
     assert all(float(e) < 1e-6 for e in errors.values()), errors
+
+
+def test_gaf_alone_picks_the_placement_from_the_optimizer(tmp_path, caplog):
+    """--gaf atan with the Trainer's default optimizer (AdamW) runs GAF on the gradient; with --optim sgd on the
+    momentum update (the paper's); the choice is logged once; an explicit flag wins."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        (args,) = HfArgumentParser(GAFTrainingArguments).parse_args_into_dataclasses(
+            ["--output_dir", str(tmp_path), "--gaf", "atan", "--report_to", "none"])
+    assert args.gaf_placement == "grad" and args.gaf_config()["gaf_placement"] == "grad"
+    assert sum("GAF placement grad" in r.message for r in caplog.records) == 1
+    (sgd,) = HfArgumentParser(GAFTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--gaf", "atan", "--optim", "sgd", "--report_to", "none"])
+    assert sgd.gaf_placement == "update"
+    (given,) = HfArgumentParser(GAFTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--gaf", "atan", "--optim", "sgd", "--gaf_placement", "grad",
+         "--report_to", "none"])
+    assert given.gaf_placement == "grad"
+    trainer = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(16),
+                                   args=tiny_args(tmp_path / "t", optim="adamw_torch", optim_args=None))
+    trainer.train()
+    assert attached_gaf(trainer.optimizer) is not None
