@@ -53,7 +53,7 @@ __all__ = ["FUSED_CHOICES", "Path", "check_fused", "choose_path", "fused_default
 
 logger = logging.getLogger("hf_gaf")
 COMPILE_START_STEP = 100  # CPU, fused=None: the background compilation starts at this step of a group
-COMPILE_SWITCH_STEP = 1000  # ... and the compiled pass runs from this step on
+COMPILE_SWITCH_STEP = 3000  # ... and the compiled pass runs from this step on
 
 FUSED_CHOICES = (None, True, False, "triton", "compile")
 FUSED_ENV = "HF_GAF_FUSED"
