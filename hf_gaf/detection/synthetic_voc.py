@@ -17,13 +17,12 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .voc import voc_annotation_xml
+from .voc import check_voc_output, create_voc_tree, finish_voc_tree, voc_annotation_xml
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 _EMPTY_FRACTION = 0.05
@@ -115,18 +114,8 @@ def make_voc(
         raise ValueError(f"make_voc draws only {', '.join(SHAPE_CLASSES)}; unknown class names: {unknown}")
     if n_train < 0 or n_test < 0 or image_size < 32:
         raise ValueError(f"need n_train, n_test >= 0 and image_size >= 32, got {n_train}, {n_test}, {image_size}")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"{out_dir} is a file, not a folder: give make-voc a folder to write into")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise FileExistsError(
-            f"{out_dir} is not empty; make-voc writes VOCdevkit/VOC2007 (images, XML, split files) there and would "
-            "replace what it holds: choose an empty folder, or pass --overwrite (overwrite=True) to replace it")
-    devkit = os.path.join(out_dir, "VOCdevkit")
-    base = os.path.join(devkit, "VOC2007")
-    if overwrite and os.path.isdir(base):
-        shutil.rmtree(base)
-    for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
-        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    check_voc_output(out_dir, overwrite, "make-voc")
+    base = create_voc_tree(out_dir, overwrite)
     rng = np.random.default_rng(seed)
     ids = [f"{i:06d}" for i in range(n_train + n_test)]
     for image_id in ids:
@@ -138,12 +127,8 @@ def make_voc(
     n_val = int(round(val_fraction * len(trainval)))
     splits = {"trainval": trainval, "train": trainval[: len(trainval) - n_val],
               "val": trainval[len(trainval) - n_val:], "test": test}
-    for name, members in splits.items():
-        with open(os.path.join(base, "ImageSets", "Main", f"{name}.txt"), "w") as f:
-            f.writelines(f"{i}\n" for i in members)
-    with open(os.path.join(out_dir, SYNTHETIC_MARKER), "w") as f:
-        f.write(f"written by hf_gaf.detection.synthetic_voc.make_voc (seed {seed})\n")
-    return devkit
+    return finish_voc_tree(out_dir, splits, SYNTHETIC_MARKER,
+                           f"written by hf_gaf.detection.synthetic_voc.make_voc (seed {seed})")
 
 
 def is_synthetic_voc(out_dir: str) -> bool:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -39,7 +38,7 @@ import zipfile
 from defusedxml import ElementTree
 from PIL import Image
 
-from .voc import voc_annotation_xml
+from .voc import check_voc_output, create_voc_tree, finish_voc_tree, voc_annotation_xml
 
 DEEPFOREST_VERSION = "2.1.0"
 WHEEL_NAME = f"deepforest-{DEEPFOREST_VERSION}-py3-none-any.whl"
@@ -168,22 +167,13 @@ def make_trees(out_dir: str, wheel: str | None = None, tile_size: int = 400, ove
     ``overwrite``, which replaces its ``VOCdevkit/VOC2007`` and nothing else."""
     if tile_size < 64:
         raise ValueError(f"--tile-size {tile_size}: need at least 64 px")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"{out_dir} is a file, not a folder: give make-trees a folder to write into")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise FileExistsError(f"{out_dir} is not empty; make-trees writes VOCdevkit/VOC2007 there and would replace "
-                              "what it holds: choose an empty folder, or pass --overwrite to replace it")
+    check_voc_output(out_dir, overwrite, "make-trees")  # before the download
     path = check_wheel(wheel, sha256) if wheel else fetch_wheel(cache)
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as err:
         raise TreesError(f"--wheel {path} is not a zip ({err})") from None
-    devkit = os.path.join(out_dir, "VOCdevkit")
-    base = os.path.join(devkit, "VOC2007")
-    if overwrite and os.path.isdir(base):
-        shutil.rmtree(base)
-    for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
-        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    base = create_voc_tree(out_dir, overwrite)
     splits: dict[str, list[str]] = {"trainval": [], "test": []}
     with archive:
         names = set(archive.namelist())
@@ -201,12 +191,8 @@ def make_trees(out_dir: str, wheel: str | None = None, tile_size: int = 400, ove
                     f.write(voc_annotation_xml(f"{image_id}.jpg", crop.width, crop.height, objects,
                                                f"NEON via deepforest {DEEPFOREST_VERSION} ({stem})"))
                 splits[split].append(image_id)
-    for name, members in splits.items():
-        with open(os.path.join(base, "ImageSets", "Main", f"{name}.txt"), "w") as f:
-            f.writelines(f"{i}\n" for i in members)
-    with open(os.path.join(out_dir, TREES_MARKER), "w") as f:
-        f.write(f"written by hf_gaf.detection.trees.make_trees from {WHEEL_NAME} (tile {tile_size})\n")
-    return devkit
+    return finish_voc_tree(out_dir, splits, TREES_MARKER,
+                           f"written by hf_gaf.detection.trees.make_trees from {WHEEL_NAME} (tile {tile_size})")
 
 
 def is_trees(out_dir: str) -> bool:

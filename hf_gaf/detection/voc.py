@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 
@@ -68,6 +69,40 @@ def voc_annotation_xml(filename: str, width: int, height: int, objects: list[dic
         ]
     parts.append("</annotation>")
     return "\n".join(parts) + "\n"
+
+
+def check_voc_output(out_dir: str, overwrite: bool, command: str) -> None:
+    """Before a generator writes ``out_dir/VOCdevkit/VOC2007``: ``out_dir`` must be a folder (or missing), and
+    empty unless ``overwrite`` (a ``FileExistsError`` naming ``command``'s flag otherwise)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir} is a file, not a folder: give {command} a folder to write into")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} is not empty; {command} writes VOCdevkit/VOC2007 (images, XML, split files) there and would "
+            "replace what it holds: choose an empty folder, or pass --overwrite (overwrite=True) to replace it")
+
+
+def create_voc_tree(out_dir: str, overwrite: bool) -> str:
+    """``out_dir/VOCdevkit/VOC2007`` with its empty sub-folders (an earlier one replaced with ``overwrite``; nothing
+    else in ``out_dir`` is touched); returns it."""
+    base = os.path.join(out_dir, "VOCdevkit", "VOC2007")
+    if overwrite and os.path.isdir(base):
+        shutil.rmtree(base)
+    for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    return base
+
+
+def finish_voc_tree(out_dir: str, splits: dict[str, list[str]], marker: str, provenance: str) -> str:
+    """Write the split files of ``splits`` and the generator's ``marker`` file (holding ``provenance``) into the
+    tree :func:`create_voc_tree` made; return the ``VOCdevkit`` path."""
+    devkit = os.path.join(out_dir, "VOCdevkit")
+    for name, members in splits.items():
+        with open(os.path.join(devkit, "VOC2007", "ImageSets", "Main", f"{name}.txt"), "w") as f:
+            f.writelines(f"{i}\n" for i in members)
+    with open(os.path.join(out_dir, marker), "w") as f:
+        f.write(provenance + "\n")
+    return devkit
 
 
 def year_dir(root: str, year: str) -> str:
