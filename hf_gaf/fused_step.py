@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import warnings
 from typing import NamedTuple
 
@@ -176,7 +175,7 @@ def _fused_body(params, grads, bufs, *, lr, momentum, dampening, weight_decay, n
 _compile_failed = False  # a toolchain that cannot compile once will not compile later in this process
 
 
-_warming: dict[tuple, tuple[threading.Thread, dict]] = {}  # signature -> (thread, {"seconds", "error"})
+_warming: dict[tuple, tuple[threading.Thread, dict]] = {}  # signature -> (thread, {"error": ...} if it failed)
 _noted = False
 
 
@@ -224,7 +223,6 @@ def compile_in_background(name: str, lists, kwargs: dict) -> None:
     result: dict = {}
 
     def warm() -> None:
-        start = time.perf_counter()
         try:  # the lowest CPU priority for this thread and the compiler processes it starts: training comes first
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):  # not Linux, or not allowed: compile at normal priority
@@ -234,7 +232,6 @@ def compile_in_background(name: str, lists, kwargs: dict) -> None:
                 _compiled(name)(*copies, **kwargs)
         except Exception as err:  # the step that would switch reports it and stays eager
             result["error"] = err
-        result["seconds"] = time.perf_counter() - start
 
     thread = threading.Thread(target=warm, name="hf_gaf-compile", daemon=True)
     _warming[key] = (thread, result)
@@ -249,12 +246,13 @@ def compile_in_background(name: str, lists, kwargs: dict) -> None:
 
 
 def run_compiled(name: str, lists, kwargs: dict, what: str) -> bool:
-    """Body ``name`` compiled, on ``lists``: first waiting for a background compilation of the same tensors
-    (logged when it is not done yet), so this call hits the cache. False, having changed nothing, when
+    """Body ``name`` compiled, on ``lists``: on its first call, waiting for a background compilation of the same
+    tensors (logged when it is not done yet), so this call hits the cache. False, having changed nothing, when
     compiling fails (warned once; the process stays eager)."""
     global _compile_failed
     try:
-        entry = _warming.get(_signature(name, lists, kwargs))
+        # only until the first compiled call: the entry is dropped then, so later steps skip the signature
+        entry = _warming.pop(_signature(name, lists, kwargs), None) if _warming else None
         if entry is not None:
             thread, result = entry
             if thread.is_alive():

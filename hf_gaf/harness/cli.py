@@ -80,18 +80,6 @@ def _plot_gaf(args) -> None:
     print(f"wrote {args.out}")
 
 
-def _compare(args, recipe_args: list[str]) -> None:
-    from . import compare
-
-    compare.run(args, recipe_args)
-
-
-def _sweep(args, recipe_args: list[str]) -> None:
-    from . import sweep
-
-    sweep.run(args, recipe_args)
-
-
 def _demo(args) -> None:
     from .demo import run_demo
 
@@ -171,20 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import compare, sweep
 
-    p = sub.add_parser(
-        "compare",
-        help="run a recipe over presets x seeds; table and curves",
-        description="Run a recipe over presets x seeds and compare them. Arguments after `--` go to the recipe.",
-    )
-    compare.add_arguments(p).set_defaults(func=_compare, takes_recipe_args=True)
+    p = sub.add_parser("compare", help="run a recipe over presets x seeds; table and curves",
+                       description=compare.DESCRIPTION)
+    compare.add_arguments(p).set_defaults(func=compare.run, takes_recipe_args=True)
 
-    p = sub.add_parser(
-        "sweep",
-        help="run a recipe over a grid of GAF alpha x beta; heatmap, table, JSON",
-        description="Run a recipe over a grid of GAF alpha x beta (x placement) and seeds; arguments "
-        "after `--` go to the recipe.",
-    )
-    sweep.add_arguments(p).set_defaults(func=_sweep, takes_recipe_args=True)
+    p = sub.add_parser("sweep", help="run a recipe over a grid of GAF alpha x beta; heatmap, table, JSON",
+                       description=sweep.DESCRIPTION)
+    sweep.add_arguments(p).set_defaults(func=sweep.run, takes_recipe_args=True)
 
     p = sub.add_parser("demo", help="the CPU demo: digits, synthetic VOC and real tree crowns; GAF, baseline and "
                        "the learning-rate controls; plots, summary")

@@ -368,19 +368,23 @@ def split_recipe_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python recipes/compare.py ...``: the same flags as ``hf-gaf compare``."""
+DESCRIPTION = "Run a recipe over presets x seeds and compare them. Arguments after `--` go to the recipe."
+
+
+def runner_main(argv: list[str] | None, prog: str, description: str, add, check, run_) -> int:
+    """A runner's script entry (``compare``, ``sweep``): its flags (``add``) before ``--``, the recipe's after;
+    ``check`` errors become the parser's one-line error before anything runs; then ``run_``."""
     argv, recipe_args = split_recipe_args(list(sys.argv[1:] if argv is None else argv))
-    parser = add_arguments(
-        argparse.ArgumentParser(
-            prog="hf-gaf compare",
-            description="Run a recipe over presets x seeds and compare them. Arguments after `--` go to the recipe.",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-    )
+    parser = add(argparse.ArgumentParser(prog=prog, description=description,
+                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     args = parser.parse_args(argv)
     try:
-        check_args(args)
+        check(args)
     except ValueError as err:
         parser.error(str(err))
-    return run(args, recipe_args)
+    return run_(args, recipe_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python recipes/compare.py ...``: the same flags as ``hf-gaf compare``."""
+    return runner_main(argv, "hf-gaf compare", DESCRIPTION, add_arguments, check_args, run)

@@ -23,6 +23,8 @@ _SGD = dict(optim="sgd", optim_args="momentum=0.9", learning_rate=0.1, weight_de
             max_grad_norm=0.0, clip_value=0.0)
 _PAPER_GAF = dict(gaf="atan", gaf_alpha=0.1, gaf_beta=20.0)
 _FRCNN_SGD = dict(_SGD, learning_rate=0.02, weight_decay=1e-4, warmup_steps=0.05, lr_milestones=[0.67, 0.89])
+_DETR_ADAMW = dict(optim="adamw_torch", optim_args=None, learning_rate=1e-4, backbone_lr=1e-5, weight_decay=1e-4,
+                   max_grad_norm=0.1, gaf="none", clip_value=0.0)
 _ADAMW = dict(optim="adamw_torch", optim_args=None, learning_rate=1e-3, weight_decay=0.05, gaf="none",
               max_grad_norm=0.0, clip_value=0.0)
 
@@ -58,29 +60,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     # DETR's recipe: AdamW 1e-4 (backbone 1e-5), wd 1e-4, clip 0.1; "adamw-gaf" replaces the clipping by GAF
     "detr": {
-        "adamw": dict(
-            optim="adamw_torch",
-            optim_args=None,
-            learning_rate=1e-4,
-            backbone_lr=1e-5,
-            weight_decay=1e-4,
-            max_grad_norm=0.1,
-            gaf="none",
-            clip_value=0.0,
-        ),
-        "adamw-gaf": dict(
-            optim="adamw_torch",
-            optim_args=None,
-            learning_rate=1e-4,
-            backbone_lr=1e-5,
-            weight_decay=1e-4,
-            max_grad_norm=0.0,
-            gaf="atan",
-            gaf_alpha=0.1,
-            gaf_beta=20.0,
-            gaf_placement="grad",
-            clip_value=0.0,
-        ),
+        "adamw": _DETR_ADAMW,
+        "adamw-gaf": {**_DETR_ADAMW, **_PAPER_GAF, "max_grad_norm": 0.0, "gaf_placement": "grad"},
         "sgd": dict(_SGD, learning_rate=0.01, weight_decay=1e-4, backbone_lr=None),
         "gaf": dict(
             _SGD, learning_rate=0.01, weight_decay=1e-4, backbone_lr=None, **_PAPER_GAF, gaf_placement="update"

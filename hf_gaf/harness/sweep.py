@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -243,20 +242,10 @@ def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
     return 0
 
 
+DESCRIPTION = ("Run a recipe over a grid of GAF alpha x beta (x placement) and seeds; arguments after `--` go to "
+               "the recipe.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The same flags as ``hf-gaf sweep``, from Python or a script."""
-    argv, recipe_args = compare.split_recipe_args(list(sys.argv[1:] if argv is None else argv))
-    parser = add_arguments(
-        argparse.ArgumentParser(
-            prog="hf-gaf sweep",
-            description="Run a recipe over a grid of GAF alpha x beta (x placement) and seeds; "
-            "arguments after `--` go to the recipe.",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-    )
-    args = parser.parse_args(argv)
-    try:
-        check_args(args)
-    except ValueError as err:
-        parser.error(str(err))
-    return run(args, recipe_args)
+    return compare.runner_main(argv, "hf-gaf sweep", DESCRIPTION, add_arguments, check_args, run)

@@ -354,20 +354,15 @@ def test_bad_groups_are_refused_and_not_kept():
 
 
 
-def test_the_default_cpu_step_compiles_in_the_background_with_one_note_and_equals_the_eager_loop(monkeypatch, caplog):
+def test_the_default_cpu_step_compiles_in_the_background_with_one_note_and_equals_the_eager_loop(
+    monkeypatch, caplog, short_compile_schedule
+):
     """GAFSGD() with no path argument and no HF_GAF_FUSED, on CPU, with the schedule shortened to start at
     step 3 and switch at step 6: eager steps 1-5 (a background compilation from step 3, announced once),
     the compiled pass from step 6, and the same numbers as the per-tensor loop (to float rounding)."""
     import logging
 
-    from hf_gaf import fused_step
-
-    monkeypatch.delenv("HF_GAF_FUSED", raising=False)
-    monkeypatch.setattr(fused_step, "COMPILE_START_STEP", 3)
-    monkeypatch.setattr(fused_step, "COMPILE_SWITCH_STEP", 6)
-    monkeypatch.setattr(fused_step, "_noted", False)
-    monkeypatch.setattr(fused_step, "_warming", {})
-    torch._dynamo.reset()
+    fused_step = short_compile_schedule
     calls = []
     monkeypatch.setattr(fused_step, "_compiled_gaf_sgd",
                         lambda *a, _f=fused_step._compiled_gaf_sgd, **k: calls.append(1) or _f(*a, **k))

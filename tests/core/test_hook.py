@@ -150,19 +150,14 @@ def test_sparse_and_complex_are_clear_errors():
         attach_gaf(torch.optim.SGD([torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))], lr=0.1))
 
 
-def test_the_default_cpu_hook_on_adamw_compiles_in_the_background_and_equals_the_eager_hook(monkeypatch, caplog):
+def test_the_default_cpu_hook_on_adamw_compiles_in_the_background_and_equals_the_eager_hook(
+    monkeypatch, caplog, short_compile_schedule
+):
     """attach_gaf on AdamW, CPU, no path argument, schedule shortened (start 3, switch 6, counted by AdamW's own
     checkpointed step): the compiled transform from step 6, the same parameters as fused=False."""
     import logging
 
-    from hf_gaf import fused_step
-
-    monkeypatch.delenv("HF_GAF_FUSED", raising=False)
-    monkeypatch.setattr(fused_step, "COMPILE_START_STEP", 3)
-    monkeypatch.setattr(fused_step, "COMPILE_SWITCH_STEP", 6)
-    monkeypatch.setattr(fused_step, "_noted", False)
-    monkeypatch.setattr(fused_step, "_warming", {})
-    torch._dynamo.reset()
+    fused_step = short_compile_schedule
     import hf_gaf.hook as hook_module
 
     calls = []

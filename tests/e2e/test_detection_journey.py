@@ -30,6 +30,11 @@ def voc(tmp_path_factory):
     return root
 
 
+def predict_cli(model, images, out, *flags) -> int:
+    """``hf-gaf predict --model MODEL --images IMAGES... --out OUT FLAGS...``; its exit code."""
+    return hf_gaf(["predict", "--model", str(model), "--images", *map(str, images), "--out", str(out), *flags])
+
+
 def coco_flags(root):
     base = os.path.join(root, "VOC2007")
     return [
@@ -89,19 +94,7 @@ def test_predict_writes_coco_json_and_pngs_for_both_families(run, request, voc, 
     folder = request.getfixturevalue(run) / "model"
     images = os.path.join(voc, "VOC2007", "JPEGImages")
     chosen = sorted(os.listdir(images))[:3]
-    code = hf_gaf(
-        [
-            "predict",
-            "--model",
-            str(folder),
-            "--images",
-            *[os.path.join(images, c) for c in chosen],
-            "--out",
-            str(tmp_path),
-            "--threshold",
-            "0.0",
-        ]
-    )
+    code = predict_cli(folder, [os.path.join(images, c) for c in chosen], tmp_path, "--threshold", "0.0")
     assert code == 0
     detections = json.loads((tmp_path / "detections.json").read_text())
     assert {d["image_id"] for d in detections} == set(chosen)
@@ -223,31 +216,16 @@ def test_predict_never_writes_over_its_inputs_and_names_apart_images_of_one_stem
     for name in ("a.jpg", "a.png", "x/f.jpg", "y/f.jpg"):
         Image.new("RGB", (64, 48), (90, 120, 150)).save(folder / name)
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    code = hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", str(folder), "--out", str(folder)])
+    code = predict_cli(frcnn_run / "model", [folder], folder)
     assert code == 2 and "is inside --images" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
     out = tmp_path / "preds"
-    assert (
-        hf_gaf(
-            [
-                "predict",
-                "--model",
-                str(frcnn_run / "model"),
-                "--images",
-                str(folder),
-                "--out",
-                str(out),
-                "--threshold",
-                "0.0",
-            ]
-        )
-        == 0
-    )
+    assert predict_cli(frcnn_run / "model", [folder], out, "--threshold", "0.0") == 0
     drawn = sorted(str(p.relative_to(out / "drawn")) for p in (out / "drawn").rglob("*.png"))
     assert drawn == ["a.jpg.png", "a.png.png", "x/f.jpg.png", "y/f.jpg.png"]
     ids = {d["image_id"] for d in json.loads((out / "detections.json").read_text())}
     assert ids <= {"a.jpg", "a.png", "x/f.jpg", "y/f.jpg"}
-    code = hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", str(folder), "--out", str(out)])
+    code = predict_cli(frcnn_run / "model", [folder], out)
     assert code == 2 and "already holds detections.json" in capsys.readouterr().err
 
 
@@ -257,40 +235,12 @@ def test_predict_skips_and_lists_an_unreadable_image_unless_strict(frcnn_run, vo
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     out = tmp_path / "o"
-    assert (
-        hf_gaf(
-            [
-                "predict",
-                "--model",
-                str(frcnn_run / "model"),
-                "--images",
-                *good,
-                str(bad),
-                "--out",
-                str(out),
-                "--threshold",
-                "0.0",
-            ]
-        )
-        == 0
-    )
+    assert predict_cli(frcnn_run / "model", [*good, bad], out, "--threshold", "0.0") == 0
     assert "skipped 1 unreadable images" in capsys.readouterr().err
     assert str(bad) in (out / "skipped.txt").read_text()
     assert {d["file_name"] for d in json.loads((out / "detections.json").read_text())} == set(good)
     assert len(list((out / "drawn").rglob("*.png"))) == 2
-    code = hf_gaf(
-        [
-            "predict",
-            "--model",
-            str(frcnn_run / "model"),
-            "--images",
-            *good,
-            str(bad),
-            "--out",
-            str(tmp_path / "strict"),
-            "--strict",
-        ]
-    )
+    code = predict_cli(frcnn_run / "model", [*good, bad], tmp_path / "strict", "--strict")
     assert code == 2 and "broken.jpg is not a readable image" in capsys.readouterr().err
     assert not (tmp_path / "strict" / "detections.json").exists()
 
