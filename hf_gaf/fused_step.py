@@ -14,15 +14,22 @@ r"""Which code path runs a GAF step, and the fused GAFSGD step itself.
   ``TRITON_INTERPRET=1`` when ``"triton"`` is asked for); else the compiled pass for dense float
   tensors on CPU or CUDA when ``torch.compile`` works here; else eager: list kernels on CUDA, the
   per-tensor loop on CPU.
+- The compiled pass is ONE small graph per setting and dtype (:func:`run_compiled`): the step of one
+  tensor, on flat views with dynamic sizes and the scalars as 0-dim tensors, called tensor by tensor for
+  tensors of at least :data:`COMPILE_MIN_NUMEL` elements (smaller ones take the list kernels: a call costs
+  more than their step). So compiling it costs the same for any model (about 13 s of one core with an
+  empty Inductor cache, 2-3 s with a warm one, measured on a 2-core CPU), and a learning-rate change
+  never recompiles. atan is :func:`atan_f32` there (Cephes' ``atanf``, as the Triton kernel; float64
+  tensors keep ``torch.atan``).
 - The compiled pass waits for the momentum buffers: a step that creates them runs eagerly, as
   ``torch.optim.SGD``'s first step. A compile failure is warned about once and the process stays eager.
 - On CPU, the automatic choice never makes a short run pay for compilation: a group's steps (counted in
   the optimizer's state, so a resumed run counts on) run eagerly; at step :data:`COMPILE_START_STEP` the
-  compiled pass starts compiling in a background thread (one log line says so, once per process) while
-  the eager steps go on; from step :data:`COMPILE_SWITCH_STEP` the compiled pass runs (waiting for the
-  compilation only if it is not done by then). The switch step is fixed, not "when ready", so two runs of
-  the same command, and a run and its resumption, take the same path at every step. ``fused=True`` or
-  ``"compile"`` compiles at once (blocking, on the second step).
+  compiled pass starts compiling in a background thread at normal priority (one log line says so, once
+  per process) while the eager steps go on; from step :data:`COMPILE_SWITCH_STEP` the compiled pass runs
+  (waiting for the compilation only if it is not done by then). The switch step is fixed, not "when
+  ready", so two runs of the same command, and a run and its resumption, take the same path at every
+  step. ``fused=True`` or ``"compile"`` compiles at once (blocking, on the second step).
 
 Example:
     >>> import torch
@@ -44,15 +51,16 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .functional import GAFKind, gaf
+from .functional import GAFKind
 
 __all__ = ["FUSED_CHOICES", "Path", "check_fused", "choose_path", "fused_default", "triton_supported",
-           "fused_gaf_sgd", "compile_in_background", "run_compiled", "sgd_compiled_arguments", "COMPILE_START_STEP",
-           "COMPILE_SWITCH_STEP"]
+           "same_layout", "atan_f32", "fused_gaf_sgd", "compile_in_background", "run_compiled", "COMPILE_START_STEP",
+           "COMPILE_SWITCH_STEP", "COMPILE_MIN_NUMEL"]
 
 logger = logging.getLogger("hf_gaf")
 COMPILE_START_STEP = 100  # CPU, fused=None: the background compilation starts at this step of a group
 COMPILE_SWITCH_STEP = 3000  # ... and the compiled pass runs from this step on
+COMPILE_MIN_NUMEL = 4096  # smaller tensors take the eager kernels beside the compiled pass (a call costs ~25 µs)
 
 FUSED_CHOICES = (None, True, False, "triton", "compile")
 FUSED_ENV = "HF_GAF_FUSED"
@@ -153,129 +161,209 @@ def choose_path(tensors: list[Tensor], *, fused, foreach: bool | None, gaf_kind,
     return Path("compile", eager.foreach)
 
 
-# --- the fused GAFSGD step ------------------------------------------------------------------------------
+# --- the compiled pass --------------------------------------------------------------------------------
 
-def _fused_body(params, grads, bufs, *, lr, momentum, dampening, weight_decay, nesterov, maximize, gaf_kind, alpha,
-                beta, placement):
-    """The steady-state step (all momentum buffers exist) written for ``torch.compile`` to fuse."""
-    for p, g, b in zip(params, grads, bufs):
-        d = -g if maximize else g
-        if gaf_kind is not None and placement == "grad":
-            d = gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
-        if weight_decay != 0:
-            d = d + weight_decay * p
-        if momentum != 0:
-            b.mul_(momentum).add_(d, alpha=1 - dampening)
-            d = d + momentum * b if nesterov else b
-        if gaf_kind is not None and placement == "update":
-            d = gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
-        p.sub_(lr * d.to(p.dtype))
+def same_layout(tensor: Tensor, reference: Tensor) -> bool:
+    """True when ``tensor`` has ``reference``'s dtype, shape and strides and covers its memory without
+    gaps or overlaps (contiguous or channels-last), so both can be walked as one flat array."""
+    if tensor.dtype != reference.dtype or tensor.shape != reference.shape or tensor.stride() != reference.stride():
+        return False
+    return tensor.is_contiguous() or tensor.is_contiguous(memory_format=torch.channels_last) or (
+        tensor.dim() == 5 and tensor.is_contiguous(memory_format=torch.channels_last_3d))
 
 
+def _flat(t: Tensor) -> Tensor:
+    """The 1-D view of a tensor that covers its memory densely (:func:`same_layout`), element k = memory k."""
+    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
+
+
+def atan_f32(x: Tensor) -> Tensor:
+    """atan(x) by Cephes' ``atanf``, as the Triton kernels compute it: |x| is reduced to
+    z ∈ [-tan(π/8), tan(π/8)] (z = -1/|x| above tan(3π/8), (|x|-1)/(|x|+1) above tan(π/8), one division),
+    then atan(|x|) = y0 + z + z³·P(z²) with P of degree 3 and y0 ∈ {0, π/4, π/2}; the sign of x is put back.
+    Relative error ≤ 2e-7 in float32 (NaN stays NaN, ±inf gives ±π/2). Written for ``torch.compile``, where
+    it becomes part of one vector loop; Inductor's own CPU ``atan`` costs about twice as much.
+
+    Example:
+        >>> x = torch.tensor([-1e30, -3.0, -0.5, 0.0, 1e-20, 0.3, 1.0, 40.0])
+        >>> bool(((atan_f32(x) - torch.atan(x)).abs() <= 2e-7 * torch.atan(x).abs()).all())
+        True
+    """
+    ax = x.abs()
+    big = ax > 2.414213562373095  # tan(3π/8)
+    mid = ax > 0.41421356237309503  # tan(π/8)
+    numerator = torch.where(big, -1.0, torch.where(mid, ax - 1.0, ax))
+    denominator = torch.where(big, ax, torch.where(mid, ax + 1.0, 1.0))
+    z = numerator / denominator
+    y0 = torch.where(big, 1.5707963267948966, torch.where(mid, 0.7853981633974483, 0.0))
+    z2 = z * z
+    y = y0 + ((((8.05374449538e-2 * z2 - 1.38776856032e-1) * z2 + 1.99777106478e-1) * z2 - 3.33329491539e-1)
+              * z2 * z + z)
+    return torch.where(x < 0, -y, y)
+
+
+def _compiled_f(x: Tensor, alpha: Tensor, beta: Tensor, gaf_kind: str) -> Tensor:
+    """f(x) with ``nan_on_inf`` (module :mod:`hf_gaf.functional`) for the compiled bodies: float64 tensors with
+    torch's own functions, the others in float32 with :func:`atan_f32` for atan, rounded once to x's dtype."""
+    work = x if x.dtype == torch.float64 else x.float()
+    u = beta * work
+    if gaf_kind == "atan":
+        y = atan_f32(u) if work.dtype == torch.float32 else torch.atan(u)
+    elif gaf_kind == "tanh":
+        y = torch.tanh(u)
+    elif gaf_kind == "clip":
+        y = u.clamp(-1.0, 1.0)
+    else:
+        y = torch.copysign(torch.log1p(u.abs()), u)
+    # NaN where x is not finite; a select, where the eager kernels add x - x: here that costs a third of the step
+    return torch.where(torch.isfinite(work), alpha * y, float("nan")).to(x.dtype)
+
+
+def _sgd_tensor_body(lr, momentum, dampening, weight_decay, alpha, beta, p, g, b=None, *, gaf_kind, placement,
+                     nesterov, maximize, use_momentum, use_weight_decay):
+    """One tensor's GAFSGD step (the math of :mod:`hf_gaf.gaf_sgd`, all momentum buffers made), in place on
+    flat views; the scalars are 0-dim tensors, so one compiled graph serves every size and every value."""
+    d = -g if maximize else g
+    if gaf_kind is not None and placement == "grad":
+        d = _compiled_f(d, alpha, beta, gaf_kind)
+    if use_weight_decay:
+        d = d + weight_decay * p
+    if use_momentum:
+        b.mul_(momentum).add_((1 - dampening) * d)
+        d = d + momentum * b if nesterov else b
+    if gaf_kind is not None and placement == "update":
+        d = _compiled_f(d, alpha, beta, gaf_kind)
+    p.sub_(lr * d)
+
+
+def _grads_tensor_body(alpha, beta, g, *, gaf_kind):
+    """``attach_gaf``'s transform for one gradient: g = f(g) in place, on a flat view."""
+    g.copy_(_compiled_f(g, alpha, beta, gaf_kind))
+
+
+_BODIES = {"gaf_sgd": _sgd_tensor_body, "gaf_grads": _grads_tensor_body}
+_compiled_bodies: dict = {}
 _compile_failed = False  # a toolchain that cannot compile once will not compile later in this process
-
-
-_warming: dict[tuple, tuple[threading.Thread, dict]] = {}  # signature -> (thread, {"error": ...} if it failed)
+_warming: dict[tuple, tuple[threading.Thread, dict]] = {}  # graph key -> (thread, {"error": ...} if it failed)
 _noted = False
 
 
-def _gaf_grads_body(grads, *, gaf_kind, alpha, beta):
-    """``attach_gaf``'s transform, f applied in place to every gradient, written for ``torch.compile``."""
-    for g in grads:
-        g.copy_(gaf(g, gaf_kind, alpha, beta, nan_on_inf=True))
-
-
-_BODIES = {"gaf_sgd": _fused_body, "gaf_grads": _gaf_grads_body}
-_compiled_bodies: dict = {}
-
-
 def _compiled(name: str):
+    """The ``torch.compile``-d body ``name``: dynamic sizes (every tensor is a flat view), so its graphs are
+    one per setting and dtype, never per tensor shape."""
     if name not in _compiled_bodies:
-        _compiled_bodies[name] = torch.compile(_BODIES[name], fullgraph=True, dynamic=False)
+        _compiled_bodies[name] = torch.compile(_BODIES[name], fullgraph=True, dynamic=True)
     return _compiled_bodies[name]
 
 
-def _signature(name: str, lists, kwargs) -> tuple:
-    """What a compiled graph is specialised on: every tensor's type, shape, stride, dtype, device and
-    requires_grad, and the scalar settings (tensors among them, such as lr, are arguments, not part of it)."""
-    def meta(t):
-        return None if t is None else (type(t).__name__, tuple(t.shape), t.stride(), t.dtype, t.device,
-                                       t.requires_grad)
-    return (name, tuple(tuple(map(meta, tensors)) for tensors in lists),
-            tuple(sorted((k, v) for k, v in kwargs.items() if not isinstance(v, Tensor))))
+def _scalars(values, dtype: torch.dtype, device) -> list[Tensor]:
+    """The bodies' scalar arguments as 0-dim tensors in the compute dtype (float64 for float64 tensors, else
+    float32), the type a python float is rounded to by the eager kernels."""
+    dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    return list(torch.tensor(values, dtype=dtype, device=device).unbind())
 
 
-def _like(t: Tensor) -> Tensor:
-    c = t.detach().clone()
-    return torch.nn.Parameter(c, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else c
+def _graph_key(name: str, tensor: Tensor, static: dict) -> tuple:
+    """What a compiled graph is specialised on: the body, dtype and device, and the settings that are not
+    tensors (kind, placement, the momentum and weight-decay switches)."""
+    return (name, tensor.dtype, tensor.device.type, tuple(sorted(static.items())))
 
 
-def compile_in_background(name: str, lists, kwargs: dict) -> None:
-    """Start compiling body ``name`` (``"gaf_sgd"`` or ``"gaf_grads"``) for these tensor lists in a daemon
-    thread at the lowest CPU priority (nice 19 on Linux), on copies (the training tensors are never touched
-    from there), unless it is compiled or compiling already. The first time in a process, one log line says
-    what happens and how to turn it off."""
+def _sgd_static(hyper: dict) -> dict:
+    return dict(gaf_kind=hyper["gaf_kind"], placement=hyper["placement"], nesterov=hyper["nesterov"],
+                maximize=hyper["maximize"], use_momentum=hyper["momentum"] != 0,
+                use_weight_decay=hyper["weight_decay"] != 0)
+
+
+def _sgd_scalar_values(hyper: dict) -> tuple:
+    return (hyper["lr"], hyper["momentum"], hyper["dampening"], hyper["weight_decay"], hyper["alpha"], hyper["beta"])
+
+
+def compile_in_background(name: str, tensors: list[Tensor], hyper: dict) -> None:
+    """Start compiling body ``name`` (``"gaf_sgd"`` with GAFSGD's keywords as ``hyper``, or ``"gaf_grads"``
+    with ``gaf_kind``, ``alpha``, ``beta``) for each dtype of ``tensors`` in a daemon thread, on small
+    stand-in tensors (the training tensors are never touched from there), unless that graph is compiled or
+    compiling already. The first time in a process, one log line says what happens and how to turn it off."""
     global _noted
-    key = _signature(name, lists, kwargs)
-    if key in _warming:
+    static, values = ((_sgd_static(hyper), _sgd_scalar_values(hyper)) if name == "gaf_sgd" else
+                      (dict(gaf_kind=hyper["gaf_kind"]), (hyper["alpha"], hyper["beta"])))
+    for sample in {t.dtype: t for t in tensors}.values():
+        key = _graph_key(name, sample, static)
+        if key in _warming or key in _compiled_keys:
+            continue
+        n_tensors = 1 if name == "gaf_grads" else 3 if static["use_momentum"] else 2
+        stand_ins = [torch.zeros(COMPILE_MIN_NUMEL, dtype=sample.dtype, device=sample.device)
+                     for _ in range(n_tensors)]
+        scalars = _scalars(values, sample.dtype, sample.device)
+        result: dict = {}
+
+        def warm(stand_ins=stand_ins, scalars=scalars, result=result) -> None:
+            try:
+                with torch.no_grad():  # as the optimizer step runs it: grad mode is part of the graph's guards
+                    _compiled(name)(*scalars, *stand_ins, **static)
+            except Exception as err:  # the step that would switch reports it and stays eager
+                result["error"] = err
+
+        thread = threading.Thread(target=warm, name="hf_gaf-compile", daemon=True)
+        _warming[key] = (thread, result)
+        if not _noted:
+            _noted = True
+            logger.warning(
+                "hf_gaf: compiling GAF's fused CPU step in the background (torch.compile: about 15 s of one "
+                "core with an empty cache, 2-3 s with a warm one); training goes on with the eager step and "
+                "switches at step %d. fused=False (GAFSGD, attach_gaf) or HF_GAF_FUSED=0 keeps the eager step "
+                "throughout.", COMPILE_SWITCH_STEP)
+        thread.start()
+
+
+_compiled_keys: set = set()  # graphs that ran once in this process (no background compilation to wait for)
+
+
+def _ready(key: tuple) -> None:
+    """Before a graph's first compiled call: wait for its background compilation (logged when not done yet),
+    re-raising its error."""
+    entry = _warming.pop(key, None)
+    _compiled_keys.add(key)
+    if entry is None:
         return
-    copies = [[_like(t) if t is not None else None for t in tensors] for tensors in lists]
-    result: dict = {}
-
-    def warm() -> None:
-        try:  # the lowest CPU priority for this thread and the compiler processes it starts: training comes first
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (AttributeError, OSError):  # not Linux, or not allowed: compile at normal priority
-            pass
-        try:
-            with torch.no_grad():  # as the optimizer step runs it: grad mode is part of the graph's guards
-                _compiled(name)(*copies, **kwargs)
-        except Exception as err:  # the step that would switch reports it and stays eager
-            result["error"] = err
-
-    thread = threading.Thread(target=warm, name="hf_gaf-compile", daemon=True)
-    _warming[key] = (thread, result)
-    if not _noted:
-        _noted = True
-        logger.warning(
-            "hf_gaf: compiling GAF's fused CPU step in the background (torch.compile: about a minute per group "
-            "of parameters with an empty cache, seconds with a warm one); training goes on with the eager step "
-            "and switches at step %d. fused=False (GAFSGD, attach_gaf) or HF_GAF_FUSED=0 keeps the eager step "
-            "throughout.", COMPILE_SWITCH_STEP)
-    thread.start()
+    thread, result = entry
+    if thread.is_alive():
+        logger.warning("hf_gaf: step %d reached before the background compilation finished; waiting for it",
+                       COMPILE_SWITCH_STEP)
+        thread.join()
+    if "error" in result:
+        raise result["error"]
 
 
-def run_compiled(name: str, lists, kwargs: dict, what: str) -> bool:
-    """Body ``name`` compiled, on ``lists``: on its first call, waiting for a background compilation of the same
-    tensors (logged when it is not done yet), so this call hits the cache. False, having changed nothing, when
-    compiling fails (warned once; the process stays eager)."""
+def run_compiled(name: str, lists: list[list[Tensor]], hyper: dict, what: str) -> list[int]:
+    """Body ``name`` compiled, tensor by tensor, on the tensors of ``lists`` (parameters, gradients and
+    momentum buffers for ``"gaf_sgd"``; gradients for ``"gaf_grads"``) that have at least
+    :data:`COMPILE_MIN_NUMEL` elements, a floating dtype and one dense layout across the lists. Returns the
+    indices it left to the eager kernels: the smaller or odd tensors, and, when compiling fails (warned
+    once; the process stays eager from then on), every tensor it had not stepped yet."""
     global _compile_failed
+    first = lists[0]
+    chosen = [k for k, t in enumerate(first) if t.numel() >= COMPILE_MIN_NUMEL and t.dtype.is_floating_point
+              and all(same_layout(tensors[k], t) for tensors in lists)]
+    static, values = ((_sgd_static(hyper), _sgd_scalar_values(hyper)) if name == "gaf_sgd" else
+                      (dict(gaf_kind=hyper["gaf_kind"]), (hyper["alpha"], hyper["beta"])))
+    compiled = _compiled(name) if chosen else None
+    scalars, done = {}, set()
     try:
-        # only until the first compiled call: the entry is dropped then, so later steps skip the signature
-        entry = _warming.pop(_signature(name, lists, kwargs), None) if _warming else None
-        if entry is not None:
-            thread, result = entry
-            if thread.is_alive():
-                logger.warning("hf_gaf: step %d reached before the background compilation finished; waiting for it",
-                               COMPILE_SWITCH_STEP)
-                thread.join()
-            if "error" in result:
-                raise result["error"]
-        _compiled(name)(*lists, **kwargs)
-        return True
+        for k in chosen:
+            t = first[k]
+            if t.dtype not in scalars:
+                key = _graph_key(name, t, static)
+                if key not in _compiled_keys:
+                    _ready(key)
+                scalars[t.dtype] = _scalars(values, t.dtype, t.device)
+            compiled(*scalars[t.dtype], *(_flat(tensors[k]) for tensors in lists), **static)
+            done.add(k)
     except Exception as err:  # torch.compile can fail for toolchain reasons; eager is always right
         _compile_failed = True
         warnings.warn(f"{what}: the fused (torch.compile) step failed, using the eager kernels instead: {err}",
                       stacklevel=3)
-        return False
-
-
-def sgd_compiled_arguments(params, grads, momentum_buffers, *, lr, **hyper):
-    """The compiled GAFSGD body's arguments: buffers (or empty stand-ins without momentum) and lr as a 0-dim
-    float64 tensor (a python float would be baked into the graph, and every scheduler step would recompile it)."""
-    bufs = momentum_buffers if hyper["momentum"] != 0 else [torch.empty(0)] * len(params)
-    lr = torch.tensor(lr, dtype=torch.float64, device=params[0].device)
-    return (params, grads, bufs), dict(lr=lr, **hyper)
+    return [k for k in range(len(first)) if k not in done]
 
 
 def fused_gaf_sgd(
@@ -295,18 +383,21 @@ def fused_gaf_sgd(
     alpha: float,
     beta: float,
     placement: str,
-) -> bool:
+) -> list[int]:
     """The fused GAFSGD step: ``backend="triton"`` one Triton launch per (device, dtype) bucket (two on a step
     that creates momentum buffers: new buffers are written as b = d, torch's first step), with address
-    tables cached in ``table_cache`` (a :class:`~hf_gaf.triton_kernels.TableCache`); ``"compile"`` one
-    ``torch.compile``-d pass. Returns False, having changed nothing, when it cannot run (a gradient
-    whose dtype or layout differs from its parameter's; a compile error, warned about once); the
-    eager paths then take the step."""
+    tables cached in ``table_cache`` (a :class:`~hf_gaf.triton_kernels.TableCache`); ``"compile"`` the
+    compiled body tensor by tensor (:func:`run_compiled`). Returns the indices of the tensors it left to the
+    eager paths: all of them, having changed nothing, when it cannot run (a gradient whose dtype or layout
+    differs from its parameter's; a compile error, warned about once); for ``"compile"`` also the tensors
+    too small to be worth a call."""
     hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                  maximize=maximize, gaf_kind=gaf_kind, alpha=alpha, beta=beta, placement=placement)
     if backend == "triton":
-        return _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper)
-    return _compiled_gaf_sgd(params, grads, momentum_buffers, **hyper)
+        return [] if _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) else list(
+            range(len(params)))
+    lists = [params, grads, momentum_buffers] if momentum != 0 else [params, grads]
+    return run_compiled("gaf_sgd", lists, hyper, "GAFSGD")
 
 
 def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) -> bool:
@@ -319,7 +410,7 @@ def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) -> bo
     for (_, dtype), ((dev_params, dev_grads, dev_bufs), indices) in buckets.items():
         old = [k for k, b in enumerate(dev_bufs) if b is not None or not use_momentum]
         new = [k for k, b in enumerate(dev_bufs) if b is None and use_momentum]
-        if new and not all(triton_kernels.same_layout(dev_grads[k], dev_params[k]) for k in new):
+        if new and not all(same_layout(dev_grads[k], dev_params[k]) for k in new):
             return False
         for k in new:  # dense like its parameter (checked above), so the table's layout check holds
             created.append((indices[k], torch.empty_like(dev_params[k], memory_format=torch.preserve_format)))
@@ -340,8 +431,3 @@ def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) -> bo
     for table, rows, first, dtype in launches:
         triton_kernels.gaf_sgd_step(table, rows, first_step=first, dtype=dtype, **hyper)
     return True
-
-
-def _compiled_gaf_sgd(params, grads, momentum_buffers, **hyper) -> bool:
-    args, kwargs = sgd_compiled_arguments(params, grads, momentum_buffers, **hyper)
-    return run_compiled("gaf_sgd", args, kwargs, "GAFSGD")

@@ -53,14 +53,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .functional import GAFKind, GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, validate_gaf
-from .fused_step import (
-    check_fused,
-    choose_path,
-    compile_in_background,
-    fused_gaf_sgd,
-    sgd_compiled_arguments,
-    triton_supported,
-)
+from .fused_step import check_fused, choose_path, compile_in_background, fused_gaf_sgd, triton_supported
 
 __all__ = ["GAFSGD", "gaf_sgd", "gaf_sgd_update", "momentum_direction", "check_placement", "PLACEMENTS"]
 
@@ -269,12 +262,18 @@ def gaf_sgd(
                  maximize=maximize, gaf_kind=gaf_kind, alpha=alpha, beta=beta, placement=placement)
     path = choose_path(params, fused=fused, foreach=foreach, gaf_kind=gaf_kind, step=step,
                        creates_buffers=momentum != 0 and any(b is None for b in momentum_buffers))
+    eager = _multi_tensor_gaf_sgd if path.foreach else _single_tensor_gaf_sgd
     if path.warm:
-        compile_in_background("gaf_sgd", *sgd_compiled_arguments(params, grads, momentum_buffers, **hyper))
-    if path.fused is not None and fused_gaf_sgd(params, grads, momentum_buffers, backend=path.fused,
-                                                table_cache=table_cache, **hyper):
+        compile_in_background("gaf_sgd", params, hyper)
+    if path.fused is None:
+        eager(params, grads, momentum_buffers, **hyper)
         return
-    (_multi_tensor_gaf_sgd if path.foreach else _single_tensor_gaf_sgd)(params, grads, momentum_buffers, **hyper)
+    left = fused_gaf_sgd(params, grads, momentum_buffers, backend=path.fused, table_cache=table_cache, **hyper)
+    if len(left) == len(params):
+        eager(params, grads, momentum_buffers, **hyper)
+    elif left:  # small tensors, left by the compiled pass: list kernels (their buffers exist already)
+        _multi_tensor_gaf_sgd([params[k] for k in left], [grads[k] for k in left],
+                              [momentum_buffers[k] for k in left], **hyper)
 
 
 class GAFSGD(Optimizer):

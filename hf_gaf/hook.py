@@ -122,8 +122,10 @@ class GAFHook:
             path = choose_path(grads, fused=self.fused, foreach=None, gaf_kind=spec.kind,
                                step=optimizer_step_count(optimizer, params[0]))
             if path.warm:
-                compile_in_background("gaf_grads", [grads], kwargs)
-            if path.fused != "compile" or not run_compiled("gaf_grads", [grads], kwargs, "attach_gaf"):
+                compile_in_background("gaf_grads", grads, kwargs)
+            if path.fused == "compile":  # the compiled pass leaves small tensors to the list kernels
+                grads = [grads[k] for k in run_compiled("gaf_grads", [grads], kwargs, "attach_gaf")]
+            if grads:
                 foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta, nan_on_inf=True)
         else:
             inv_scale = grad_scale.double().reciprocal().float()

@@ -364,8 +364,8 @@ def test_the_default_cpu_step_compiles_in_the_background_with_one_note_and_equal
 
     fused_step = short_compile_schedule
     calls = []
-    monkeypatch.setattr(fused_step, "_compiled_gaf_sgd",
-                        lambda *a, _f=fused_step._compiled_gaf_sgd, **k: calls.append(1) or _f(*a, **k))
+    monkeypatch.setattr(fused_step, "run_compiled",
+                        lambda *a, _f=fused_step.run_compiled, **k: calls.append(1) or _f(*a, **k))
     a, b = make_params(torch.float32), make_params(torch.float32)
     settings = dict(lr=0.05, momentum=0.9, weight_decay=1e-3, gaf="atan", alpha=0.1, beta=20.0)
     oa, ob = GAFSGD(a, **settings), GAFSGD(b, **settings, fused=False)
