@@ -2,19 +2,25 @@
 
 - :func:`build_detr_model`: a local checkpoint folder / cached hub id (``--model_name_or_path``) or a
   named from-scratch config (``--model_config``), with the data set's classes.
-- :class:`DetrCollator`: box-consistent transforms onto a square canvas, then the model's own image
-  processor (normalisation and its label format: class labels + cx, cy, w, h normalised to the
-  canvas). The original ground truth rides along in each label dict for evaluation.
+- :func:`canvas_processor`: the model's image processor set to make the training canvas itself, with
+  the settings a stock transformers processor has: letterbox = resize so the longer side is
+  ``image_size`` (``size={"max_height", "max_width"}``) and pad at the bottom/right to a square
+  (``pad_size``); stretch = resize to ``image_size`` x ``image_size``. It is what the saved folder holds,
+  so ``pipeline("object-detection")`` feeds the model what training and ``hf-gaf predict`` feed it.
+- :class:`DetrCollator`: images (resized by the training transform, or original for evaluation) through
+  that processor; labels are class labels + cx, cy, w, h normalised to the IMAGE (not to the padded
+  canvas), as ``post_process_object_detection`` with the original image size expects. The original
+  ground truth rides along in each label dict for evaluation.
 - :func:`detr_postprocess`: the processor's ``post_process_object_detection`` with ``threshold=0``
-  (a higher threshold biases mAP), on the canvas, then mapped back to original pixels. Because the
-  canvas is square and never padded by the processor, normalised boxes are relative to the canvas;
-  the letterbox padding is undone by the per-axis scale, not by ``orig_size``.
+  (a higher threshold biases mAP) and each image's own size, the pipeline's call; then mapped back to
+  original pixels (a no-op for evaluation images, which keep their size).
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection
 
 from .schema import EVAL_KEY, detections_to_original
@@ -48,7 +54,8 @@ class CheckpointClassMismatch(ValueError):
 
 def build_detr_model(class_names: list[str], model_name_or_path: str | None = None, model_config: str | None = None,
                      ignore_mismatched_sizes: bool = False):
-    """The model and its image processor, with ``len(class_names)`` labels."""
+    """The model and its image processor (as the checkpoint has it, or the type's defaults; give it to
+    :func:`canvas_processor`), with ``len(class_names)`` labels."""
     id2label = dict(enumerate(class_names))
     label2id = {v: k for k, v in id2label.items()}
     if model_name_or_path:
@@ -87,54 +94,55 @@ PROCESSORS = {"detr": "DetrImageProcessor", "conditional_detr": "ConditionalDetr
 
 
 def processor_for(model_type: str):
-    """The model type's image processor, set to leave resizing and padding to our transforms."""
+    """The model type's image processor with its defaults (:func:`canvas_processor` sets the canvas)."""
     import transformers
 
-    return getattr(transformers, PROCESSORS[model_type])(do_resize=False, do_pad=False)
+    return getattr(transformers, PROCESSORS[model_type])()
+
+
+def canvas_processor(processor, image_size: int, resize_mode: str):
+    """A copy of ``processor`` that makes the training canvas (module docstring)."""
+    if resize_mode == "letterbox":
+        canvas = dict(do_resize=True, size={"max_height": image_size, "max_width": image_size}, do_pad=True,
+                      pad_size={"height": image_size, "width": image_size})
+    else:
+        canvas = dict(do_resize=True, size={"height": image_size, "width": image_size}, do_pad=False, pad_size=None)
+    return type(processor).from_dict({**processor.to_dict(), **canvas})
 
 
 class DetrCollator:
     """Rows of :func:`~hf_gaf.detection.data.with_canvas_transform` (``sample``, ``eval_target``) to
-    ``{"pixel_values", "labels"}`` for a DETR model, through the model's own image processor; the same
-    collator serves training and evaluation (the split's transform made the difference)."""
+    ``{"pixel_values", "pixel_mask" (letterbox), "labels"}`` for a DETR model, through its
+    :func:`canvas_processor`; the same collator serves training and evaluation (the split's transform made
+    the difference: a training image arrives resized, so the processor's resize leaves it as it is)."""
 
     def __init__(self, processor) -> None:
         self.processor = processor
 
     def __call__(self, rows: list[dict]) -> dict:
         samples = [row["sample"] for row in rows]
-        annotations = []
+        batch = self.processor(images=[s.image for s in samples], return_tensors="pt")
+        labels = []
         for row, sample in zip(rows, samples):
-            annotations.append(
-                {
-                    "image_id": row[EVAL_KEY].image_index,
-                    "annotations": [
-                        {
-                            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                            "category_id": int(c),
-                            "area": float((b[2] - b[0]) * (b[3] - b[1])),
-                            "iscrowd": 0,
-                        }
-                        for b, c in zip(sample.boxes, sample.labels)
-                    ],
-                }
-            )
-        batch = self.processor(images=[s.image for s in samples], annotations=annotations, return_tensors="pt")
-        labels = [
-            {"class_labels": target["class_labels"], "boxes": target["boxes"], EVAL_KEY: row[EVAL_KEY]}
-            for row, target in zip(rows, batch["labels"])
-        ]
-        return {"pixel_values": batch["pixel_values"], "labels": labels}
+            h, w = sample.image.shape[-2:]
+            x0, y0, x1, y1 = sample.boxes.float().reshape(-1, 4).unbind(1)
+            boxes = torch.stack([(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h], 1)
+            labels.append({"class_labels": sample.labels, "boxes": boxes, "size": torch.tensor([h, w]),
+                           EVAL_KEY: row[EVAL_KEY]})
+        inputs = {"pixel_values": batch["pixel_values"], "labels": labels}
+        if "pixel_mask" in batch:
+            inputs["pixel_mask"] = batch["pixel_mask"]
+        return inputs
 
 
-def detr_postprocess(processor, canvas: int):
-    """``postprocess(outputs, labels)`` for :class:`~hf_gaf.detection.trainer.DetectionTrainer`."""
+def detr_postprocess(processor):
+    """``postprocess(outputs, labels)`` for :class:`~hf_gaf.detection.trainer.DetectionTrainer`: the boxes
+    of ``post_process_object_detection`` at each image's size (label ``size``), then in original pixels."""
 
     def postprocess(outputs, labels):
         view = SimpleNamespace(logits=outputs["logits"], pred_boxes=outputs["pred_boxes"])  # ModelOutput or dict
-        results = processor.post_process_object_detection(
-            view, threshold=0.0, target_sizes=[(canvas, canvas)] * len(labels)
-        )
+        sizes = [tuple(int(v) for v in label["size"]) for label in labels]
+        results = processor.post_process_object_detection(view, threshold=0.0, target_sizes=sizes)
         return detections_to_original(results, labels)
 
     return postprocess

@@ -1,14 +1,15 @@
 """Saved detectors: what a trained detection model is written as, and how it is loaded back.
 
 A saved folder holds ``hf_gaf_detection.json`` (``family``, ``class_names``, ``category_ids`` when the data
-were COCO JSON, the canvas ``image_size`` and ``resize_mode``) and the family's own files:
+were COCO JSON, the canvas ``image_size`` and ``resize_mode``, ``format_version``) and the family's own files:
 
 - DETR family: a transformers folder (``config.json`` with ``id2label``, ``model.safetensors`` and the
   image processor), which ``AutoModelForObjectDetection.from_pretrained`` and
-  ``pipeline("object-detection")`` load. The saved processor resizes to the training canvas
-  (``image_size`` × ``image_size``, no padding), so the pipeline sees inputs of the training scale; on
-  non-square images a ``letterbox``-trained model is best run through ``hf-gaf predict``, which applies
-  the recipe's own transform.
+  ``pipeline("object-detection")`` load. The saved processor makes the training canvas itself
+  (:func:`~hf_gaf.detection.detr.canvas_processor`: letterbox = longer side ``image_size``, padded at the
+  bottom/right) and the model's boxes are relative to the image, so the pipeline, ``hf-gaf predict`` and
+  the recipe's evaluation give the same detections on any aspect ratio. Folders of format 1 (before this
+  layout: boxes relative to a padded canvas the processor did not make) are refused with that reason.
 - Faster R-CNN: ``model.safetensors`` (the state dict) and ``faster_rcnn_config.json`` (the arguments of
   :func:`~hf_gaf.detection.faster_rcnn.build_faster_rcnn`), from which :func:`load_detector` rebuilds it.
 """
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
 DETECTION_CONFIG = "hf_gaf_detection.json"
 FASTER_RCNN_CONFIG = "faster_rcnn_config.json"
 FAMILIES = ("detr", "faster_rcnn")
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -36,6 +38,7 @@ class DetectorInfo:
     resize_mode: str = "letterbox"
     category_ids: list[int] | None = None  # COCO category id of each label (COCO data only)
     build_kwargs: dict = field(default_factory=dict)  # Faster R-CNN: build_faster_rcnn's arguments
+    format_version: int = 1  # absent in folders written before version 2 (module docstring); save writes 2
 
     def __post_init__(self) -> None:
         """A hand-edited file is checked field by field (a ``ValueError`` naming the field)."""
@@ -55,6 +58,13 @@ class DetectorInfo:
             raise ValueError(f"category_ids must be null or one integer per class, got {self.category_ids!r}")
         if not isinstance(self.build_kwargs, dict):
             raise ValueError(f"build_kwargs must be an object, got {self.build_kwargs!r}")
+        if self.format_version not in (1, FORMAT_VERSION):
+            raise ValueError(f"format_version must be 1 or {FORMAT_VERSION}, got {self.format_version!r}")
+
+    @property
+    def canvas_by_processor(self) -> bool:
+        """The model's image processor finishes the canvas (DETR family; see the transforms module)."""
+        return self.family == "detr"
 
     def category_id(self, label: int) -> int:
         """The id to write for ``label`` in COCO-style output (the label itself without COCO categories)."""
@@ -77,11 +87,12 @@ def save_detector(folder: str, model: torch.nn.Module, info: DetectorInfo, proce
     if info.family not in FAMILIES:
         raise ValueError(f"family {info.family!r}: expected one of {', '.join(FAMILIES)}")
     os.makedirs(folder, exist_ok=True)
+    info = replace(info, format_version=FORMAT_VERSION)
     if info.family == "detr":
+        from .detr import canvas_processor
+
         model.save_pretrained(folder)
-        saved = type(processor).from_dict({**processor.to_dict(), "do_resize": True, "do_pad": False,
-                                          "size": {"height": info.image_size, "width": info.image_size}})
-        saved.save_pretrained(folder)
+        canvas_processor(processor, info.image_size, info.resize_mode).save_pretrained(folder)
     else:
         from safetensors.torch import save_file
 
@@ -115,13 +126,17 @@ def load_detector(folder: str) -> SavedDetector:
 
         from .detr import DetrCollator, detr_postprocess
 
+        if info.format_version < FORMAT_VERSION:
+            raise ValueError(f"--model {folder}: saved by an earlier hf_gaf (format {info.format_version}), whose "
+                             "DETR boxes are relative to a padded canvas its saved processor does not make; retrain "
+                             "it with this version (pipeline, predict and evaluation then agree on any image shape)")
         try:
             model = AutoModelForObjectDetection.from_pretrained(folder)
         except (OSError, ValueError, RuntimeError) as err:  # safetensors' errors (a file cut short) are among these
             raise ValueError(f"--model {folder}: the saved model cannot be loaded ({str(err).splitlines()[0]}); "
                              f"is {weights} complete?") from None
-        processor = AutoImageProcessor.from_pretrained(folder, do_resize=False, do_pad=False)  # our transform resizes
-        postprocess = detr_postprocess(processor, info.image_size)
+        processor = AutoImageProcessor.from_pretrained(folder)  # as saved: it makes the canvas, as in pipeline()
+        postprocess = detr_postprocess(processor)
         return SavedDetector(info, model, DetrCollator(processor), postprocess, processor)
     if info.family == "faster_rcnn":
         from .faster_rcnn import FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess

@@ -158,5 +158,5 @@ def detect(model: torch.nn.Module, collator, postprocess, rows: list[dict], devi
     and of the training run's ``predictions.png``."""
     batch = collator(rows)
     model.eval()
-    outputs = model(pixel_values=batch["pixel_values"].to(device))
+    outputs = model(**{k: batch[k].to(device) for k in ("pixel_values", "pixel_mask") if k in batch})
     return postprocess(outputs, batch["labels"])

@@ -7,6 +7,11 @@ map back to the original image is one scale factor per axis:
   padded at the bottom/right;
 - ``mode="stretch"`` resizes both sides to ``size``.
 
+With ``canvas_by_processor=True`` (the DETR family) the model's image processor finishes the canvas, as it
+does inside ``pipeline("object-detection")``: training images are resized (longer side ``size``, or
+``size`` x ``size`` for stretch) but not padded, evaluation images are left at their original size, and
+the processor saved with the model resizes (evaluation) and pads at the bottom/right (letterbox).
+
 Training adds a horizontal flip, scale jitter (zoom out with padding, up to ``max_zoom_out``) and
 an optional IoU crop. Boxes are ``tv_tensors.BoundingBoxes`` throughout, so every step moves them
 with the pixels. A box that an augmentation pushes out of the canvas is dropped.
@@ -46,10 +51,12 @@ class DetectionTransform:
     :meth:`apply` draws each row's augmentation from (seed, epoch, the row's ``index``)."""
 
     def __init__(self, size: int, train: bool, mode: str = "letterbox", hflip: float = 0.5,
-                 max_zoom_out: float = 1.5, iou_crop: bool = False, sample_rng=None) -> None:
+                 max_zoom_out: float = 1.5, iou_crop: bool = False, sample_rng=None,
+                 canvas_by_processor: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"--resize_mode {mode!r}: expected one of {', '.join(MODES)}")
         self.size, self.train, self.mode, self.sample_rng = size, train, mode, sample_rng
+        self.canvas_by_processor = canvas_by_processor
         steps = []
         if train:
             if iou_crop:
@@ -71,13 +78,16 @@ class DetectionTransform:
             img, bbs = self.augment(tv_tensors.Image(img), bbs)
             bbs, lab = self._drop_empty(bbs, lab)
         ah, aw = img.shape[-2:]  # size after augmentation, before the canvas resize
-        if self.mode == "stretch":
+        if self.canvas_by_processor and not self.train:
+            new_h, new_w = ah, aw  # the processor resizes, as in pipeline()
+        elif self.mode == "stretch":
             new_h, new_w = self.size, self.size
         else:
             ratio = self.size / max(ah, aw)
             new_h, new_w = max(1, round(ah * ratio)), max(1, round(aw * ratio))
-        img, bbs = F.resize(tv_tensors.Image(img), [new_h, new_w], antialias=True), F.resize(bbs, [new_h, new_w])
-        if (new_h, new_w) != (self.size, self.size):
+        if (new_h, new_w) != (ah, aw):
+            img, bbs = F.resize(tv_tensors.Image(img), [new_h, new_w], antialias=True), F.resize(bbs, [new_h, new_w])
+        if (new_h, new_w) != (self.size, self.size) and not self.canvas_by_processor:
             img = F.pad(img, [0, 0, self.size - new_w, self.size - new_h], fill=114)
             bbs = tv_tensors.BoundingBoxes(
                 bbs.as_subclass(torch.Tensor), format="XYXY", canvas_size=(self.size, self.size)

@@ -3,8 +3,8 @@
 Side-by-side comparisons (one seed each), each through :func:`hf_gaf.harness.compare.compare`:
 
 1. ``digits``: classification of scikit-learn's bundled digits with timm ``resnet10t``, ``sgd`` vs ``gaf``;
-2. ``detr``: synthetic-VOC detection with a tiny RT-DETR, ``adamw`` (DETR's recipe, clipping 0.1) vs
-   ``adamw-gaf``;
+2. ``detr``: synthetic-VOC detection with a tiny RT-DETR from random init, ``scratch-adamw`` (DETR's recipe,
+   clipping 0.1, at the from-scratch lr 1e-3) vs ``scratch-adamw-gaf``;
 3. ``trees``: real aerial tree crowns (:mod:`hf_gaf.detection.trees`: NEON images from the deepforest wheel,
    train on one site, test on two others) with Faster R-CNN (timm resnet18 + FPN), ``sgd`` vs ``gaf``;
 4. ``faster_rcnn`` (``--task faster_rcnn``, and in the reduced demo instead of ``trees``): the same detector
@@ -12,8 +12,8 @@ Side-by-side comparisons (one seed each), each through :func:`hf_gaf.harness.com
 
 Beside each GAF preset run its controls (:mod:`hf_gaf.harness.presets`): ``sgd-gain`` (the baseline at
 lr × α·β, GAF's gain alone) and ``clip-gain`` (the piecewise-linear twin of atan), or for AdamW
-``adamw-gain`` and ``adamw-clip-gain``. ``make demo-detr`` and ``make demo-frcnn`` run one task each with a
-longer schedule (``--task``, ``--epochs``).
+``scratch-adamw-gain`` and ``scratch-adamw-clip-gain``. ``make demo-detr`` and ``make demo-frcnn`` run one
+task each with a longer schedule (``--task``, ``--epochs``).
 
 It writes ``OUT/<task>/`` (results.md, results.json, curves.png, per-run metrics.json and predictions.png),
 ``OUT/gaf_function.png`` and ``OUT/results.md`` (the summary), prints the summary table and where the
@@ -58,11 +58,10 @@ TASKS = {
     "digits": DemoTask("classification/train.py", "sgd", "gaf", ("sgd-gain", "clip-gain"), "eval_accuracy",
                        "--dataset digits --model resnet10t", 4,
                        "--max_train_samples 256 --max_eval_samples 100"),
-    "detr": DemoTask("detection/train_detr.py", "adamw", "adamw-gaf", ("adamw-gain", "adamw-clip-gain"),
-                     "eval_voc07_map",
+    "detr": DemoTask("detection/train_detr.py", "scratch-adamw", "scratch-adamw-gaf",
+                     ("scratch-adamw-gain", "scratch-adamw-clip-gain"), "eval_voc07_map",
                      "--voc_root {voc} --classes shapes --model_config tiny-rt-detr --image_size 96 "
-                     "--per_device_train_batch_size 16 --learning_rate 1e-3 --backbone_lr 1e-3", 16,
-                     "--max_eval_samples 8"),
+                     "--per_device_train_batch_size 16", 16, "--max_eval_samples 8"),
     "trees": DemoTask("detection/train_faster_rcnn.py", "sgd", "gaf", ("sgd-gain", "clip-gain"), "eval_voc07_map",
                       "--voc_root {trees} --classes tree --backbone timm:resnet18 --image_size 256 "
                       "--anchor_sizes 8 16 32 64 128 --timm_out_indices 1 2 3 4 --fpn_channels 64 --max_zoom_out 1.0 "

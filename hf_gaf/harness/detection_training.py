@@ -103,6 +103,17 @@ class BestModelCallback(TrainerCallback):
             self.save(BEST_MODEL, {key: value, "epoch": state.epoch, "step": state.global_step})
 
 
+# At or below these, a detector has learned nothing measurable: an untrained tiny RT-DETR and Faster R-CNN
+# score VOC07 mAP 0.000-0.01 on the synthetic sets (README, "Your own data")
+CHANCE_LEVELS = {"voc07_map": 0.02, "voc12_map": 0.02, "coco_ap50": 0.02, "coco_map": 0.01}
+ADVICE = {
+    "detr": "A DETR from random init needs lr 1e-3 (--preset scratch-adamw or scratch-adamw-gaf) and tens of "
+            "epochs; the adamw presets (lr 1e-4, backbone 1e-5) are for fine-tuning a checkpoint.",
+    "faster_rcnn": "Train longer (--num_train_epochs), and check --anchor_sizes against the objects' sizes on the "
+                   "--image_size canvas.",
+}
+
+
 def train_detector(
     model,
     collator,
@@ -131,8 +142,10 @@ def train_detector(
         max_zoom_out=data_args.max_zoom_out,
         iou_crop=data_args.iou_crop,
         sample_rng=sample_rng,
+        canvas_by_processor=info.canvas_by_processor,
     )
-    eval_tf = DetectionTransform(size, train=False, mode=data_args.resize_mode)
+    eval_tf = DetectionTransform(size, train=False, mode=data_args.resize_mode,
+                                 canvas_by_processor=info.canvas_by_processor)
     trainer = ExperimentDetectionTrainer(
         model=model,
         args=training_args,
@@ -159,6 +172,8 @@ def train_detector(
         sample_rng=sample_rng,
         extra={**extra, "image_size": size, "classes": names},
         metric_names=metric_names,
+        chance_levels=CHANCE_LEVELS,
+        advice=ADVICE[info.family],
     )
     if output_args.save_models and trainer.is_world_process_zero():
         save(FINAL_MODEL, {**report.get("final", {}), "epoch": trainer.state.epoch, "step": trainer.state.global_step})

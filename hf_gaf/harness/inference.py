@@ -105,7 +105,8 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
     check_predict_out(out, sources, overwrite)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = detector.model.to(device).eval()
-    transform = DetectionTransform(detector.info.image_size, train=False, mode=detector.info.resize_mode)
+    transform = DetectionTransform(detector.info.image_size, train=False, mode=detector.info.resize_mode,
+                                   canvas_by_processor=detector.info.canvas_by_processor)
     os.makedirs(os.path.join(out, DRAWN), exist_ok=True)
     results, skipped, names = [], [], detector.info.class_names
     for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch"):
@@ -196,7 +197,8 @@ def evaluate_saved(
     detector = load_detector(model_dir)
     names = detector.info.class_names
     images = load_split(data, names, "eval")
-    transform = DetectionTransform(detector.info.image_size, train=False, mode=detector.info.resize_mode)
+    transform = DetectionTransform(detector.info.image_size, train=False, mode=detector.info.resize_mode,
+                                   canvas_by_processor=detector.info.canvas_by_processor)
     from transformers import TrainingArguments
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -7,6 +7,7 @@ import glob
 import importlib.util
 import json
 import os
+import sys
 import tempfile
 import warnings
 
@@ -174,6 +175,17 @@ def check_metric_for_best_model(args, metric_names: list[str]) -> None:
         )
 
 
+def warn_at_chance_level(final: dict, metric: str | None, chance_levels: dict[str, float], advice: str) -> bool:
+    """Print a warning (stderr) when the final ``metric`` is at or below its chance level; True then."""
+    name = (metric or "").removeprefix("eval_")
+    value = final.get(f"eval_{name}")
+    if name not in chance_levels or not isinstance(value, (int, float)) or value > chance_levels[name]:
+        return False
+    print(f"warning: eval_{name} = {value:.4f} stayed at chance level (<= {chance_levels[name]:g}): this run learned "
+          f"nothing measurable. {advice}".rstrip(), file=sys.stderr)
+    return True
+
+
 def run_training(
     trainer,
     preset: str,
@@ -181,11 +193,15 @@ def run_training(
     extra: dict | None = None,
     sample_rng: SampleRNG | None = None,
     metric_names: list[str] | None = None,
+    chance_levels: dict[str, float] | None = None,
+    advice: str = "",
 ) -> dict:
     """Train (evaluating each epoch; from ``--resume_from_checkpoint`` when given, which transformers'
     Trainer does not read by itself), write ``metrics.json`` and return it. ``sample_rng`` (the one
     the training transforms use) is told each epoch; ``metric_names`` (what evaluation reports, without
-    ``eval_``) are checked against ``--metric_for_best_model`` first."""
+    ``eval_``) are checked against ``--metric_for_best_model`` first. ``chance_levels``: metric name (without
+    ``eval_``) -> the value at or below which the run learned nothing measurable; when the final value of
+    ``--metric_for_best_model`` is there, the run ends with a warning that says so, and ``advice``."""
     if metric_names is not None:
         check_metric_for_best_model(trainer.args, metric_names)
     checkpoint = resolve_checkpoint(trainer.args)
@@ -209,6 +225,7 @@ def run_training(
         if isinstance(v, float) and not k.endswith(("runtime", "_per_second"))
     )
     print(f"[{preset}] {final} | {report['train_images_per_s']:.0f} images/s | wrote {path}")
+    warn_at_chance_level(report["final"], trainer.args.metric_for_best_model, chance_levels or {}, advice)
     if report.get("gaf_stats"):
         from .plots import plot_gaf_stats
 

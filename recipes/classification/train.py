@@ -178,6 +178,8 @@ def main(argv=None) -> None:
         sample_rng=sample_rng,
         extra={"model": model_args.model, "dataset": data_args.dataset, "image_size": data_args.image_size},
         metric_names=["loss", "accuracy", *(["top5_accuracy"] if k == 5 else [])],
+        chance_levels={"accuracy": 1.5 / len(class_names)},
+        advice="Try more epochs or another learning rate (--learning_rate), or check the labels.",
     )
 
 

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
 from hf_gaf.detection.data import DetectionDataArguments  # noqa: E402
-from hf_gaf.detection.detr import CheckpointClassMismatch, DetrCollator, build_detr_model, detr_postprocess  # noqa: E402
+from hf_gaf.detection.detr import (  # noqa: E402
+    CheckpointClassMismatch,
+    DetrCollator,
+    build_detr_model,
+    canvas_processor,
+    detr_postprocess,
+)
 from hf_gaf.detection.saved import DetectorInfo  # noqa: E402
 from hf_gaf.harness.detection_training import DetectionOutputArguments, load_splits_or_exit, train_detector  # noqa: E402
 from hf_gaf.harness.experiment_args import ExperimentArguments  # noqa: E402
@@ -53,6 +59,10 @@ def main(argv=None) -> None:
     parsed, preset = parse_with_preset(parser, "detr", argv, default="adamw")
     model_args, data_args, eval_args, output_args, run_args, training_args = parsed
     prepare_run(training_args, run_args.overwrite_output_dir)
+    if not model_args.model_name_or_path and training_args.learning_rate < 5e-4:
+        print(f"warning: --model_config {model_args.model_config} from random init at --learning_rate "
+              f"{training_args.learning_rate:g} (DETR's fine-tuning rate): a small DETR learns little in tens of "
+              "epochs at this rate; --preset scratch-adamw or scratch-adamw-gaf train at 1e-3", file=sys.stderr)
     splits = load_splits_or_exit(data_args)
     names = splits[0]
     try:
@@ -61,7 +71,8 @@ def main(argv=None) -> None:
     except (CheckpointClassMismatch, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     info = DetectorInfo("detr", names, data_args.image_size, data_args.resize_mode, category_ids=splits[1])
-    train_detector(model, DetrCollator(processor), detr_postprocess(processor, data_args.image_size), training_args,
+    processor = canvas_processor(processor, data_args.image_size, data_args.resize_mode)
+    train_detector(model, DetrCollator(processor), detr_postprocess(processor), training_args,
                    data_args, eval_args, output_args, splits, preset, info, processor=processor,
                    extra={"model": model_args.model_name_or_path or model_args.model_config})
 

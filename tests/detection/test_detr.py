@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from hf_gaf.detection.data import DetectionDataArguments, load_split
-from hf_gaf.detection.detr import DetrCollator, build_detr_model, detr_postprocess, processor_for
+from hf_gaf.detection.detr import DetrCollator, build_detr_model, canvas_processor, detr_postprocess, processor_for
 from hf_gaf.detection.schema import EVAL_KEY, EvalTarget, with_canvas_transform
 from hf_gaf.detection.synthetic_voc import SHAPE_CLASSES, make_voc
 from hf_gaf.detection.trainer import DetectionTrainer, detection_compute_metrics
@@ -43,8 +43,8 @@ def fake_outputs(labels, model_type, num_classes, queries=10):
 @pytest.mark.parametrize("model_type", ["detr", "conditional_detr", "rt_detr"])
 @pytest.mark.parametrize("mode", ["letterbox", "stretch"])
 def test_box_round_trip_on_non_square_padded_images(model_type, mode):
-    processor = processor_for(model_type)
-    transform = DetectionTransform(128, train=False, mode=mode)
+    processor = canvas_processor(processor_for(model_type), 128, mode)
+    transform = DetectionTransform(128, train=False, mode=mode, canvas_by_processor=True)
     images = [Image.new("RGB", (200, 120), (90, 90, 90)), Image.new("RGB", (90, 160), (10, 90, 90))]
     boxes = [np.array([[30.0, 20.0, 150.0, 100.0], [0.0, 0.0, 200.0, 120.0]]), np.array([[5.5, 100.0, 80.0, 159.0]])]
     examples = [{"image": im, "objects": {"bbox": b.tolist(), "category": [1] * len(b), "difficult": [False] * len(b)},
@@ -54,7 +54,7 @@ def test_box_round_trip_on_non_square_padded_images(model_type, mode):
         row[EVAL_KEY] = EvalTarget.of(ex, row["sample"])
     batch = DetrCollator(processor)(rows)
     assert batch["pixel_values"].shape[-2:] == (128, 128)
-    detections = detr_postprocess(processor, 128)(fake_outputs(batch["labels"], model_type, 4), batch["labels"])
+    detections = detr_postprocess(processor)(fake_outputs(batch["labels"], model_type, 4), batch["labels"])
     for det, expected in zip(detections, boxes):
         top = det["scores"].argsort(descending=True)[: len(expected)]
         got = det["boxes"][top].numpy()
@@ -71,7 +71,7 @@ class OracleDetector(torch.nn.Module):
         self.model_type, self.num_classes = model_type, num_classes
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, pixel_values, labels=None):
+    def forward(self, pixel_values, pixel_mask=None, labels=None):
         return {"loss": self.dummy.sum() + 1.0, **fake_outputs(labels, self.model_type, self.num_classes)}
 
 
@@ -83,14 +83,14 @@ def synthetic_voc(tmp_path_factory):
 @pytest.mark.parametrize("model_type", ["detr", "rt_detr"])
 def test_oracle_through_the_recipe_evaluation_path_gives_map_one(tmp_path, synthetic_voc, model_type):
     eval_ds = load_split(DetectionDataArguments(voc_root=synthetic_voc), list(SHAPE_CLASSES), "eval")
-    processor = processor_for(model_type)
-    eval_ds = with_canvas_transform(eval_ds, DetectionTransform(128, train=False))
+    processor = canvas_processor(processor_for(model_type), 128, "letterbox")
+    eval_ds = with_canvas_transform(eval_ds, DetectionTransform(128, train=False, canvas_by_processor=True))
     trainer = DetectionTrainer(
         model=OracleDetector(model_type, 4), args=tiny_args(tmp_path, gaf="none", per_device_eval_batch_size=5,
                                                             batch_eval_metrics=True, remove_unused_columns=False),
         eval_dataset=eval_ds, data_collator=DetrCollator(processor),
         compute_metrics=detection_compute_metrics(list(SHAPE_CLASSES)),
-        postprocess=detr_postprocess(processor, 128))
+        postprocess=detr_postprocess(processor))
     metrics = trainer.evaluate()
     assert metrics["eval_voc07_map"] == pytest.approx(1.0, abs=1e-9)
     assert metrics["eval_voc12_map"] == pytest.approx(1.0, abs=1e-9)

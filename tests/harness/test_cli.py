@@ -92,7 +92,7 @@ def test_reduced_demo_end_to_end(tmp_path):
         assert f"| {task} |" in summary
         assert (out / task / "curves.png").is_file() and (out / task / "results.md").is_file()
     assert (out / "gaf_function.png").is_file()
-    assert (out / "detr" / "adamw-gaf" / "seed-0" / "predictions.png").is_file()
+    assert (out / "detr" / "scratch-adamw-gaf" / "seed-0" / "predictions.png").is_file()
     assert (out / "faster_rcnn" / "gaf" / "seed-0" / "predictions.png").is_file()
     assert "files:" in proc.stdout and str(out / "results.md") in proc.stdout
     assert elapsed < 180, f"the reduced demo took {elapsed:.0f} s"
