@@ -76,7 +76,7 @@ DETR := recipes/detection/train_detr.py
 FRCNN := recipes/detection/train_faster_rcnn.py
 ACCELERATE_MULTI := $(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/multi_gpu_ddp.yaml
 
-demo-detr: install  ## CPU: tiny RT-DETR on synthetic VOC (96 px), adamw vs adamw-gaf, 30 epochs (about 9 min on 2 cores)
+demo-detr: install  ## CPU: tiny RT-DETR on synthetic VOC (96 px), scratch-adamw vs scratch-adamw-gaf, 30 epochs (about 9 min on 2 cores)
 	$(VENV)/bin/hf-gaf demo --task detr --epochs $(or $(EPOCHS),30) --out $(RUNS)/demo-detr
 
 demo-frcnn: install  ## CPU: Faster R-CNN (timm resnet18 + FPN) on synthetic VOC (96 px), sgd vs gaf (about 10 min)

@@ -292,7 +292,7 @@ def compile_in_background(name: str, tensors: list[Tensor], hyper: dict) -> None
         if key in _warming or key in _compiled_keys:
             continue
         n_tensors = 1 if name == "gaf_grads" else 3 if static["use_momentum"] else 2
-        stand_ins = [torch.zeros(COMPILE_MIN_NUMEL, dtype=sample.dtype, device=sample.device)
+        stand_ins = [torch.zeros(max(COMPILE_MIN_NUMEL, 8192), dtype=sample.dtype, device=sample.device)
                      for _ in range(n_tensors)]
         scalars = _scalars(values, sample.dtype, sample.device)
         result: dict = {}
@@ -350,15 +350,16 @@ def run_compiled(name: str, lists: list[list[Tensor]], hyper: dict, what: str) -
     compiled = _compiled(name) if chosen else None
     scalars, done = {}, set()
     try:
-        for k in chosen:
-            t = first[k]
-            if t.dtype not in scalars:
-                key = _graph_key(name, t, static)
-                if key not in _compiled_keys:
-                    _ready(key)
-                scalars[t.dtype] = _scalars(values, t.dtype, t.device)
-            compiled(*scalars[t.dtype], *(_flat(tensors[k]) for tensors in lists), **static)
-            done.add(k)
+        with torch.no_grad():  # grad mode is among a graph's guards: as in the background compilation (a hook
+            for k in chosen:   # runs before the optimizer's own no_grad)
+                t = first[k]
+                if t.dtype not in scalars:
+                    key = _graph_key(name, t, static)
+                    if key not in _compiled_keys:
+                        _ready(key)
+                    scalars[t.dtype] = _scalars(values, t.dtype, t.device)
+                compiled(*scalars[t.dtype], *(_flat(tensors[k]) for tensors in lists), **static)
+                done.add(k)
     except Exception as err:  # torch.compile can fail for toolchain reasons; eager is always right
         _compile_failed = True
         warnings.warn(f"{what}: the fused (torch.compile) step failed, using the eager kernels instead: {err}",

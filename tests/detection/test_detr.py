@@ -102,8 +102,13 @@ FAST = ["--classes", "shapes", "--model_config", "tiny-rt-detr", "--image_size",
         "--report_to", "none", "--disable_tqdm", "true", "--eval_strategy", "steps", "--eval_steps", "2"]
 
 
-def test_two_steps_and_an_evaluation_write_metrics_json(tmp_path, synthetic_voc):
+def test_two_steps_and_an_evaluation_write_metrics_json(tmp_path, synthetic_voc, capsys):
+    """Two steps of `adamw-gaf` from random init: metrics.json, and the two warnings a newcomer needs: DETR's
+    fine-tuning rate from random init (at the start) and a final mAP at chance level (at the end)."""
     train_detr.main(["--voc_root", synthetic_voc, "--output_dir", str(tmp_path), "--preset", "adamw-gaf", *FAST])
+    err = capsys.readouterr().err
+    assert "tiny-rt-detr from random init at --learning_rate 0.0001" in err and "scratch-adamw-gaf" in err
+    assert "eval_voc07_map = " in err and "stayed at chance level (<= 0.02)" in err
     report = json.loads((tmp_path / "metrics.json").read_text())
     final = report["final"]
     for key in ("eval_loss", "eval_voc07_map", "eval_voc12_map", "eval_coco_map", "eval_coco_ap50", "eval_ap_circle"):

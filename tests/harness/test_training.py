@@ -33,3 +33,18 @@ def test_prepare_run_seeds_and_drops_persistent_workers_without_workers(tmp_path
     recipe_run.prepare_run(args)
     assert torch.equal(first, torch.rand(3))
     assert args.dataloader_persistent_workers is False
+
+
+def test_a_final_metric_at_chance_level_ends_the_run_with_a_warning_that_says_what_to_change(capsys):
+    """``warn_at_chance_level``: the final value of --metric_for_best_model at or below its chance level prints
+    one warning with the advice; above it, or for a metric without a chance level (a loss), nothing."""
+    levels = {"voc07_map": 0.02}
+    assert recipe_run.warn_at_chance_level({"eval_voc07_map": 0.0006}, "voc07_map", levels, "Use lr 1e-3.")
+    err = capsys.readouterr().err
+    assert "eval_voc07_map = 0.0006 stayed at chance level (<= 0.02)" in err and "Use lr 1e-3." in err
+    assert recipe_run.warn_at_chance_level({"eval_voc07_map": 0.02}, "eval_voc07_map", levels, "")
+    capsys.readouterr()
+    assert not recipe_run.warn_at_chance_level({"eval_voc07_map": 0.31}, "voc07_map", levels, "")
+    assert not recipe_run.warn_at_chance_level({"eval_loss": 0.0}, "loss", levels, "")
+    assert not recipe_run.warn_at_chance_level({}, "voc07_map", levels, "")
+    assert capsys.readouterr().err == ""
