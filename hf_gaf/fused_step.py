@@ -54,7 +54,7 @@ from torch.optim import Optimizer
 from .functional import GAFKind
 
 __all__ = ["FUSED_CHOICES", "Path", "check_fused", "choose_path", "fused_default", "triton_supported",
-           "same_layout", "atan_f32", "fused_gaf_sgd", "compile_in_background", "run_compiled", "COMPILE_START_STEP",
+           "atan_f32", "fused_gaf_sgd", "compile_in_background", "run_compiled", "COMPILE_START_STEP",
            "COMPILE_SWITCH_STEP", "COMPILE_MIN_NUMEL"]
 
 logger = logging.getLogger("hf_gaf")
@@ -163,17 +163,9 @@ def choose_path(tensors: list[Tensor], *, fused, foreach: bool | None, gaf_kind,
 
 # --- the compiled pass --------------------------------------------------------------------------------
 
-def same_layout(tensor: Tensor, reference: Tensor) -> bool:
-    """True when ``tensor`` has ``reference``'s dtype, shape and strides and covers its memory without
-    gaps or overlaps (contiguous or channels-last), so both can be walked as one flat array."""
-    if tensor.dtype != reference.dtype or tensor.shape != reference.shape or tensor.stride() != reference.stride():
-        return False
-    return tensor.is_contiguous() or tensor.is_contiguous(memory_format=torch.channels_last) or (
-        tensor.dim() == 5 and tensor.is_contiguous(memory_format=torch.channels_last_3d))
-
-
 def _flat(t: Tensor) -> Tensor:
-    """The 1-D view of a tensor that covers its memory densely (:func:`same_layout`), element k = memory k."""
+    """The 1-D view of a tensor that covers its memory densely (``triton_kernels.same_layout``), element k =
+    memory k."""
     return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
 
 
@@ -342,6 +334,8 @@ def run_compiled(name: str, lists: list[list[Tensor]], hyper: dict, what: str) -
     indices it left to the eager kernels: the smaller or odd tensors, and, when compiling fails (warned
     once; the process stays eager from then on), every tensor it had not stepped yet."""
     global _compile_failed
+    from .triton_kernels import same_layout  # plain torch; the module imports triton only if installed
+
     first = lists[0]
     chosen = [k for k, t in enumerate(first) if t.numel() >= COMPILE_MIN_NUMEL and t.dtype.is_floating_point
               and all(same_layout(tensors[k], t) for tensors in lists)]
@@ -411,7 +405,7 @@ def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) -> bo
     for (_, dtype), ((dev_params, dev_grads, dev_bufs), indices) in buckets.items():
         old = [k for k, b in enumerate(dev_bufs) if b is not None or not use_momentum]
         new = [k for k, b in enumerate(dev_bufs) if b is None and use_momentum]
-        if new and not all(same_layout(dev_grads[k], dev_params[k]) for k in new):
+        if new and not all(triton_kernels.same_layout(dev_grads[k], dev_params[k]) for k in new):
             return False
         for k in new:  # dense like its parameter (checked above), so the table's layout check holds
             created.append((indices[k], torch.empty_like(dev_params[k], memory_format=torch.preserve_format)))

@@ -32,8 +32,6 @@ import os
 import torch
 from torch import Tensor
 
-from .fused_step import same_layout
-
 try:
     import triton
     import triton.language as tl
@@ -58,6 +56,15 @@ def runs_on(device: torch.device) -> bool:
     if triton is None:
         return False
     return device.type == "cpu" if INTERPRET else device.type == "cuda"
+
+
+def same_layout(tensor: Tensor, reference: Tensor) -> bool:
+    """True when ``tensor`` has ``reference``'s dtype, shape and strides and covers its memory without
+    gaps or overlaps (contiguous or channels-last), so both can be walked as one flat array."""
+    if tensor.dtype != reference.dtype or tensor.shape != reference.shape or tensor.stride() != reference.stride():
+        return False
+    return tensor.is_contiguous() or tensor.is_contiguous(memory_format=torch.channels_last) or (
+        tensor.dim() == 5 and tensor.is_contiguous(memory_format=torch.channels_last_3d))
 
 
 if triton is not None:
