@@ -24,7 +24,8 @@ r"""Which code path runs a GAF step, and the fused GAFSGD step itself.
 - The compiled pass waits for the momentum buffers: a step that creates them runs eagerly, as
   ``torch.optim.SGD``'s first step. A compile failure is warned about once and the process stays eager.
 - On CPU, the automatic choice never makes a short run pay for compilation: a group's steps (counted in
-  the optimizer's state, so a resumed run counts on) run eagerly; at step :data:`COMPILE_START_STEP` the
+  the optimizer's state, so a resumed run counts on) run eagerly (a group with ``gaf=None`` always: it is
+  then ``torch.optim.SGD`` bit for bit); at step :data:`COMPILE_START_STEP` the
   compiled pass starts compiling in a background thread at normal priority (one log line says so, once
   per process) while the eager steps go on; from step :data:`COMPILE_SWITCH_STEP` the compiled pass runs
   (waiting for the compilation only if it is not done by then). The switch step is fixed, not "when
@@ -154,7 +155,7 @@ def choose_path(tensors: list[Tensor], *, fused, foreach: bool | None, gaf_kind,
     if (automatic or fused is True) and not _compile_supported(tensors, gaf_kind):
         return eager
     if automatic and tensors[0].device.type == "cpu":  # the schedule of the module docstring
-        if step is None or step < COMPILE_START_STEP:
+        if step is None or step < COMPILE_START_STEP or gaf_kind is None:  # gaf=None: torch's SGD bit for bit
             return eager
         if step < COMPILE_SWITCH_STEP:
             return eager._replace(warm=True)

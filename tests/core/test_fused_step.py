@@ -18,6 +18,7 @@ def test_the_path_is_chosen_by_one_rule_from_arguments_and_the_environment(monke
     assert choose_path(cpu, **auto, step=COMPILE_START_STEP - 1) == Path(None, False)
     assert choose_path(cpu, **auto, step=COMPILE_START_STEP) == Path(None, False, warm=True)
     assert choose_path(cpu, **auto, step=COMPILE_SWITCH_STEP) == Path("compile", False)
+    assert choose_path(cpu, fused=None, foreach=None, gaf_kind=None, step=COMPILE_SWITCH_STEP) == Path(None, False)
     assert choose_path(cpu, fused=True, foreach=None, gaf_kind="atan", step=2) == Path("compile", False)  # at once
     assert choose_path(cpu, fused=None, foreach=None, gaf_kind="atan", creates_buffers=True,
                        step=COMPILE_SWITCH_STEP) == Path(None, False)
