@@ -238,6 +238,7 @@ _BODIES = {"gaf_sgd": _sgd_tensor_body, "gaf_grads": _grads_tensor_body}
 _compiled_bodies: dict = {}
 _compile_failed = False  # a toolchain that cannot compile once will not compile later in this process
 _warming: dict[tuple, tuple[threading.Thread, dict]] = {}  # graph key -> (thread, {"error": ...} if it failed)
+_compiled_keys: set = set()  # graphs that ran once in this process (no background compilation to wait for)
 _noted = False
 
 
@@ -262,14 +263,15 @@ def _graph_key(name: str, tensor: Tensor, static: dict) -> tuple:
     return (name, tensor.dtype, tensor.device.type, tuple(sorted(static.items())))
 
 
-def _sgd_static(hyper: dict) -> dict:
-    return dict(gaf_kind=hyper["gaf_kind"], placement=hyper["placement"], nesterov=hyper["nesterov"],
-                maximize=hyper["maximize"], use_momentum=hyper["momentum"] != 0,
-                use_weight_decay=hyper["weight_decay"] != 0)
-
-
-def _sgd_scalar_values(hyper: dict) -> tuple:
-    return (hyper["lr"], hyper["momentum"], hyper["dampening"], hyper["weight_decay"], hyper["alpha"], hyper["beta"])
+def _settings(name: str, hyper: dict) -> tuple[dict, tuple]:
+    """Body ``name``'s keyword settings (part of the graph) and its scalar values (0-dim tensor arguments),
+    from GAFSGD's keywords (``"gaf_sgd"``) or ``gaf_kind``, ``alpha``, ``beta`` (``"gaf_grads"``)."""
+    if name == "gaf_grads":
+        return dict(gaf_kind=hyper["gaf_kind"]), (hyper["alpha"], hyper["beta"])
+    static = dict(gaf_kind=hyper["gaf_kind"], placement=hyper["placement"], nesterov=hyper["nesterov"],
+                  maximize=hyper["maximize"], use_momentum=hyper["momentum"] != 0,
+                  use_weight_decay=hyper["weight_decay"] != 0)
+    return static, tuple(hyper[k] for k in ("lr", "momentum", "dampening", "weight_decay", "alpha", "beta"))
 
 
 def compile_in_background(name: str, tensors: list[Tensor], hyper: dict) -> None:
@@ -278,8 +280,7 @@ def compile_in_background(name: str, tensors: list[Tensor], hyper: dict) -> None
     stand-in tensors (the training tensors are never touched from there), unless that graph is compiled or
     compiling already. The first time in a process, one log line says what happens and how to turn it off."""
     global _noted
-    static, values = ((_sgd_static(hyper), _sgd_scalar_values(hyper)) if name == "gaf_sgd" else
-                      (dict(gaf_kind=hyper["gaf_kind"]), (hyper["alpha"], hyper["beta"])))
+    static, values = _settings(name, hyper)
     for sample in {t.dtype: t for t in tensors}.values():
         key = _graph_key(name, sample, static)
         if key in _warming or key in _compiled_keys:
@@ -307,9 +308,6 @@ def compile_in_background(name: str, tensors: list[Tensor], hyper: dict) -> None
                 "switches at step %d. fused=False (GAFSGD, attach_gaf) or HF_GAF_FUSED=0 keeps the eager step "
                 "throughout.", COMPILE_SWITCH_STEP)
         thread.start()
-
-
-_compiled_keys: set = set()  # graphs that ran once in this process (no background compilation to wait for)
 
 
 def _ready(key: tuple) -> None:
@@ -340,8 +338,7 @@ def run_compiled(name: str, lists: list[list[Tensor]], hyper: dict, what: str) -
     first = lists[0]
     chosen = [k for k, t in enumerate(first) if t.numel() >= COMPILE_MIN_NUMEL and t.dtype.is_floating_point
               and all(same_layout(tensors[k], t) for tensors in lists)]
-    static, values = ((_sgd_static(hyper), _sgd_scalar_values(hyper)) if name == "gaf_sgd" else
-                      (dict(gaf_kind=hyper["gaf_kind"]), (hyper["alpha"], hyper["beta"])))
+    static, values = _settings(name, hyper)
     compiled = _compiled(name) if chosen else None
     scalars, done = {}, set()
     try:
