@@ -48,4 +48,5 @@ for name in ("gafsgd", "attach_gaf"):
     error = max((full[k] - v).abs().max().item() for k, v in reference.state_dict().items())
     if rank == 0:
         print(name, error, flush=True)
+dist.barrier()  # both ranks done before gloo tears down: without it rank 1 could abort at exit (a flake)
 dist.destroy_process_group()
