@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from .transforms import DetectionTransform
+
 DETECTION_CONFIG = "hf_gaf_detection.json"
 FASTER_RCNN_CONFIG = "faster_rcnn_config.json"
 FAMILIES = ("detr", "faster_rcnn")
@@ -65,6 +67,11 @@ class DetectorInfo:
     def canvas_by_processor(self) -> bool:
         """The model's image processor finishes the canvas (DETR family; see the transforms module)."""
         return self.family == "detr"
+
+    def eval_transform(self) -> DetectionTransform:
+        """The transform this detector's evaluation and prediction images go through (no augmentation)."""
+        return DetectionTransform(self.image_size, train=False, mode=self.resize_mode,
+                                  canvas_by_processor=self.canvas_by_processor)
 
     def category_id(self, label: int) -> int:
         """The id to write for ``label`` in COCO-style output (the label itself without COCO categories)."""

@@ -144,8 +144,7 @@ def train_detector(
         sample_rng=sample_rng,
         canvas_by_processor=info.canvas_by_processor,
     )
-    eval_tf = DetectionTransform(size, train=False, mode=data_args.resize_mode,
-                                 canvas_by_processor=info.canvas_by_processor)
+    eval_tf = info.eval_transform()
     trainer = ExperimentDetectionTrainer(
         model=model,
         args=training_args,

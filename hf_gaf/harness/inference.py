@@ -29,7 +29,6 @@ from ..detection.data import DetectionDataArguments, load_split
 from ..detection.saved import load_detector
 from ..detection.schema import EVAL_KEY, EvalTarget, detect, with_canvas_transform
 from ..detection.trainer import DetectionTrainer, detection_compute_metrics
-from ..detection.transforms import DetectionTransform
 from ..metrics.detection import EvaluationArguments
 from .plots import plot_detections
 
@@ -105,8 +104,7 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
     check_predict_out(out, sources, overwrite)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = detector.model.to(device).eval()
-    transform = DetectionTransform(detector.info.image_size, train=False, mode=detector.info.resize_mode,
-                                   canvas_by_processor=detector.info.canvas_by_processor)
+    transform = detector.info.eval_transform()
     os.makedirs(os.path.join(out, DRAWN), exist_ok=True)
     results, skipped, names = [], [], detector.info.class_names
     for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch"):
@@ -197,8 +195,7 @@ def evaluate_saved(
     detector = load_detector(model_dir)
     names = detector.info.class_names
     images = load_split(data, names, "eval")
-    transform = DetectionTransform(detector.info.image_size, train=False, mode=detector.info.resize_mode,
-                                   canvas_by_processor=detector.info.canvas_by_processor)
+    transform = detector.info.eval_transform()
     from transformers import TrainingArguments
 
     with tempfile.TemporaryDirectory() as scratch:
