@@ -60,7 +60,7 @@ class DetectorInfo:
             raise ValueError(f"category_ids must be null or one integer per class, got {self.category_ids!r}")
         if not isinstance(self.build_kwargs, dict):
             raise ValueError(f"build_kwargs must be an object, got {self.build_kwargs!r}")
-        if self.format_version not in (1, FORMAT_VERSION):
+        if type(self.format_version) is not int or self.format_version not in (1, FORMAT_VERSION):
             raise ValueError(f"format_version must be 1 or {FORMAT_VERSION}, got {self.format_version!r}")
 
     @property

@@ -385,6 +385,10 @@ def test_a_detr_folder_of_the_earlier_canvas_format_is_refused_with_the_reason(d
     shutil.copytree(detr_run / "model", old)
     info = json.loads((old / "hf_gaf_detection.json").read_text())
     assert info["format_version"] == 2
+    for bad in ("2", True, 3):  # a hand-edited version is named, not taken for another
+        (old / "hf_gaf_detection.json").write_text(json.dumps({**info, "format_version": bad}))
+        with pytest.raises(ValueError, match="format_version must be 1 or 2"):
+            load_detector(str(old))
     del info["format_version"]
     (old / "hf_gaf_detection.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="earlier hf_gaf .format 1.*retrain"):
