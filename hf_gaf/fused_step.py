@@ -165,9 +165,10 @@ def choose_path(tensors: list[Tensor], *, fused, foreach: bool | None, gaf_kind,
 # --- the compiled pass --------------------------------------------------------------------------------
 
 def _flat(t: Tensor) -> Tensor:
-    """The 1-D view of a tensor that covers its memory densely (``triton_kernels.same_layout``), element k =
-    memory k."""
-    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
+    """The 1-D alias of a tensor that covers its memory densely (``triton_kernels.same_layout``), element k =
+    memory k, detached: neither ``requires_grad`` nor a view's base, both of which a compiled graph guards on
+    (a parameter's flat view would otherwise not match the graph compiled on stand-in tensors)."""
+    return (t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))).detach()
 
 
 def atan_f32(x: Tensor) -> Tensor:

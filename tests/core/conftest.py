@@ -7,8 +7,8 @@ import torch
 @pytest.fixture
 def short_compile_schedule(monkeypatch):
     """The automatic CPU path with its schedule shortened to start compiling at step 3 and switch at step 6,
-    a fresh process state (no compilation noted, warming or run, no Dynamo cache) and no HF_GAF_FUSED; yields
-    the ``hf_gaf.fused_step`` module."""
+    a fresh process state (no compilation noted, warming or run, no Dynamo cache or counters) and no
+    HF_GAF_FUSED; yields the ``hf_gaf.fused_step`` module."""
     from hf_gaf import fused_step
 
     monkeypatch.delenv("HF_GAF_FUSED", raising=False)
@@ -18,6 +18,7 @@ def short_compile_schedule(monkeypatch):
     monkeypatch.setattr(fused_step, "_warming", {})
     monkeypatch.setattr(fused_step, "_compiled_keys", set())
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # the tests count the graphs made
     return fused_step
 
 
