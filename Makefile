@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUNS ?= runs
+# gpu-check, bench-optim, study-depth and bench-map refuse to replace their earlier report in $(RUNS): OVERWRITE=1 lets them
+OVERWRITE_FLAG := $(if $(OVERWRITE),--overwrite)
 
 .PHONY: help install test lint test-all gpu-check study-depth bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn bench-trees demo
 
@@ -27,16 +29,16 @@ test-all: install  ## run every test, the slow ones too
 	$(PY) -m pytest -m ''
 
 gpu-check:  ## GPU: paths vs float64, step/training-step/hook ratios, detection images/s (about 5 min on one H200; offline, installs nothing)
-	PYTHONPATH=.:$$PYTHONPATH $(PYTHON) recipes/gpu_check.py --out $(RUNS)/gpu-check
+	PYTHONPATH=.:$$PYTHONPATH $(PYTHON) recipes/gpu_check.py --out $(RUNS)/gpu-check $(OVERWRITE_FLAG)
 
 bench-optim: install  ## optimizer-step benchmark on resnet50 and resnet10t parameters: GAFSGD vs torch SGD, AdamW+attach_gaf vs AdamW, the default schedule cold and warm (about 30 min on 2 cores)
-	$(PY) recipes/bench_optimizer_step.py --out $(RUNS)/bench_optim.json
+	$(PY) recipes/bench_optimizer_step.py --out $(RUNS)/bench_optim.json $(OVERWRITE_FLAG)
 
 study-depth: install  ## CPU: plain MLP/CNN (no normalisation) depth 4-16 on digits, 7 presets (with the sgd-gain and clip-gain controls) x 5 seeds, CIs (about 16 min on 2 cores)
-	$(PY) recipes/study_depth.py --out $(RUNS)/study-depth
+	$(PY) recipes/study_depth.py --out $(RUNS)/study-depth $(OVERWRITE_FLAG)
 
 bench-map: install  ## mAP speed: voc_eval vs torchmetrics on 5,000 images x 100 detections x 20 classes
-	$(PY) recipes/bench_map.py --out $(RUNS)/bench_map.json
+	$(PY) recipes/bench_map.py --out $(RUNS)/bench_map.json $(OVERWRITE_FLAG)
 
 # --- classification benchmarks (recipes/compare.py over presets x seeds) -------------------------------
 SEEDS ?= 0 1 2

@@ -6,6 +6,8 @@ AP at IoU 0.5 (torchmetrics with ``iou_thresholds=[0.5]``; its COCO-style 101-po
 VOC's by design, so only the times are compared).
 
     python recipes/bench_map.py --images 5000 --out runs/bench_map.json
+
+An existing report at ``--out`` stops it before timing anything, unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hf_gaf._outputs import claim_outputs
 from hf_gaf.metrics import voc_eval
 
 
@@ -56,13 +59,15 @@ def make_input(n_images: int, n_dets: int, n_classes: int, seed: int = 0):
     return dets, gts
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--detections", type=int, default=100)
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--out", default="runs/bench_map.json")
-    args = parser.parse_args()
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report at --out")
+    args = parser.parse_args(argv)
+    claim_outputs([args.out], args.overwrite)
     from torchmetrics.detection import MeanAveragePrecision
 
     dets, gts = make_input(args.images, args.detections, args.classes)
@@ -89,7 +94,6 @@ def main() -> None:
         f"\nratio torchmetrics/voc_eval = {ratio:.1f}x ({args.images} images x {args.detections} detections x "
         f"{args.classes} classes)"
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
         json.dumps(
             dict(

@@ -13,6 +13,9 @@ temporary folder (cold) and again with that cache (warm). Reported: the longest 
 training loop), and the steady median after the switch.
 
     python recipes/bench_optimizer_step.py --models resnet50 resnet10t --repeats 30 --out runs/bench_optim.json
+
+An existing report at ``--out`` (or a folder that cannot take one) stops it before the first step, unless
+``--overwrite``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import timm
 import torch
 
 from hf_gaf import GAFSGD, attach_gaf
+from hf_gaf._outputs import claim_outputs
 from hf_gaf.fused_step import COMPILE_SWITCH_STEP
 
 SETTINGS = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -226,7 +230,7 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet50", "resnet10t"],
                         help="timm models whose parameter sets are used")
@@ -237,13 +241,14 @@ def main() -> None:
     parser.add_argument("--schedule-of", default=None, help=argparse.SUPPRESS)  # the fresh-process worker
     parser.add_argument("--schedule-kind", default="GAFSGD()", choices=list(SCHEDULED), help=argparse.SUPPRESS)
     parser.add_argument("--out", default="runs/bench_optim.json", help="where the JSON report is written")
-    args = parser.parse_args()
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report at --out")
+    args = parser.parse_args(argv)
     if args.schedule_of:
         print(json.dumps(follow_schedule(args.schedule_of, args.repeats, args.schedule_kind)))
         return
     if args.warmup < 2:
         parser.error(f"--warmup {args.warmup}: need at least 2 (a compiled pass starts on the second step)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    claim_outputs([args.out], args.overwrite)
     reports = []
     for model in args.models:
         report = bench(model, args.device, args.repeats, args.warmup)

@@ -14,7 +14,8 @@ Prints, as markdown tables:
    packages (datasets, evaluate, pycocotools, defusedxml) are not importable.
 
 Nothing is installed or downloaded: models are random-init, data is generated. Everything goes to --out
-(gpu_check.md, gpu_check.json, the detection runs). ``--device cpu --quick`` runs the same code in a
+(gpu_check.md, gpu_check.json, the detection runs); an earlier run's files there stop it before any check,
+unless ``--overwrite``. ``--device cpu --quick`` runs the same code in a
 minute on a CPU (the test suite's smoke run); its numbers mean nothing.
 
     PYTHONPATH=. python recipes/gpu_check.py --out runs/gpu-check
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_optimizer_step import bench, table  # noqa: E402
 
 from hf_gaf import GAFSGD, attach_gaf  # noqa: E402
+from hf_gaf._outputs import claim_outputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DETECTION_PACKAGES = ("datasets", "evaluate", "pycocotools", "defusedxml")
@@ -161,7 +163,28 @@ def time_training_step(device: str, optimizer_name: str, steps: int, batch: int,
     return statistics.median(times)
 
 
-def detection_throughput(out: Path, quick: bool) -> list[dict]:
+def detection_runs(quick: bool) -> list[tuple[str, str, str, list[str]]]:
+    """(recipe, script, preset, extra flags) of each detection training run of section 4."""
+    detr = ["--model_config", "tiny-rt-detr" if quick else "detr-r50", "--per_device_train_batch_size", "16"]
+    frcnn = ["--backbone", "timm:resnet18" if quick else "resnet50_fpn", "--per_device_train_batch_size", "8"]
+    return [
+        ("detr", "recipes/detection/train_detr.py", "adamw", detr),
+        ("detr", "recipes/detection/train_detr.py", "adamw-gaf", detr),
+        ("faster_rcnn", "recipes/detection/train_faster_rcnn.py", "sgd", frcnn),
+        ("faster_rcnn", "recipes/detection/train_faster_rcnn.py", "gaf", frcnn),
+    ]
+
+
+def outputs(out: Path, quick: bool, detection: bool) -> list[Path]:
+    """Everything this run writes into ``out``: the two reports and, with ``detection``, the synthetic VOC set
+    and one folder per detection run."""
+    paths = [out / "gpu_check.md", out / "gpu_check.json"]
+    if detection:
+        paths += [out / "voc"] + [out / f"{recipe}-{preset}" for recipe, _, preset, _ in detection_runs(quick)]
+    return paths
+
+
+def detection_throughput(out: Path, quick: bool, overwrite: bool) -> list[dict]:
     """Training images/s of both detection recipes, with and without GAF, on synthetic VOC."""
     missing = [m for m in DETECTION_PACKAGES if importlib.util.find_spec(m) is None]
     if missing:
@@ -171,19 +194,9 @@ def detection_throughput(out: Path, quick: bool) -> list[dict]:
 
     size = 96 if quick else 512
     n_train = 32 if quick else 320
-    voc = make_voc(str(out / "voc"), n_train=n_train, n_test=8, image_size=size, seed=0)
-    runs = [
-        ("detr", "recipes/detection/train_detr.py", "adamw",
-         ["--model_config", "tiny-rt-detr" if quick else "detr-r50", "--per_device_train_batch_size", "16"]),
-        ("detr", "recipes/detection/train_detr.py", "adamw-gaf",
-         ["--model_config", "tiny-rt-detr" if quick else "detr-r50", "--per_device_train_batch_size", "16"]),
-        ("faster_rcnn", "recipes/detection/train_faster_rcnn.py", "sgd",
-         ["--backbone", "timm:resnet18" if quick else "resnet50_fpn", "--per_device_train_batch_size", "8"]),
-        ("faster_rcnn", "recipes/detection/train_faster_rcnn.py", "gaf",
-         ["--backbone", "timm:resnet18" if quick else "resnet50_fpn", "--per_device_train_batch_size", "8"]),
-    ]
+    voc = make_voc(str(out / "voc"), n_train=n_train, n_test=8, image_size=size, seed=0, overwrite=overwrite)
     rows = []
-    for recipe, script, preset, extra in runs:
+    for recipe, script, preset, extra in detection_runs(quick):
         run_dir = out / f"{recipe}-{preset}"
         cmd = [sys.executable, str(ROOT / script), "--voc_root", voc, "--classes", "shapes", "--preset", preset,
                "--image_size", str(size), "--num_train_epochs", "1" if quick else "2", "--eval_strategy", "no",
@@ -212,17 +225,18 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default="runs/gpu-check")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run; the numbers mean nothing)")
     parser.add_argument("--skip_detection", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier gpu-check's files in --out")
+    args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no GPU (run with --device cpu --quick for a smoke run)")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(outputs(out, args.quick, not args.skip_detection), args.overwrite)
     sections, report = [], {}
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     has_triton = importlib.util.find_spec("triton") is not None
@@ -282,7 +296,7 @@ def main() -> None:
     print(sections[-1], flush=True)
 
     if not args.skip_detection:
-        rows = detection_throughput(out, args.quick)
+        rows = detection_throughput(out, args.quick, args.overwrite)
         base = {}
         for r in rows:
             base.setdefault(r["recipe"], r["images_per_s"])

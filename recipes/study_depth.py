@@ -19,7 +19,8 @@ and the paired difference to sgd with its CI, p-value and verdict (:mod:`hf_gaf.
     python recipes/study_depth.py --out runs/study-depth            # the full study (5 seeds)
     python recipes/study_depth.py --out /tmp/s --seeds 0 1 --depths 4 --activations relu --archs mlp --epochs 2
 
-Writes ``results.json``, ``results.md`` and ``accuracy_vs_depth.png`` into ``--out``. Runs in worker
+Writes ``results.json``, ``results.md`` and ``accuracy_vs_depth.png`` into ``--out`` (refused before any run
+when an earlier study's files are there, unless ``--overwrite``). Runs in worker
 processes (one thread each), one per CPU core.
 """
 
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from hf_gaf import GAFSGD
+from hf_gaf._outputs import claim_outputs
 from hf_gaf.harness.experiment_args import ClipByValue
 from hf_gaf.harness.paired_stats import mean_ci, paired_difference
 from hf_gaf.harness.presets import PRESETS
@@ -45,6 +47,7 @@ PRESET_NAMES = ("sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "sgd-gain",
 GAIN = "sgd-gain"  # the learning-rate control: GAF's gain alpha*beta as a plain learning-rate factor
 ACTIVATIONS = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 GRID = {"mlp": ("sigmoid", "tanh", "relu"), "cnn": ("tanh", "relu")}  # activations per network (docstring)
+OUTPUTS = ("results.json", "results.md", "accuracy_vs_depth.png")  # written into --out (--overwrite to replace)
 
 
 def digits_split():
@@ -239,11 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=0.05, help="replaces the presets' 0.1 (docstring)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier study's results in --out")
     args = parser.parse_args(argv)
     if "sgd" not in args.presets:
         parser.error("--presets must include sgd, the baseline of the paired comparison")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     jobs = [
         (arch, depth, act, preset, seed, args.epochs, args.batch, args.learning_rate)
         for arch in args.archs
@@ -255,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if not jobs:
         parser.error(f"no network of --archs {args.archs} runs with --activations {args.activations} (GRID: {GRID})")
+    claim_outputs([out / name for name in OUTPUTS], args.overwrite)
     start = time.perf_counter()
     from tqdm.auto import tqdm
 
@@ -263,12 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         results = list(tqdm(pool.map(run, jobs, chunksize=4), total=len(jobs), desc="study-depth", unit="run"))
     minutes = (time.perf_counter() - start) / 60
     rows = summarize(results, args.seeds)
-    (out / "results.json").write_text(json.dumps({"settings": vars(args), "runs": results, "cells": rows}, indent=1))
+    results_json, results_md, figure = (out / name for name in OUTPUTS)
+    results_json.write_text(json.dumps({"settings": vars(args), "runs": results, "cells": rows}, indent=1))
     text = markdown(rows, args.seeds, args.epochs, args.learning_rate, minutes)
-    (out / "results.md").write_text(text)
-    plot(rows, str(out / "accuracy_vs_depth.png"))
+    results_md.write_text(text)
+    plot(rows, str(figure))
     print(text)
-    print(f"files: {out / 'results.md'}, {out / 'accuracy_vs_depth.png'}, {out / 'results.json'}")
+    print(f"files: {results_md}, {figure}, {results_json}")
     return 0
 
 

@@ -8,13 +8,13 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
 import warnings
 
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from .._outputs import check_writable
 from .metrics_json import PARTIAL_NAME, MetricsJsonCallback, resume_settings
 from .sample_rng import SampleRNG
 
@@ -56,14 +56,7 @@ def check_output_dir(args, overwrite: bool = False) -> None:
             raise SystemExit(0)
         raise SystemExit(f"error: --output_dir {out} already holds a finished run (metrics.json); choose another "
                          "folder or pass --overwrite_output_dir true")
-    try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise SystemExit(
-            f"error: --output_dir {out} is not writable ({err.strerror}); results could not be saved"
-        ) from None
+    check_writable(out, f"--output_dir {out}")
 
 
 def prepare_run(args, overwrite_output_dir: bool = False) -> None:

@@ -171,3 +171,43 @@ def test_a_clip_value_run_resumes_through_the_recipe(tmp_path):
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())["final"]
     b = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["final"]
     assert a["eval_loss"] == b["eval_loss"] and a["eval_accuracy"] == b["eval_accuracy"]
+
+
+def test_claim_outputs_names_every_earlier_result_and_an_unwritable_folder(tmp_path):
+    from hf_gaf._outputs import claim_outputs
+
+    (tmp_path / "report.json").write_text("{}")
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SystemExit, match=r"report\.json, .*runs already exists.*--overwrite"):
+        claim_outputs([tmp_path / "report.json", tmp_path / "runs", tmp_path / "new.md"], overwrite=False)
+    claim_outputs([tmp_path / "report.json", tmp_path / "runs", tmp_path / "new" / "a.md"], overwrite=True)
+    assert (tmp_path / "new").is_dir() and (tmp_path / "report.json").read_text() == "{}"  # checked, not written
+    with pytest.raises(SystemExit, match=r"--out \(folder .*report\.json/sub\) is not writable"):
+        claim_outputs([tmp_path / "report.json" / "sub" / "x.json"], overwrite=False)  # its folder is under a file
+
+
+BENCHMARKS = {  # script, its flags for a run that would take long, and the report it writes into the folder
+    "bench_optimizer_step": (["--models", "resnet10t", "--no-schedule"], "bench_optim.json"),
+    "bench_map": (["--images", "50"], "bench_map.json"),
+    "gpu_check": (["--device", "cpu", "--quick"], "gpu_check.json"),
+    "study_depth": (["--archs", "mlp", "--depths", "2", "--activations", "tanh", "--presets", "sgd",
+                     "--seeds", "0", "--epochs", "1", "--workers", "1"], "results.json"),
+}
+
+
+@pytest.mark.parametrize("script", BENCHMARKS)
+def test_a_benchmark_refuses_to_replace_its_earlier_report_before_any_work(tmp_path, script, capsys):
+    import importlib
+
+    flags, report = BENCHMARKS[script]
+    main = importlib.import_module(f"hf_gaf.recipes.{script}").main
+    out = str(tmp_path / report) if report.startswith("bench_") else str(tmp_path)
+    (tmp_path / report).write_text("an earlier run's numbers")
+    with pytest.raises(SystemExit, match=f"{report} already exists.*pass --overwrite"):
+        main([*flags, "--out", out])
+    assert (tmp_path / report).read_text() == "an earlier run's numbers"
+    assert "ms" not in capsys.readouterr().out  # nothing was timed or trained
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(SystemExit, match="is not writable"):  # a folder under a file: refused before the work too
+        main([*flags, "--out", str(blocked / report) if report.startswith("bench_") else str(blocked / "sub")])
