@@ -4,7 +4,10 @@ Times one ``optimizer.step()`` (random gradients, no forward/backward) for torch
 per-tensor and, on CUDA, fused), a paper-style per-parameter GAF loop, each GAFSGD path, and AdamW
 with and without ``attach_gaf`` (eager and compiled), all in this one process, and reports medians, the
 first steps' time and the steady-state ratios: the fastest GAFSGD path to the fastest torch SGD, the
-faster ``attach_gaf`` path to AdamW.
+faster ``attach_gaf`` path to AdamW. On CPU each is timed twice: on consecutive steps (hot caches: the
+parameters, gradients and state partly stay in the caches from the step before) and on steps that each
+follow a read of 1 GiB elsewhere (cold caches, as in training, where a forward and backward pass run
+between two steps).
 
 On CPU it also follows the default schedule of ``GAFSGD()`` and of AdamW with ``attach_gaf()``
 (:mod:`hf_gaf.fused_step`: eager, compiling in the background from step ``COMPILE_START_STEP``, the compiled
@@ -38,6 +41,7 @@ from hf_gaf._outputs import claim_outputs
 from hf_gaf.fused_step import COMPILE_SWITCH_STEP
 
 SETTINGS = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
+FLUSH_BYTES = 1 << 30  # CPU, cold-cache steps: read before each, more than a server CPU's last-level cache
 GAF = dict(gaf="atan", alpha=0.1, beta=20.0, placement="update")
 
 
@@ -61,9 +65,13 @@ class PaperGAFLoop(torch.optim.Optimizer):
                 p.add_(update, alpha=-group["lr"])
 
 
-def time_step(make_optimizer, params, repeats: int, warmup: int, sync) -> tuple[float, float]:
+def time_step(make_optimizer, params, repeats: int, warmup: int, sync, flush: torch.Tensor | None = None
+              ) -> tuple[float, float, float | None]:
     """(seconds of the ``warmup`` first steps together, compilation included: GAFSGD's compiled pass
-    compiles on its first step with momentum buffers, the second step; median seconds of later steps)."""
+    compiles on its first step with momentum buffers, the second step; median seconds of ``repeats`` later
+    consecutive steps (hot caches); with ``flush``, the median of ``repeats`` more steps, each right after
+    reading all of ``flush``, which evicts the parameters, gradients and state from the caches without
+    leaving dirty lines to write back (cold caches, as after a forward and backward pass))."""
     optimizer = make_optimizer(params)
     sync()
     start = time.perf_counter()
@@ -71,13 +79,19 @@ def time_step(make_optimizer, params, repeats: int, warmup: int, sync) -> tuple[
         optimizer.step()
     sync()
     first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
+
+    def timed_step() -> float:
         start = time.perf_counter()
         optimizer.step()
         sync()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
+        return time.perf_counter() - start
+
+    hot = [timed_step() for _ in range(repeats)]
+    cold = []
+    for _ in range(repeats if flush is not None else 0):
+        flush.sum()
+        cold.append(timed_step())
+    return first, statistics.median(hot), statistics.median(cold) if cold else None
 
 
 def candidates(device: str) -> dict:
@@ -119,19 +133,33 @@ def bench(model_name: str, device: str, repeats: int, warmup: int, names: list[s
     params = list(model.parameters())
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     n_params = sum(p.numel() for p in params)
-    ms, first_s = {}, {}
+    flush = torch.zeros(FLUSH_BYTES // 4) if device == "cpu" else None
+    ms, ms_cold, first_s = {}, {}, {}
     for name, make in candidates(device).items():
         if names and name not in names:
             continue
         for p in params:  # fresh gradients: the paths must not see each other's state
             p.grad = torch.randn_like(p) * 1e-3
-        first_s[name], median = time_step(make, params, repeats, warmup, sync)
+        first_s[name], median, median_cold = time_step(make, params, repeats, warmup, sync, flush)
         ms[name] = median * 1e3
-        print(f"  {name:<24s} {ms[name]:8.3f} ms   first {warmup} steps {first_s[name]:7.2f} s", flush=True)
-    sgd = [n for n in ms if n.startswith("torch SGD")]
-    baseline = min(sgd, key=ms.get)
-    best_gafsgd = min((n for n in ms if n.startswith("GAFSGD")), key=ms.get)
-    best_hook = min((n for n in ms if n.startswith("AdamW + attach_gaf")), key=ms.get)
+        cold = ""
+        if median_cold is not None:
+            ms_cold[name] = median_cold * 1e3
+            cold = f" (cold caches {ms_cold[name]:8.3f} ms)"
+        print(f"  {name:<32s} {ms[name]:8.3f} ms{cold}   first {warmup} steps {first_s[name]:7.2f} s", flush=True)
+
+    def best(times: dict, prefix: str) -> str:
+        return min((n for n in times if n.startswith(prefix)), key=times.get)
+
+    baseline, best_gafsgd, best_hook = (best(ms, prefix) for prefix in ("torch SGD", "GAFSGD", "AdamW + attach_gaf"))
+    cold_ratios = None
+    if ms_cold:
+        cold_names = {prefix: best(ms_cold, prefix) for prefix in ("torch SGD", "GAFSGD", "AdamW + attach_gaf")}
+        cold_ratios = dict(
+            gafsgd_over_torch_sgd=ms_cold[cold_names["GAFSGD"]] / ms_cold[cold_names["torch SGD"]],
+            hook_on_adamw=ms_cold[cold_names["AdamW + attach_gaf"]] / ms_cold["AdamW"],
+            best=cold_names,
+        )
     return dict(
         model=model_name,
         device=device,
@@ -141,12 +169,14 @@ def bench(model_name: str, device: str, repeats: int, warmup: int, names: list[s
         repeats=repeats,
         warmup=warmup,
         ms=ms,
+        ms_cold_caches=ms_cold or None,
         first_step_s=first_s,
         baseline=baseline,
         best_gafsgd=best_gafsgd,
         best_hook=best_hook,
         ratio_gafsgd_over_torch_sgd=ms[best_gafsgd] / ms[baseline],
         ratio_hook_on_adamw=ms[best_hook] / ms["AdamW"],
+        cold_cache_ratios=cold_ratios,
         memory_floor_ms=memory_floor_ms(n_params) if device.startswith("cuda") else None,
     )
 
@@ -197,17 +227,23 @@ def schedules(model_name: str, repeats: int) -> dict:
 
 
 def table(report: dict) -> str:
-    """A markdown table of one :func:`bench` report, with ratios to the fastest torch SGD."""
-    ms, base = report["ms"], report["baseline"]
+    """A markdown table of one :func:`bench` report, with ratios to the fastest torch SGD (with cold caches
+    too, on CPU: ratios to the fastest torch SGD with cold caches)."""
+    ms, base, cold = report["ms"], report["baseline"], report.get("ms_cold_caches")
+    cold_base = cold and report["cold_cache_ratios"]["best"]["torch SGD"]
+    cold_head = f" cold caches, ms (median) | x {cold_base}, cold |" if cold else ""
     lines = [
         f"{report['model']}: {report['n_params'] / 1e6:.1f}M parameters in {report['n_tensors']} tensors on "
-        f"{report['device']}, median of {report['repeats']} steps",
+        f"{report['device']}, median of {report['repeats']} steps"
+        + (f" (cold caches: each after reading {FLUSH_BYTES >> 30} GiB elsewhere)" if cold else ""),
         "",
-        f"| step | ms (median) | x {base} | first {report['warmup']} steps (compilation), s |",
-        "|---|---:|---:|---:|",
+        f"| step | ms (median) | x {base} |{cold_head} first {report['warmup']} steps (compilation), s |",
+        "|---|---:|---:|" + ("---:|---:|" if cold else "") + "---:|",
     ]
     for name, value in ms.items():
-        lines.append(f"| {name} | {value:.3f} | {value / ms[base]:.2f} | {report['first_step_s'][name]:.2f} |")
+        cold_cells = f" {cold[name]:.3f} | {cold[name] / cold[cold_base]:.2f} |" if cold else ""
+        first = report["first_step_s"][name]
+        lines.append(f"| {name} | {value:.3f} | {value / ms[base]:.2f} |{cold_cells} {first:.2f} |")
     if report["memory_floor_ms"]:
         lines.append(
             f"| memory floor (20 B/param at 4 TB/s) | {report['memory_floor_ms']:.3f} | "
@@ -218,6 +254,13 @@ def table(report: dict) -> str:
         f"steady state: GAFSGD/torch SGD = {report['ratio_gafsgd_over_torch_sgd']:.2f} ({report['best_gafsgd']} vs "
         f"{base}); AdamW + attach_gaf / AdamW = {report['ratio_hook_on_adamw']:.2f} ({report['best_hook']})",
     ]
+    if cold:
+        ratios = report["cold_cache_ratios"]
+        lines.append(
+            f"steady state, cold caches: GAFSGD/torch SGD = {ratios['gafsgd_over_torch_sgd']:.2f} "
+            f"({ratios['best']['GAFSGD']} vs {cold_base}); AdamW + attach_gaf / AdamW = {ratios['hook_on_adamw']:.2f} "
+            f"({ratios['best']['AdamW + attach_gaf']})"
+        )
     if report.get("schedule"):
         lines += ["", f"Default CPU schedules ({COMPILE_SWITCH_STEP} eager steps, compiled from then on), one fresh "
                   "process each; the ratio is to torch SGD for GAFSGD, to AdamW for the hook:", "",

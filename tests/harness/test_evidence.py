@@ -178,3 +178,21 @@ def test_study_depth_runs_a_tiny_grid_and_reports_paired_verdicts(tmp_path):
     assert "| mlp | tanh | 2 |" in (tmp_path / "results.md").read_text()
     with Image.open(tmp_path / "accuracy_vs_depth.png") as png:
         assert png.format == "PNG"
+
+
+def test_bench_optim_times_cold_caches_beside_hot_ones_and_rates_them_against_cold_sgd():
+    """CPU: every step timed hot is timed cold too (after reading 1 GiB), and the cold ratios are to the fastest
+    torch SGD step with cold caches, not to the hot baseline."""
+    from hf_gaf.recipes import bench_optimizer_step as bench_optim
+
+    names = ["torch SGD per-tensor", "torch SGD foreach", "GAFSGD per-tensor", "AdamW", "AdamW + attach_gaf"]
+    report = bench_optim.bench("resnet10t", "cpu", repeats=2, warmup=2, names=names)
+    cold = report["ms_cold_caches"]
+    assert set(cold) == set(report["ms"]) == set(names) and all(v > 0 for v in cold.values())
+    ratios = report["cold_cache_ratios"]
+    fastest_sgd = min(("torch SGD per-tensor", "torch SGD foreach"), key=cold.get)
+    assert ratios["best"]["torch SGD"] == fastest_sgd
+    assert ratios["gafsgd_over_torch_sgd"] == pytest.approx(cold["GAFSGD per-tensor"] / cold[fastest_sgd])
+    assert ratios["hook_on_adamw"] == pytest.approx(cold["AdamW + attach_gaf"] / cold["AdamW"])
+    text = bench_optim.table(report)
+    assert f"x {fastest_sgd}, cold" in text and "steady state, cold caches: GAFSGD/torch SGD = " in text
