@@ -31,7 +31,7 @@ test-all: install  ## run every test, the slow ones too
 gpu-check:  ## GPU: paths vs float64, step/training-step/hook ratios, detection images/s (about 5 min on one H200; offline, installs nothing)
 	PYTHONPATH=.:$$PYTHONPATH $(PYTHON) recipes/gpu_check.py --out $(RUNS)/gpu-check $(OVERWRITE_FLAG)
 
-bench-optim: install  ## optimizer-step benchmark on resnet50 and resnet10t parameters: GAFSGD vs torch SGD, AdamW+attach_gaf vs AdamW, the default schedule cold and warm (about 30 min on 2 cores)
+bench-optim: install  ## optimizer-step benchmark on resnet50 and resnet10t parameters: GAFSGD vs torch SGD, AdamW+attach_gaf vs AdamW, hot and cold caches, the default schedule cold and warm (about 31 min on 2 cores)
 	$(PY) recipes/bench_optimizer_step.py --out $(RUNS)/bench_optim.json $(OVERWRITE_FLAG)
 
 study-depth: install  ## CPU: plain MLP/CNN (no normalisation) depth 4-16 on digits, 7 presets (with the sgd-gain and clip-gain controls) x 5 seeds, CIs (about 16 min on 2 cores)
