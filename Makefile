@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUNS ?= runs
-# gpu-check, bench-optim, study-depth and bench-map refuse to replace their earlier report in $(RUNS): OVERWRITE=1 lets them
+# every benchmark and demo target refuses to replace its earlier results in $(RUNS): OVERWRITE=1 lets it (recipes/compare.py --reuse keeps finished runs instead)
 OVERWRITE_FLAG := $(if $(OVERWRITE),--overwrite)
 
 .PHONY: help install test lint test-all gpu-check study-depth bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn bench-trees demo
@@ -46,12 +46,12 @@ CLS_PRESETS ?= sgd gaf gaf-grad clip-norm clip-value sgd-gain clip-gain
 CLS := recipes/classification/train.py
 
 bench-digits: install  ## CPU, offline: digits, resnet10t, 3 seeds x 5 presets (about 8 min on 2 cores)
-	$(PY) recipes/compare.py --script $(CLS) --presets $(CLS_PRESETS) --also-vs sgd-gain --seeds $(SEEDS) \
+	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(CLS) --presets $(CLS_PRESETS) --also-vs sgd-gain --seeds $(SEEDS) \
 		--metric eval_accuracy --out $(RUNS)/bench-digits --title "digits (sklearn), resnet10t, 5 epochs, CPU" -- \
 		--dataset digits --model resnet10t --image_size 32 --num_train_epochs 5 --per_device_train_batch_size 64
 
 define cifar_bench
-	$(PY) recipes/compare.py --script $(CLS) --presets $(CLS_PRESETS) --seeds $(SEEDS) --metric eval_accuracy \
+	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(CLS) --presets $(CLS_PRESETS) --seeds $(SEEDS) --metric eval_accuracy \
 		--out $(RUNS)/bench-cifar$(1) --title "CIFAR-$(1), $(or $(MODEL),resnet18), $(or $(EPOCHS),200) epochs" -- \
 		--dataset $(or $(DATASET),cifar$(1)) --model $(or $(MODEL),resnet18) --cifar_stem true --image_size 32 \
 		--num_train_epochs $(or $(EPOCHS),200) --per_device_train_batch_size 256 --learning_rate 0.1 \
@@ -66,7 +66,7 @@ bench-cifar100: install  ## GPU: CIFAR-100, same setting; MODEL= EPOCHS= SEEDS= 
 
 bench-imagenet: install  ## GPUs: ResNet-18/50 on ImageNet, accelerate multi-GPU (lr 0.4 at 256 x 8, cosine); IMAGENET_DIR= required
 	@test -n "$(IMAGENET_DIR)" || { echo "set IMAGENET_DIR=/path/with/train/<class>/*.JPEG and val/<class>/*.JPEG"; exit 2; }
-	$(PY) recipes/compare.py --script $(CLS) --presets $(or $(PRESETS),sgd gaf) --seeds $(or $(SEEDS_IMAGENET),0) \
+	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(CLS) --presets $(or $(PRESETS),sgd gaf) --seeds $(or $(SEEDS_IMAGENET),0) \
 		--metric eval_accuracy --out $(RUNS)/bench-imagenet --title "ImageNet, $(or $(MODEL),resnet50)" \
 		--launcher "$(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/multi_gpu_ddp.yaml" -- \
 		--dataset $(IMAGENET_DIR) --eval_split validation --model $(or $(MODEL),resnet50) --image_size 224 \
@@ -79,14 +79,14 @@ FRCNN := recipes/detection/train_faster_rcnn.py
 ACCELERATE_MULTI := $(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/multi_gpu_ddp.yaml
 
 demo-detr: install  ## CPU: tiny RT-DETR on synthetic VOC (96 px), scratch-adamw vs scratch-adamw-gaf, 30 epochs (about 9 min on 2 cores)
-	$(VENV)/bin/hf-gaf demo --task detr --epochs $(or $(EPOCHS),30) --out $(RUNS)/demo-detr
+	$(VENV)/bin/hf-gaf demo $(OVERWRITE_FLAG) --task detr --epochs $(or $(EPOCHS),30) --out $(RUNS)/demo-detr
 
 demo-frcnn: install  ## CPU: Faster R-CNN (timm resnet18 + FPN) on synthetic VOC (96 px), sgd vs gaf (about 10 min)
-	$(VENV)/bin/hf-gaf demo --task faster_rcnn --epochs $(or $(EPOCHS),8) --out $(RUNS)/demo-frcnn
+	$(VENV)/bin/hf-gaf demo $(OVERWRITE_FLAG) --task faster_rcnn --epochs $(or $(EPOCHS),8) --out $(RUNS)/demo-frcnn
 
 bench-voc-detr: install  ## GPUs: DETR-R50 on VOC 07+12, tested on VOC2007 test; VOC_ROOT= (and CHECKPOINT= a local DETR folder) required
 	@test -n "$(VOC_ROOT)" || { echo "set VOC_ROOT=/path/holding/VOCdevkit (VOC2007 + VOC2012)"; exit 2; }
-	$(PY) recipes/compare.py --script $(DETR) --presets adamw adamw-gaf --seeds $(or $(SEEDS_VOC),0) --baseline adamw \
+	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(DETR) --presets adamw adamw-gaf --seeds $(or $(SEEDS_VOC),0) --baseline adamw \
 		--metric eval_voc07_map --out $(RUNS)/bench-voc-detr --title "DETR-R50, VOC 07+12 -> VOC07 test" \
 		--launcher "$(ACCELERATE_MULTI)" -- --voc_root $(VOC_ROOT) --years 2007+2012 --eval_years 2007 \
 		$(if $(CHECKPOINT),--model_name_or_path $(CHECKPOINT) --ignore_mismatched_sizes true,--model_config detr-r50) \
@@ -95,7 +95,7 @@ bench-voc-detr: install  ## GPUs: DETR-R50 on VOC 07+12, tested on VOC2007 test;
 
 bench-voc-frcnn: install  ## GPUs: Faster R-CNN R50-FPN on VOC 07+12, VOC2007 test, sgd vs gaf; VOC_ROOT= (and WEIGHTS= local backbone/detector weights)
 	@test -n "$(VOC_ROOT)" || { echo "set VOC_ROOT=/path/holding/VOCdevkit (VOC2007 + VOC2012)"; exit 2; }
-	$(PY) recipes/compare.py --script $(FRCNN) --presets sgd gaf --seeds $(or $(SEEDS_VOC),0) --metric eval_voc07_map \
+	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(FRCNN) --presets sgd gaf --seeds $(or $(SEEDS_VOC),0) --metric eval_voc07_map \
 		--out $(RUNS)/bench-voc-frcnn --title "Faster R-CNN R50-FPN, VOC 07+12 -> VOC07 test" \
 		--launcher "$(ACCELERATE_MULTI)" -- --voc_root $(VOC_ROOT) --years 2007+2012 --eval_years 2007 \
 		--backbone resnet50_fpn $(if $(WEIGHTS),--weights_path $(WEIGHTS)) --image_size 800 \
@@ -116,15 +116,15 @@ $(TREES)/HF_GAF_TREES: | $(STAMP)
 	$(VENV)/bin/hf-gaf make-trees $(TREES)
 
 bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, 3 seeds (FAST=1: CPU size, about 45 min on 2 cores)
-	$(PY) recipes/compare.py --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain --also-vs sgd-gain --seeds $(TREE_SEEDS) \
+	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain --also-vs sgd-gain --seeds $(TREE_SEEDS) \
 		--out $(RUNS)/bench-trees$(if $(FAST),-fast)/faster_rcnn --title "Faster R-CNN (timm resnet18, random init), \
 		tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(FRCNN_TREES)
-	$(PY) recipes/compare.py --script $(DETR) --presets adamw adamw-gaf adamw-gain adamw-clip-gain --also-vs adamw-gain \
+	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(DETR) --presets adamw adamw-gaf adamw-gain adamw-clip-gain --also-vs adamw-gain \
 		--seeds $(TREE_SEEDS) --out $(RUNS)/bench-trees$(if $(FAST),-fast)/detr --title "tiny RT-DETR (random \
 		init), tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(DETR_TREES)
 
 # --- the newcomer's demo --------------------------------------------------------------------------------
 demo: install  ## CPU: digits, synthetic VOC (RT-DETR) and real tree crowns (Faster R-CNN), GAF vs baseline and the lr controls, plots, summary (about 20 min)
-	$(VENV)/bin/hf-gaf demo --out $(RUNS)/demo
+	$(VENV)/bin/hf-gaf demo $(OVERWRITE_FLAG) --out $(RUNS)/demo

@@ -85,7 +85,7 @@ def _demo(args) -> None:
 
     if args.epochs is not None and args.epochs < 1:
         raise CommandError(f"--epochs {args.epochs}: need at least 1")
-    run_demo(args.out, fast=args.fast, tasks=args.task, epochs=args.epochs)
+    run_demo(args.out, fast=args.fast, tasks=args.task, epochs=args.epochs, overwrite=args.overwrite)
 
 
 def _predict(args) -> None:
@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", nargs="+", choices=list(DEMO_TASKS), default=None,
                    help="run these comparisons (default: digits detr trees; with --fast: digits detr faster_rcnn)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every task run (default: each task's own)")
+    p.add_argument("--overwrite", action="store_true", help="run again the comparisons an earlier demo in --out "
+                   "finished (without it, they stop the demo before anything runs)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("predict", help="run a saved detector on images: detections.json and drawn PNGs")

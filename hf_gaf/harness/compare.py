@@ -1,9 +1,10 @@
 """The comparison runner: one recipe over presets x seeds, then one table and one plot.
 
 Each run is a separate process (``python SCRIPT --preset P --seed S --output_dir OUT/P/seed-S ...``)
-writing its own ``metrics.json``; its log goes to ``OUT/P/seed-S/log.txt``. The runner owns these
-folders: running a comparison again into the same ``--out`` replaces its runs (``--reuse`` keeps the
-finished ones, and is refused when ``OUT/compare.json`` records another script or other recipe flags). A
+writing its own ``metrics.json``; its log goes to ``OUT/P/seed-S/log.txt``. A comparison into an ``--out``
+that already holds finished runs of its presets and seeds stops before any run, naming them: ``--reuse``
+keeps them and runs the rest (refused when ``OUT/compare.json`` records another script or other recipe
+flags), ``--overwrite`` runs them all again. A
 ``--metric`` that the runs do not report stops the comparison after the first run; ``--summarize-only``
 recomputes the tables from finished runs (with another ``--metric`` too). Then:
 
@@ -101,6 +102,17 @@ def check_settings(out: Path, name: str, settings: dict, keys: tuple[str, ...], 
         )
 
 
+def check_finished_runs(out: Path, presets: list[str], seeds: list[int], reuse: bool, overwrite: bool) -> None:
+    """Before any run: finished runs (a ``metrics.json``) of ``presets`` × ``seeds`` in ``out`` are results
+    of an earlier comparison, so a ``ValueError`` names them unless ``reuse`` (keep them) or ``overwrite``
+    (run them again)."""
+    finished = [run_dir(out, p, s) for s in seeds for p in presets if (run_dir(out, p, s) / "metrics.json").is_file()]
+    if finished and not (reuse or overwrite):
+        listed = ", ".join(str(f.relative_to(out)) for f in finished)
+        raise ValueError(f"--out {out} already holds finished runs ({listed}): pass --reuse to keep them and run the "
+                         "rest, --overwrite to run them all again, or choose another --out")
+
+
 def run_all(
     script: str,
     presets: list[str],
@@ -110,11 +122,14 @@ def run_all(
     reuse: bool = False,
     launcher: list[str] | None = None,
     metric: str | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Run every (preset, seed) sequentially; stop with the log's tail if one fails, and after the first run
-    whose ``metrics.json`` lacks ``metric`` (not after all of them). ``reuse`` keeps finished runs, only when
-    ``out/compare.json`` records the same script and recipe flags."""
+    whose ``metrics.json`` lacks ``metric`` (not after all of them). Finished runs already in ``out`` are
+    refused (:func:`check_finished_runs`) unless ``reuse`` keeps them (only when ``out/compare.json`` records
+    the same script and recipe flags) or ``overwrite`` runs them again."""
     settings = {"script": os.path.abspath(script), "recipe_args": extra}
+    check_finished_runs(out, presets, seeds, reuse, overwrite)
     if reuse:
         check_settings(
             out, SETTINGS, settings, ("script", "recipe_args"), False, "drop --reuse (to run them all again)"
@@ -286,15 +301,17 @@ def compare(
     summarize_only: bool = False,
     launcher: list[str] | None = None,
     also_vs: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Run ``script`` over ``presets`` × ``seeds`` into ``out`` (:func:`run_all`; nothing with
-    ``summarize_only``), then write and return the summary (:func:`summarize`, :func:`write_results`;
-    ``also_vs``: a second reference preset)."""
+    """Run ``script`` over ``presets`` × ``seeds`` into ``out`` (:func:`run_all`, with ``reuse`` and
+    ``overwrite``; nothing with ``summarize_only``), then write and return the summary (:func:`summarize`,
+    :func:`write_results`; ``also_vs``: a second reference preset)."""
     for flag, name in (("--baseline", baseline), ("--also-vs", also_vs)):  # before hours of runs, not after
         if name is not None and name not in presets:
             raise ValueError(f"{flag} {name!r} is not one of --presets {' '.join(presets)}")
     if not summarize_only:
-        run_all(script, presets, seeds, out, recipe_args, reuse=reuse, launcher=launcher, metric=metric)
+        run_all(script, presets, seeds, out, recipe_args, reuse=reuse, launcher=launcher, metric=metric,
+                overwrite=overwrite)
     summary = summarize(out, presets, seeds, metric, baseline, also_vs)
     write_results(summary, out, title)
     return summary
@@ -327,6 +344,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--reuse", action="store_true", help="skip runs whose metrics.json exists (same script and recipe flags only)"
     )
+    parser.add_argument("--overwrite", action="store_true", help="run again the runs whose metrics.json exists")
     parser.add_argument(
         "--summarize-only",
         action="store_true",
@@ -344,6 +362,8 @@ def check_args(args: argparse.Namespace) -> None:
     """What can be wrong before any run starts (a ``ValueError`` naming the flag)."""
     if not os.path.isfile(args.script):
         raise ValueError(f"--script {args.script!r} does not exist")
+    if args.reuse and args.overwrite:
+        raise ValueError("--reuse keeps the finished runs, --overwrite runs them again: pass one of them")
     for flag, name in (("--baseline", args.baseline), ("--also-vs", args.also_vs)):
         if name is not None and name not in args.presets:
             raise ValueError(f"{flag} {name!r} is not one of --presets {' '.join(args.presets)}")
@@ -355,7 +375,8 @@ def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
     out, metric = Path(args.out), args.metric or default_metric(args.script)
     summary = compare(args.script, args.presets, args.seeds, out, recipe_args, metric=metric, baseline=args.baseline,
                       title=args.title, reuse=args.reuse, summarize_only=args.summarize_only,
-                      launcher=args.launcher.split() if args.launcher else None, also_vs=args.also_vs)
+                      launcher=args.launcher.split() if args.launcher else None, also_vs=args.also_vs,
+                      overwrite=args.overwrite)
     print("\n" + results_markdown(summary, args.title))
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
     return 0

@@ -17,7 +17,9 @@ task each with a longer schedule (``--task``, ``--epochs``).
 
 It writes ``OUT/<task>/`` (results.md, results.json, curves.png, per-run metrics.json and predictions.png),
 ``OUT/gaf_function.png`` and ``OUT/results.md`` (the summary), prints the summary table and where the
-files are. ``fast=True`` is the reduced version the tests run (digits, detr, faster_rcnn; baseline and GAF
+files are. An earlier demo's finished runs in ``OUT`` stop it before anything runs (``overwrite`` /
+``--overwrite`` runs them again; the synthetic VOC set it made is then made again, its tree crowns are
+kept). ``fast=True`` is the reduced version the tests run (digits, detr, faster_rcnn; baseline and GAF
 only, one epoch, no download).
 """
 
@@ -31,7 +33,7 @@ from pathlib import Path
 from .. import recipes
 from ..detection.synthetic_voc import is_synthetic_voc, make_voc
 from ..detection.trees import is_trees, make_trees
-from .compare import compare
+from .compare import check_finished_runs, compare
 from .paired_stats import ONE_SEED
 from .plots import plot_gaf
 
@@ -78,6 +80,11 @@ DEFAULT_TASKS = ("digits", "detr", "trees")
 FAST_TASKS = ("digits", "detr", "faster_rcnn")  # no download in the reduced demo the tests run
 
 
+def task_presets(task: DemoTask, fast: bool) -> list[str]:
+    """The presets a demo task compares: its baseline and GAF, and (not ``fast``) their controls."""
+    return [task.baseline, task.gaf, *(() if fast else task.controls)]
+
+
 def _summary_row(name: str, result: dict, task: DemoTask) -> dict:
     table = result["table"]
     base, gaf = table[task.baseline], table[task.gaf]
@@ -120,16 +127,21 @@ def summary_markdown(rows: list[dict], seconds: float, fast: bool) -> str:
 
 
 def run_demo(
-    out: str = "runs/demo", fast: bool = False, tasks: list[str] | None = None, epochs: int | None = None
+    out: str = "runs/demo", fast: bool = False, tasks: list[str] | None = None, epochs: int | None = None,
+    overwrite: bool = False,
 ) -> str:
     """Run the demo (or only ``tasks``, with ``epochs`` instead of each task's own) into ``out``;
-    return the summary markdown."""
+    return the summary markdown. An earlier demo's finished runs in ``out`` stop it before anything runs,
+    unless ``overwrite``."""
     start = time.perf_counter()
     names = tasks or list(FAST_TASKS if fast else DEFAULT_TASKS)
     unknown = [n for n in names if n not in TASKS]
     if unknown:
         raise ValueError(f"unknown demo task(s) {unknown}: expected {', '.join(TASKS)}")
+    presets = {name: task_presets(TASKS[name], fast) for name in names}
     out_path = Path(out)
+    for name in names:
+        check_finished_runs(out_path / name, presets[name], [0], reuse=False, overwrite=overwrite)
     out_path.mkdir(parents=True, exist_ok=True)
     plot_gaf(str(out_path / "gaf_function.png"), "atan", 0.1, 20.0)
     voc = None
@@ -149,17 +161,17 @@ def run_demo(
         recipe_args = task.flags.format(voc=voc, trees=trees).split() + ["--num_train_epochs", str(n_epochs),
                                                                           "--report_to", "none"]
         recipe_args += task.fast.split() if fast else []
-        presets = [task.baseline, task.gaf, *(() if fast else task.controls)]
-        print(f"\n=== {name}: {' vs '.join(presets)} ({task.metric}), {n_epochs} epochs ===", flush=True)
+        print(f"\n=== {name}: {' vs '.join(presets[name])} ({task.metric}), {n_epochs} epochs ===", flush=True)
         result = compare(
             str(RECIPES / task.script),
-            presets,
+            presets[name],
             [0],
             out_path / name,
             recipe_args,
             metric=task.metric,
             baseline=task.baseline,
             title=f"{name}: {n_epochs} epochs, CPU, one seed",
+            overwrite=overwrite,
         )
         rows.append(_summary_row(name, result, task))
     markdown = summary_markdown(rows, time.perf_counter() - start, fast)

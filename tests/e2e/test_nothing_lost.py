@@ -211,3 +211,34 @@ def test_a_benchmark_refuses_to_replace_its_earlier_report_before_any_work(tmp_p
     blocked.write_text("")
     with pytest.raises(SystemExit, match="is not writable"):  # a folder under a file: refused before the work too
         main([*flags, "--out", str(blocked / report) if report.startswith("bench_") else str(blocked / "sub")])
+
+
+def test_compare_refuses_to_replace_finished_runs_unless_reuse_or_overwrite(tmp_path, monkeypatch, capsys):
+    log = tmp_path / "calls.txt"
+    monkeypatch.setenv("FAKE_RECIPE_LOG", str(log))
+    out = tmp_path / "cmp"
+    base = ["--script", FAKE, "--presets", "sgd", "gaf", "--seeds", "0", "--out", str(out)]
+    assert compare([*base, "--", "--model", "resnet10t"]) == 0
+    first = (out / "gaf" / "seed-0" / "metrics.json").read_text()
+    refused = r"already holds finished runs \(sgd/seed-0, gaf/seed-0\).*--reuse.*--overwrite"
+    with pytest.raises(ValueError, match=refused):
+        compare([*base, "--", "--model", "resnet10t"])
+    assert len(log.read_text().splitlines()) == 2 and (out / "gaf" / "seed-0" / "metrics.json").read_text() == first
+    with pytest.raises(SystemExit):
+        compare([*base, "--reuse", "--overwrite", "--", "--model", "resnet10t"])
+    assert "--reuse keeps the finished runs, --overwrite runs them again: pass one of them" in capsys.readouterr().err
+    assert compare([*base, "--reuse", "--", "--model", "resnet10t"]) == 0
+    assert len(log.read_text().splitlines()) == 2  # kept
+    assert compare([*base, "--overwrite", "--", "--model", "resnet10t"]) == 0
+    assert len(log.read_text().splitlines()) == 4  # both ran again
+
+
+def test_a_demo_stops_before_anything_runs_when_an_earlier_demo_finished_its_runs(tmp_path):
+    from hf_gaf.harness.demo import run_demo
+
+    finished = tmp_path / "digits" / "gaf" / "seed-0"
+    finished.mkdir(parents=True)
+    (finished / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"already holds finished runs \(gaf/seed-0\).*--overwrite"):
+        run_demo(str(tmp_path), fast=True, tasks=["digits"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]  # nothing written, not even the GAF plot
