@@ -126,6 +126,16 @@ def memory_floor_ms(n_params: int, bytes_per_param: int = 20, bandwidth: float =
     return n_params * bytes_per_param / bandwidth * 1e3
 
 
+def steady_ratios(ms: dict) -> dict:
+    """From one set of medians (ms by candidate): the fastest candidate of each kind (``best``: torch SGD,
+    GAFSGD, AdamW + attach_gaf), the fastest GAFSGD over the fastest torch SGD, and the faster hook path over
+    AdamW."""
+    best = {kind: min((n for n in ms if n.startswith(kind)), key=ms.get)
+            for kind in ("torch SGD", "GAFSGD", "AdamW + attach_gaf")}
+    return dict(best=best, gafsgd_over_torch_sgd=ms[best["GAFSGD"]] / ms[best["torch SGD"]],
+                hook_on_adamw=ms[best["AdamW + attach_gaf"]] / ms["AdamW"])
+
+
 def bench(model_name: str, device: str, repeats: int, warmup: int, names: list[str] | None = None) -> dict:
     """Time every candidate on the parameter set of timm's ``model_name`` (random gradients)."""
     torch.manual_seed(0)
@@ -147,19 +157,7 @@ def bench(model_name: str, device: str, repeats: int, warmup: int, names: list[s
             ms_cold[name] = median_cold * 1e3
             cold = f" (cold caches {ms_cold[name]:8.3f} ms)"
         print(f"  {name:<32s} {ms[name]:8.3f} ms{cold}   first {warmup} steps {first_s[name]:7.2f} s", flush=True)
-
-    def best(times: dict, prefix: str) -> str:
-        return min((n for n in times if n.startswith(prefix)), key=times.get)
-
-    baseline, best_gafsgd, best_hook = (best(ms, prefix) for prefix in ("torch SGD", "GAFSGD", "AdamW + attach_gaf"))
-    cold_ratios = None
-    if ms_cold:
-        cold_names = {prefix: best(ms_cold, prefix) for prefix in ("torch SGD", "GAFSGD", "AdamW + attach_gaf")}
-        cold_ratios = dict(
-            gafsgd_over_torch_sgd=ms_cold[cold_names["GAFSGD"]] / ms_cold[cold_names["torch SGD"]],
-            hook_on_adamw=ms_cold[cold_names["AdamW + attach_gaf"]] / ms_cold["AdamW"],
-            best=cold_names,
-        )
+    hot = steady_ratios(ms)
     return dict(
         model=model_name,
         device=device,
@@ -171,12 +169,12 @@ def bench(model_name: str, device: str, repeats: int, warmup: int, names: list[s
         ms=ms,
         ms_cold_caches=ms_cold or None,
         first_step_s=first_s,
-        baseline=baseline,
-        best_gafsgd=best_gafsgd,
-        best_hook=best_hook,
-        ratio_gafsgd_over_torch_sgd=ms[best_gafsgd] / ms[baseline],
-        ratio_hook_on_adamw=ms[best_hook] / ms["AdamW"],
-        cold_cache_ratios=cold_ratios,
+        baseline=hot["best"]["torch SGD"],
+        best_gafsgd=hot["best"]["GAFSGD"],
+        best_hook=hot["best"]["AdamW + attach_gaf"],
+        ratio_gafsgd_over_torch_sgd=hot["gafsgd_over_torch_sgd"],
+        ratio_hook_on_adamw=hot["hook_on_adamw"],
+        cold_cache_ratios=steady_ratios(ms_cold) if ms_cold else None,
         memory_floor_ms=memory_floor_ms(n_params) if device.startswith("cuda") else None,
     )
 
