@@ -106,7 +106,8 @@ def check_finished_runs(out: Path, presets: list[str], seeds: list[int], reuse: 
     """Before any run: finished runs (a ``metrics.json``) of ``presets`` × ``seeds`` in ``out`` are results
     of an earlier comparison, so a ``ValueError`` names them unless ``reuse`` (keep them) or ``overwrite``
     (run them again)."""
-    finished = [run_dir(out, p, s) for s in seeds for p in presets if (run_dir(out, p, s) / "metrics.json").is_file()]
+    folders = (run_dir(out, p, s) for s in seeds for p in presets)
+    finished = [folder for folder in folders if (folder / "metrics.json").is_file()]
     if finished and not (reuse or overwrite):
         listed = ", ".join(str(f.relative_to(out)) for f in finished)
         raise ValueError(f"--out {out} already holds finished runs ({listed}): pass --reuse to keep them and run the "
