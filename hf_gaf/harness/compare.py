@@ -102,16 +102,19 @@ def check_settings(out: Path, name: str, settings: dict, keys: tuple[str, ...], 
         )
 
 
-def check_finished_runs(out: Path, presets: list[str], seeds: list[int], reuse: bool, overwrite: bool) -> None:
+REUSE_OR_OVERWRITE = "pass --reuse to keep them and run the rest, --overwrite to run them all again"
+
+
+def check_finished_runs(out: Path, presets: list[str], seeds: list[int], reuse: bool, overwrite: bool,
+                        remedy: str = REUSE_OR_OVERWRITE) -> None:
     """Before any run: finished runs (a ``metrics.json``) of ``presets`` × ``seeds`` in ``out`` are results
-    of an earlier comparison, so a ``ValueError`` names them unless ``reuse`` (keep them) or ``overwrite``
-    (run them again)."""
+    of an earlier comparison, so a ``ValueError`` names them, and ``remedy`` (the caller's flags), unless
+    ``reuse`` (keep them) or ``overwrite`` (run them again)."""
     folders = (run_dir(out, p, s) for s in seeds for p in presets)
     finished = [folder for folder in folders if (folder / "metrics.json").is_file()]
     if finished and not (reuse or overwrite):
         listed = ", ".join(str(f.relative_to(out)) for f in finished)
-        raise ValueError(f"--out {out} already holds finished runs ({listed}): pass --reuse to keep them and run the "
-                         "rest, --overwrite to run them all again, or choose another --out")
+        raise ValueError(f"--out {out} already holds finished runs ({listed}): {remedy}, or choose another --out")
 
 
 def run_all(

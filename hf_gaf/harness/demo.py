@@ -141,7 +141,8 @@ def run_demo(
     presets = {name: task_presets(TASKS[name], fast) for name in names}
     out_path = Path(out)
     for name in names:
-        check_finished_runs(out_path / name, presets[name], [0], reuse=False, overwrite=overwrite)
+        check_finished_runs(out_path / name, presets[name], [0], reuse=False, overwrite=overwrite,
+                            remedy="pass --overwrite (make ... OVERWRITE=1) to run the demo's comparisons again")
     out_path.mkdir(parents=True, exist_ok=True)
     plot_gaf(str(out_path / "gaf_function.png"), "atan", 0.1, 20.0)
     voc = None

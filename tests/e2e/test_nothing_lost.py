@@ -239,6 +239,7 @@ def test_a_demo_stops_before_anything_runs_when_an_earlier_demo_finished_its_run
     finished = tmp_path / "digits" / "gaf" / "seed-0"
     finished.mkdir(parents=True)
     (finished / "metrics.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"already holds finished runs \(gaf/seed-0\).*--overwrite"):
+    with pytest.raises(ValueError, match=r"already holds finished runs \(gaf/seed-0\): pass --overwrite") as refused:
         run_demo(str(tmp_path), fast=True, tasks=["digits"])
+    assert "--reuse" not in str(refused.value)  # the demo has no --reuse: the message names only its own flag
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]  # nothing written, not even the GAF plot
