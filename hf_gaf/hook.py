@@ -99,6 +99,7 @@ class GAFHook:
         return [p.grad for p in self.selected()]
 
     def __call__(self, optimizer: Optimizer, args, kwargs) -> None:
+        check_not_applied_twice(optimizer)
         params = self.selected()
         if not params:
             return
@@ -171,6 +172,21 @@ class GAFHook:
             delattr(self.optimizer, _HANDLE_ATTR)
 
 
+def check_not_applied_twice(optimizer: Optimizer) -> None:
+    """A ``RuntimeError`` when ``optimizer`` applies GAF in its own step (a :class:`~hf_gaf.GAFSGD` with a group
+    whose ``gaf`` is set): the hook would apply f a second time. Checked at every step, since a group can gain
+    a GAF setting after the hook is attached (``load_state_dict``, ``add_param_group``, an edited group)."""
+    from .gaf_sgd import GAFSGD
+
+    if isinstance(optimizer, GAFSGD):
+        kinds = [group.get("gaf") for group in optimizer.param_groups if group.get("gaf") is not None]
+        if kinds:
+            raise RuntimeError(
+                f"this GAFSGD applies GAF in its step (a group has gaf={kinds[0]!r}) and attach_gaf's hook is "
+                "attached too: f would run twice; set the groups' gaf to None, or remove the hook"
+            )
+
+
 def optimizer_step_count(optimizer: Optimizer, param: Tensor) -> int | None:
     """The number of the step ``optimizer`` is about to take, from its own per-parameter ``step`` state (the
     Adam family keeps one, and checkpoints it, so a resumed run counts on): 1 before the first step, ``None``
@@ -210,13 +226,7 @@ def attach_gaf(
             f"GAF is already attached to this {type(inner).__name__}; call .remove() on the first handle "
             "before attaching again (two hooks would apply f twice)"
         )
-    from .gaf_sgd import GAFSGD
-
-    if isinstance(inner, GAFSGD) and any(group.get("gaf") is not None for group in inner.param_groups):
-        raise RuntimeError(
-            "this GAFSGD already applies GAF in its step (a group has gaf set): attaching the hook would apply f "
-            "twice; build it with gaf=None to use attach_gaf, or drop attach_gaf"
-        )
+    check_not_applied_twice(inner)
     params = None if params is None else list(params)
     selected = params if params is not None else [p for g in inner.param_groups for p in g["params"]]
     if any(torch.is_complex(p) for p in selected):

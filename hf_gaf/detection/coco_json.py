@@ -67,8 +67,9 @@ def coco_images(path: str) -> list[tuple[object, str]]:
     spec = _read(path)
     out = []
     for i, img in enumerate(spec["images"]):
-        if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
-            raise COCOFormatError(f"{path}: images[{i}] needs 'id' and 'file_name', got {img!r}")
+        if (not isinstance(img, dict) or not isinstance(img.get("id"), (int, str)) or isinstance(img["id"], bool)
+                or not isinstance(img.get("file_name"), str)):
+            raise COCOFormatError(f"{path}: images[{i}] needs an integer or string 'id' and a 'file_name', got {img!r}")
         out.append((img["id"], img["file_name"]))
     return out
 

@@ -22,8 +22,8 @@ import os
 import sys
 
 from ..functional import GAF_KINDS
-from .compare import split_recipe_args
 from .demo import TASKS as DEMO_TASKS
+from .runner import split_recipe_args
 
 
 class CommandError(Exception):

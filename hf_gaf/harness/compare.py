@@ -1,11 +1,9 @@
 """The comparison runner: one recipe over presets x seeds, then one table and one plot.
 
 Each run is a separate process (``python SCRIPT --preset P --seed S --output_dir OUT/P/seed-S ...``)
-writing its own ``metrics.json``; its log goes to ``OUT/P/seed-S/log.txt``. A comparison into an ``--out``
-that already holds finished runs of its presets and seeds stops before any run, naming them: ``--reuse``
-keeps them and runs the rest (refused when ``OUT/compare.json`` records another script or other recipe
-flags), ``--overwrite`` runs them all again. A
-``--metric`` that the runs do not report stops the comparison after the first run; ``--summarize-only``
+writing its own ``metrics.json``; its log goes to ``OUT/P/seed-S/log.txt``, its flags to ``run.json``. Finished
+runs, ``--reuse``, ``--overwrite`` and a wrong ``--metric`` follow the runner's rules
+(:mod:`~hf_gaf.harness.runner`, the same as ``hf-gaf sweep``); ``--summarize-only``
 recomputes the tables from finished runs (with another ``--metric`` too). Then:
 
 - ``results.json``: every run's final metric, per-epoch curve, time per epoch and images/s;
@@ -27,135 +25,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from .paired_stats import mean_ci, paired_cells, paired_difference
 from .plots import PRETTY, plot_curves, plot_gaf_stats
-
-
-def run_dir(out: Path, preset: str, seed: int) -> Path:
-    return out / preset / f"seed-{seed}"
-
-
-def run_one(script: str, folder: Path, flags: list[str], launcher: list[str] | None = None, label: str = "") -> float:
-    """Run ``script`` with ``flags`` into ``folder`` (its own process, log in ``folder/log.txt``); return the
-    seconds it took; stop with the log's tail (and ``label``) if it fails."""
-    folder.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        *(launcher or [sys.executable]),
-        script,
-        *flags,
-        "--output_dir",
-        str(folder),
-        "--overwrite_output_dir",
-        "true",
-        "--disable_tqdm",
-        "true",
-    ]
-    start = time.perf_counter()
-    with open(folder / "log.txt", "w") as log:
-        log.write(" ".join(cmd) + "\n")
-        log.flush()
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if code != 0 or not (folder / "metrics.json").is_file():
-        tail = (folder / "log.txt").read_text().splitlines()[-25:]
-        raise RuntimeError(
-            f"run {label or folder} failed (exit {code}); last lines of {folder / 'log.txt'}:\n" + "\n".join(tail)
-        )
-    return time.perf_counter() - start
-
-
-def final_metric(folder: Path, metric: str) -> float:
-    """The final ``metric`` of the run in ``folder``; a ``KeyError`` listing the metrics it has otherwise."""
-    path = folder / "metrics.json"
-    report = json.loads(path.read_text())
-    if metric not in report["final"]:
-        raise KeyError(
-            f"{path} has no final {metric!r}; --metric must be one of {sorted(report['final'])} (the runs "
-            "so far are kept: run the same command again with the right --metric)"
-        )
-    return report["final"][metric]
-
-
-SETTINGS = "compare.json"
-
-
-def check_settings(out: Path, name: str, settings: dict, keys: tuple[str, ...], allowed: bool, remedy: str) -> None:
-    """Refuse to reuse the runs in ``out`` when ``out/name`` records other values of ``keys`` than ``settings``
-    (the kept runs would mix two experiments) unless ``allowed``; ``remedy`` says how to allow it."""
-    path = out / name
-    if not path.is_file():
-        return
-    previous = json.loads(path.read_text()).get("settings", {})
-    changed = [k for k in keys if previous.get(k) != settings[k]]
-    if changed and not allowed:
-        raise ValueError(
-            f"--out {out} holds runs with other {', '.join(changed)} ({path}); reusing them would mix two "
-            f"experiments: choose another --out or {remedy}"
-        )
-
-
-REUSE_OR_OVERWRITE = "pass --reuse to keep them and run the rest, --overwrite to run them all again"
-
-
-def check_finished_runs(out: Path, presets: list[str], seeds: list[int], reuse: bool, overwrite: bool,
-                        remedy: str = REUSE_OR_OVERWRITE) -> None:
-    """Before any run: finished runs (a ``metrics.json``) of ``presets`` × ``seeds`` in ``out`` are results
-    of an earlier comparison, so a ``ValueError`` names them, and ``remedy`` (the caller's flags), unless
-    ``reuse`` (keep them) or ``overwrite`` (run them again)."""
-    folders = (run_dir(out, p, s) for s in seeds for p in presets)
-    finished = [folder for folder in folders if (folder / "metrics.json").is_file()]
-    if finished and not (reuse or overwrite):
-        listed = ", ".join(str(f.relative_to(out)) for f in finished)
-        raise ValueError(f"--out {out} already holds finished runs ({listed}): {remedy}, or choose another --out")
-
-
-def run_all(
-    script: str,
-    presets: list[str],
-    seeds: list[int],
-    out: Path,
-    extra: list[str],
-    reuse: bool = False,
-    launcher: list[str] | None = None,
-    metric: str | None = None,
-    overwrite: bool = False,
-) -> None:
-    """Run every (preset, seed) sequentially; stop with the log's tail if one fails, and after the first run
-    whose ``metrics.json`` lacks ``metric`` (not after all of them). Finished runs already in ``out`` are
-    refused (:func:`check_finished_runs`) unless ``reuse`` keeps them (only when ``out/compare.json`` records
-    the same script and recipe flags) or ``overwrite`` runs them again."""
-    settings = {"script": os.path.abspath(script), "recipe_args": extra}
-    check_finished_runs(out, presets, seeds, reuse, overwrite)
-    if reuse:
-        check_settings(
-            out, SETTINGS, settings, ("script", "recipe_args"), False, "drop --reuse (to run them all again)"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SETTINGS).write_text(json.dumps({"settings": settings}, indent=2))
-    jobs = [(p, s) for s in seeds for p in presets]  # seed-major: early results cover every preset
-    bar = tqdm(jobs, desc="runs", unit="run")
-    for preset, seed in bar:
-        folder = run_dir(out, preset, seed)
-        bar.set_postfix(preset=preset, seed=seed)
-        if not (reuse and (folder / "metrics.json").is_file()):
-            seconds = run_one(
-                script,
-                folder,
-                ["--preset", preset, "--seed", str(seed), *extra],
-                launcher,
-                label=f"{preset} seed {seed}",
-            )
-            tqdm.write(f"  {preset:<12s} seed {seed}: {seconds:5.1f} s")
-        if metric is not None:
-            final_metric(folder, metric)
+from .runner import (
+    Job,
+    add_runner_arguments,
+    check_one_experiment,
+    check_references,
+    check_runner_args,
+    default_metric,
+    final_metric,
+    run_dir,
+    run_jobs,
+    runner_main,
+)
 
 
 def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, baseline: str | None = None,
@@ -165,9 +51,8 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
     too (a control such as ``sgd-gain``)."""
     if baseline is None:
         baseline = presets[0]
-    for flag, name in (("--baseline", baseline), ("--also-vs", also_vs)):
-        if name is not None and name not in presets:
-            raise ValueError(f"{flag} {name!r} is not one of the compared presets {presets}")
+    check_references(presets, baseline=baseline, also_vs=also_vs)
+    check_one_experiment([run_dir(out, p, s) for p in presets for s in seeds])
     runs, table = {}, {}
     for preset in presets:
         for seed in seeds:
@@ -307,70 +192,34 @@ def compare(
     also_vs: str | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Run ``script`` over ``presets`` × ``seeds`` into ``out`` (:func:`run_all`, with ``reuse`` and
-    ``overwrite``; nothing with ``summarize_only``), then write and return the summary (:func:`summarize`,
-    :func:`write_results`; ``also_vs``: a second reference preset)."""
-    for flag, name in (("--baseline", baseline), ("--also-vs", also_vs)):  # before hours of runs, not after
-        if name is not None and name not in presets:
-            raise ValueError(f"{flag} {name!r} is not one of --presets {' '.join(presets)}")
+    """Run ``script`` over ``presets`` × ``seeds`` into ``out`` (:func:`~hf_gaf.harness.runner.run_jobs`, with
+    ``reuse`` and ``overwrite``; nothing with ``summarize_only``), then write and return the summary
+    (:func:`summarize`, :func:`write_results`; ``also_vs``: a second reference preset)."""
+    check_references(presets, baseline=baseline, also_vs=also_vs)  # before hours of runs, not after
     if not summarize_only:
-        run_all(script, presets, seeds, out, recipe_args, reuse=reuse, launcher=launcher, metric=metric,
-                overwrite=overwrite)
+        run_jobs(script, [Job(p, ("--preset", p)) for p in presets], seeds, out, recipe_args, reuse=reuse,
+                 overwrite=overwrite, launcher=launcher, metric=metric)
     summary = summarize(out, presets, seeds, metric, baseline, also_vs)
     write_results(summary, out, title)
     return summary
 
 
-DETECTION_SCRIPTS = ("train_detr.py", "train_faster_rcnn.py")
-
-
-def default_metric(script: str) -> str:
-    """The main metric of a recipe: VOC07 mAP for the detection recipes, top-1 accuracy otherwise."""
-    return "eval_voc07_map" if os.path.basename(script) in DETECTION_SCRIPTS else "eval_accuracy"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The flags of ``hf-gaf compare`` (arguments after ``--`` go to the recipe)."""
-    parser.add_argument("--script", required=True, help="recipe script, e.g. recipes/classification/train.py")
+    """The flags of ``hf-gaf compare``: the runner's (:func:`~hf_gaf.harness.runner.add_runner_arguments`) and
+    its own."""
+    add_runner_arguments(parser)
     parser.add_argument("--presets", nargs="+", required=True, help="--preset names to compare")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument(
-        "--metric",
-        default=None,
-        help="main metric, a key of metrics.json's 'final' (default: "
-        "eval_voc07_map for the detection recipes, eval_accuracy otherwise)",
-    )
-    parser.add_argument("--baseline", default=None, help="preset the others are compared to (default: the first)")
+    parser.add_argument("--baseline", default=None, help="preset the others are compared to; by default the first")
     parser.add_argument("--also-vs", default=None, help="a second preset every other one is paired with too, e.g. "
                         "the learning-rate control sgd-gain")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--title", default="")
-    parser.add_argument(
-        "--reuse", action="store_true", help="skip runs whose metrics.json exists (same script and recipe flags only)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="run again the runs whose metrics.json exists")
-    parser.add_argument(
-        "--summarize-only",
-        action="store_true",
-        help="run nothing; recompute the tables from the finished runs (e.g. with another --metric)",
-    )
-    parser.add_argument(
-        "--launcher",
-        default=None,
-        help="command that starts each run instead of python, e.g. 'accelerate launch --config_file X'",
-    )
+    parser.add_argument("--title", default="", help="title of results.md and the plots")
     return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
     """What can be wrong before any run starts (a ``ValueError`` naming the flag)."""
-    if not os.path.isfile(args.script):
-        raise ValueError(f"--script {args.script!r} does not exist")
-    if args.reuse and args.overwrite:
-        raise ValueError("--reuse keeps the finished runs, --overwrite runs them again: pass one of them")
-    for flag, name in (("--baseline", args.baseline), ("--also-vs", args.also_vs)):
-        if name is not None and name not in args.presets:
-            raise ValueError(f"{flag} {name!r} is not one of --presets {' '.join(args.presets)}")
+    check_runner_args(args)
+    check_references(args.presets, baseline=args.baseline, also_vs=args.also_vs)
 
 
 def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
@@ -386,28 +235,7 @@ def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
     return 0
 
 
-def split_recipe_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``argv`` before ``--`` and after it (the recipe's flags)."""
-    if "--" not in argv:
-        return argv, []
-    return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
-
-
 DESCRIPTION = "Run a recipe over presets x seeds and compare them. Arguments after `--` go to the recipe."
-
-
-def runner_main(argv: list[str] | None, prog: str, description: str, add, check, run_) -> int:
-    """A runner's script entry (``compare``, ``sweep``): its flags (``add``) before ``--``, the recipe's after;
-    ``check`` errors become the parser's one-line error before anything runs; then ``run_``."""
-    argv, recipe_args = split_recipe_args(list(sys.argv[1:] if argv is None else argv))
-    parser = add(argparse.ArgumentParser(prog=prog, description=description,
-                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter))
-    args = parser.parse_args(argv)
-    try:
-        check(args)
-    except ValueError as err:
-        parser.error(str(err))
-    return run_(args, recipe_args)
 
 
 def main(argv: list[str] | None = None) -> int:

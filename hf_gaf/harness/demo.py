@@ -33,9 +33,10 @@ from pathlib import Path
 from .. import recipes
 from ..detection.synthetic_voc import is_synthetic_voc, make_voc
 from ..detection.trees import is_trees, make_trees
-from .compare import check_finished_runs, compare
+from .compare import compare
 from .paired_stats import ONE_SEED
 from .plots import plot_gaf
+from .runner import check_finished_runs, run_dir
 
 RECIPES = Path(recipes.__file__).resolve().parent  # recipes/ of the checkout, installed as hf_gaf.recipes
 
@@ -141,7 +142,8 @@ def run_demo(
     presets = {name: task_presets(TASKS[name], fast) for name in names}
     out_path = Path(out)
     for name in names:
-        check_finished_runs(out_path / name, presets[name], [0], reuse=False, overwrite=overwrite,
+        check_finished_runs(out_path / name, {run_dir(out_path / name, p, 0): None for p in presets[name]},
+                            reuse=False, overwrite=overwrite,
                             remedy="pass --overwrite (make ... OVERWRITE=1) to run the demo's comparisons again")
     out_path.mkdir(parents=True, exist_ok=True)
     plot_gaf(str(out_path / "gaf_function.png"), "atan", 0.1, 20.0)

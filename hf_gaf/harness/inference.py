@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
+from collections import Counter
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,6 +36,8 @@ from .plots import plot_detections
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DRAWN = "drawn"  # the folder of drawn PNGs inside --out
+DETECTIONS = "detections.json"
+SKIPPED = "skipped.txt"
 
 
 def image_files(sources: list[str]) -> list[tuple[str, str]]:
@@ -59,17 +63,63 @@ def image_files(sources: list[str]) -> list[tuple[str, str]]:
 
 def coco_image_files(json_path: str, sources: list[str]) -> list[tuple[str, object]]:
     """``(path, COCO image id)`` of every image a COCO JSON lists, under the one ``--images`` folder: the
-    ids are the JSON's, so ``detections.json`` goes straight into pycocotools' ``loadRes``."""
+    ids are the JSON's, so ``detections.json`` goes straight into pycocotools' ``loadRes``. A JSON that lists
+    no image, or one image id or file twice, is refused naming them (each would be predicted twice)."""
     from ..detection.coco_json import coco_images
 
     if len(sources) != 1 or not os.path.isdir(sources[0]):
         raise ValueError(f"--images-json {json_path} needs --images to be the one folder its file names are under")
-    return [(os.path.join(sources[0], name), image_id) for image_id, name in coco_images(json_path)]
+    listed = coco_images(json_path)
+    if not listed:
+        raise ValueError(f"--images-json {json_path} lists no images")
+    for what, values in (("image id", [i for i, _ in listed]), ("file", [os.path.normpath(n) for _, n in listed])):
+        twice = [value for value, count in Counter(values).items() if count > 1]
+        if twice:
+            raise ValueError(f"--images-json {json_path}: {what} {twice[0]!r} is listed twice in 'images'")
+    return [(os.path.join(sources[0], name), image_id) for image_id, name in listed]
+
+
+def coco_category_ids(json_path: str, class_names: list[str]) -> list[int] | None:
+    """The category id of each of the model's classes in the COCO JSON at ``json_path``, matched by name, so
+    detections carry the JSON's ids whatever ids the model was trained with; ``None`` when the JSON lists no
+    categories (the model's own ids are written). Classes on one side only are refused, naming them."""
+    from ..detection.coco_json import coco_categories
+
+    by_name = {name: cat_id for cat_id, name in coco_categories(json_path)}
+    if not by_name:
+        return None
+    only_model = [n for n in class_names if n not in by_name]
+    only_json = [n for n in by_name if n not in class_names]
+    if only_model or only_json:
+        raise ValueError(
+            f"--images-json {json_path}: its categories and the model's classes differ (model only: "
+            f"{only_model or 'none'}; JSON only: {only_json or 'none'}); detections could not carry the JSON's "
+            "category ids"
+        )
+    return [by_name[n] for n in class_names]
+
+
+def drawn_names(image_ids: list[object]) -> list[str]:
+    """The file of each image's drawing, relative to ``--out/drawn``: the image id with ``.png`` added, its
+    folders kept, but never outside ``drawn`` (an absolute id or a ``..`` in it loses those parts; characters
+    other than letters, digits, ``._- `` become ``_``) and never one file for two images (a repeat gets its
+    index appended)."""
+    names, used = [], set()
+    for index, image_id in enumerate(image_ids):
+        parts = [re.sub(r"[^\w.\- ]", "_", part) for part in re.split(r"[\\/]+", str(image_id))
+                 if part not in ("", ".", "..")]
+        stem = "/".join(parts) or f"image-{index}"
+        name = f"{stem}.png" if f"{stem}.png".lower() not in used else f"{stem}-{index}.png"
+        used.add(name.lower())
+        names.append(name)
+    return names
 
 
 def check_predict_out(out: str, sources: list[str], overwrite: bool) -> None:
-    """Outputs never land on inputs: ``--out`` must not be (or lie inside) an ``--images`` folder, and an
-    earlier prediction's ``detections.json`` there is kept unless ``overwrite``."""
+    """Outputs never land on inputs: ``--out`` must not be (or lie inside) an ``--images`` folder nor be a
+    file, and an earlier prediction's ``detections.json`` there is kept unless ``overwrite``."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a folder")
     target = os.path.realpath(out)
     for source in sources:
         if os.path.isdir(source):
@@ -77,9 +127,25 @@ def check_predict_out(out: str, sources: list[str], overwrite: bool) -> None:
             if os.path.commonpath([folder, target]) == folder:
                 raise ValueError(f"--out {out} is inside --images {source}: outputs would be mixed with (and read "
                                  "back as) the images; choose an --out outside it")
-    if os.path.isfile(os.path.join(out, "detections.json")) and not overwrite:
-        raise ValueError(f"--out {out} already holds detections.json from an earlier prediction; choose another "
+    if os.path.isfile(os.path.join(out, DETECTIONS)) and not overwrite:
+        raise ValueError(f"--out {out} already holds {DETECTIONS} from an earlier prediction; choose another "
                          "folder or pass --overwrite")
+
+
+def clear_earlier_prediction(out: str) -> None:
+    """Remove what an earlier ``predict`` wrote in ``out`` (its JSON, ``skipped.txt``, the drawn PNGs and the
+    folders they leave empty), so an ``--overwrite`` leaves no stale file beside the new results; any other
+    file is kept."""
+    for name in (DETECTIONS, SKIPPED):
+        if os.path.isfile(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+    drawn = os.path.join(out, DRAWN)
+    for folder, _, names in os.walk(drawn, topdown=False):
+        for name in names:
+            if name.endswith(".png"):
+                os.remove(os.path.join(folder, name))
+        if folder != drawn and not os.listdir(folder):
+            os.rmdir(folder)
 
 
 def _read_rgb(file: str) -> Image.Image:
@@ -88,46 +154,74 @@ def _read_rgb(file: str) -> Image.Image:
         return ImageOps.exif_transpose(img).convert("RGB")
 
 
+def _read_image(file: str, strict: bool) -> tuple[Image.Image | None, str]:
+    """The image of ``file`` or ``(None, why)``; ``strict``: a ``ValueError`` instead of ``None``. Whatever
+    the reader rejects (not an image, cut short, a decompression bomb) is such a case."""
+    try:
+        return _read_rgb(file), ""
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        if strict:
+            raise ValueError(f"--images: {file} is not a readable image ({err}); without --strict it is "
+                             "skipped and listed") from None
+        return None, str(err)
+
+
 @torch.no_grad()
 def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5, batch_size: int = 8,
             device: str | None = None, strict: bool = False, overwrite: bool = False,
             images_json: str | None = None) -> str:
     """Run the detector of ``model_dir`` on the images of ``sources``; write ``out/detections.json`` and one
-    PNG per image (``out/drawn/<image id>.png``); return the JSON's path. An unreadable image is skipped and
-    listed in ``out/skipped.txt`` (``strict``: it stops the run before anything is written)."""
+    PNG per image (``out/drawn/<image id>.png``, :func:`drawn_names`); return the JSON's path. An image that
+    the reader or the model's processor rejects is skipped and listed in ``out/skipped.txt`` (``strict``: it
+    stops the run before anything is written). With ``images_json`` the detections carry the JSON's image and
+    category ids (:func:`coco_category_ids`)."""
     if not 0 <= threshold <= 1:
         raise ValueError(f"--threshold {threshold}: expected a score in [0, 1]")
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: need at least 1")
-    detector = load_detector(model_dir)
-    files = coco_image_files(images_json, sources) if images_json else image_files(sources)
     check_predict_out(out, sources, overwrite)
+    detector = load_detector(model_dir)
+    names = detector.info.class_names
+    files = coco_image_files(images_json, sources) if images_json else image_files(sources)
+    category_ids = coco_category_ids(images_json, names) if images_json else None
+    category_id = category_ids.__getitem__ if category_ids else detector.info.category_id
+    drawn_files = drawn_names([image_id for _, image_id in files])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = detector.model.to(device).eval()
     transform = detector.info.eval_transform()
+    clear_earlier_prediction(out)
     os.makedirs(os.path.join(out, DRAWN), exist_ok=True)
-    results, skipped, names = [], [], detector.info.class_names
+    results, skipped = [], []
+
+    def run(entries):
+        """Detections of ``entries`` (one batch); an entry the processor rejects is skipped and listed."""
+        rows = [{"sample": sample, EVAL_KEY: target} for *_, sample, target in entries]
+        try:
+            return entries, detect(model, detector.collator, detector.postprocess, rows, device)
+        except (ValueError, RuntimeError, IndexError) as err:
+            if len(entries) > 1:  # find the image at fault: one at a time
+                kept = [run([entry]) for entry in entries]
+                return [e for es, _ in kept for e in es], [d for _, ds in kept for d in ds]
+            if strict:
+                raise ValueError(f"--images: the model cannot take {entries[0][0]} ({err}); without --strict it "
+                                 "is skipped and listed") from None
+            skipped.append(f"{entries[0][0]}\t{type(err).__name__}: {err}")
+            return [], []
+
     for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch"):
-        batch, images, rows = [], [], []
+        entries = []
         for index, (file, image_id) in enumerate(files[start:start + batch_size], start):
-            try:
-                image = _read_rgb(file)
-            except (UnidentifiedImageError, OSError) as err:
-                if strict:
-                    raise ValueError(f"--images: {file} is not a readable image ({err}); without --strict it is "
-                                     "skipped and listed") from None
-                skipped.append(f"{file}\t{err}")
+            image, why = _read_image(file, strict)
+            if image is None:
+                skipped.append(f"{file}\t{why}")
                 continue
             sample = transform(image, [], [])
             empty = EvalTarget(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool),
                                index, tuple(sample.scale), tuple(sample.orig_size))
-            batch.append((file, image_id))
-            images.append(image)
-            rows.append({"sample": sample, EVAL_KEY: empty})
-        if not rows:
+            entries.append((file, image_id, drawn_files[index], image, sample, empty))
+        if not entries:
             continue
-        detections = detect(model, detector.collator, detector.postprocess, rows, device)
-        for (file, image_id), image, det in zip(batch, images, detections):
+        for (file, image_id, drawn_file, image, *_), det in zip(*run(entries)):
             keep = det["scores"] >= threshold
             boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
             for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
@@ -137,7 +231,7 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
                     {
                         "image_id": image_id,
                         "file_name": file,
-                        "category_id": detector.info.category_id(label),
+                        "category_id": category_id(label),
                         "category": names[label],
                         "score": round(score, 5),
                         "bbox": [
@@ -148,7 +242,7 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
                         ],
                     }
                 )
-            drawn = os.path.join(out, DRAWN, f"{image_id}.png")
+            drawn = os.path.join(out, DRAWN, drawn_file)
             os.makedirs(os.path.dirname(drawn), exist_ok=True)
             plot_detections(
                 [image],
@@ -159,7 +253,7 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
                 columns=1,
                 cell_inches=6.4,
             )
-    path = os.path.join(out, "detections.json")
+    path = os.path.join(out, DETECTIONS)
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
     n_done = len(files) - len(skipped)
@@ -168,10 +262,11 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
         f"{os.path.join(out, DRAWN)}"
     )
     if skipped:
-        listed = os.path.join(out, "skipped.txt")
+        listed = os.path.join(out, SKIPPED)
         with open(listed, "w") as f:
             f.write("\n".join(skipped) + "\n")
-        print(f"skipped {len(skipped)} unreadable images, listed in {listed}", file=sys.stderr)
+        print(f"skipped {len(skipped)} images that could not be read or processed, listed in {listed}",
+              file=sys.stderr)
     return path
 
 

@@ -83,6 +83,26 @@ def test_second_attach_refused_and_wrappers_unwrapped():
         attach_gaf(object())
 
 
+@pytest.mark.parametrize("how", ["load_state_dict", "add_param_group", "edit the group"])
+def test_a_gafsgd_that_gains_gaf_after_attach_is_refused_at_the_step_not_stepped_twice(how):
+    """Round 4, item 9: attach_gaf(GAFSGD(gaf=None)) is right, but a group that later gets gaf set would have f
+    applied twice (0.01253 for g = 1 instead of 0.01): the check runs at every step."""
+    layer = torch.nn.Linear(1, 1, bias=False)
+    opt = GAFSGD(layer.parameters(), lr=1.0, gaf=None)
+    attach_gaf(opt, gaf="atan", alpha=0.01, beta=1.0)
+    if how == "load_state_dict":
+        opt.load_state_dict(GAFSGD(torch.nn.Linear(1, 1, bias=False).parameters(), lr=1.0, gaf="atan").state_dict())
+    elif how == "add_param_group":
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "gaf": "atan"})
+    else:
+        opt.param_groups[0]["gaf"] = "atan"
+    layer.weight.grad = torch.ones_like(layer.weight)
+    before = layer.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="f would run twice"):
+        opt.step()
+    assert torch.equal(layer.weight, before) and torch.equal(layer.weight.grad, torch.ones_like(before))
+
+
 def test_params_subset_left_alone():
     m, batches = model_and_batches()
     opt = torch.optim.SGD(m.parameters(), lr=0.1)

@@ -205,8 +205,10 @@ def test_coco_bad_inputs_name_the_file_and_field(tmp_path):
 
 
 def test_a_model_folder_of_neither_family_is_one_line(tmp_path, capsys):
-    (tmp_path / "config.json").write_text("{}")
-    code = hf_gaf(["predict", "--model", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "o")])
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    code = hf_gaf(["predict", "--model", str(tmp_path / "m"), "--images", str(tmp_path / "m"), "--out",
+                   str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("hf-gaf predict: error: --model") and "neither a saved DETR-family" in err
     assert "\n" not in err
@@ -239,7 +241,7 @@ def test_predict_skips_and_lists_an_unreadable_image_unless_strict(frcnn_run, vo
     bad.write_bytes(b"not an image")
     out = tmp_path / "o"
     assert predict_cli(frcnn_run / "model", [*good, bad], out, "--threshold", "0.0") == 0
-    assert "skipped 1 unreadable images" in capsys.readouterr().err
+    assert "skipped 1 images that could not be read or processed" in capsys.readouterr().err
     assert str(bad) in (out / "skipped.txt").read_text()
     assert {d["file_name"] for d in json.loads((out / "detections.json").read_text())} == set(good)
     assert len(list((out / "drawn").rglob("*.png"))) == 2
@@ -393,3 +395,109 @@ def test_a_detr_folder_of_the_earlier_canvas_format_is_refused_with_the_reason(d
     (old / "hf_gaf_detection.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="earlier hf_gaf .format 1.*retrain"):
         load_detector(str(old))
+
+
+def _renumbered_coco(voc, tmp_path, ids: dict[str, int], drop: str | None = None, add: str | None = None) -> str:
+    """test.json of the synthetic set with other category ids (and optionally a class dropped or added)."""
+    spec = json.loads(open(os.path.join(voc, "VOC2007", "coco", "test.json")).read())
+    old = {c["id"]: c["name"] for c in spec["categories"]}
+    spec["categories"] = [{"id": ids[n], "name": n} for n in old.values() if n != drop]
+    if add:
+        spec["categories"].append({"id": 99, "name": add})
+    spec["annotations"] = [{**a, "category_id": ids[old[a["category_id"]]]} for a in spec["annotations"]
+                           if old[a["category_id"]] != drop]
+    path = tmp_path / "renumbered.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def test_predict_with_a_coco_json_writes_the_json_category_ids_mapped_by_name(detr_run, voc, tmp_path, capsys):
+    """Round 4, item 1: a model trained on VOC (labels 0..3) predicting with --images-json wrote its own label
+    numbers as category_id, so pycocotools scored a perfect detector at 0.5 AP. The JSON's ids, by name."""
+    ids = {"circle": 40, "cross": 10, "square": 30, "triangle": 20}
+    gt = _renumbered_coco(voc, tmp_path, ids)
+    images = os.path.join(voc, "VOC2007", "JPEGImages")
+    out = tmp_path / "p"
+    assert hf_gaf(["predict", "--model", str(detr_run / "model"), "--images", images, "--images-json", gt,
+                   "--out", str(out), "--threshold", "0.0"]) == 0
+    detections = json.loads((out / "detections.json").read_text())
+    assert detections and all(d["category_id"] == ids[d["category"]] for d in detections)
+    for drop, add, named in (("triangle", None, "model only: ['triangle']"), (None, "star", "JSON only: ['star']")):
+        bad = _renumbered_coco(voc, tmp_path, {**ids, "star": 99}, drop=drop, add=add)
+        assert hf_gaf(["predict", "--model", str(detr_run / "model"), "--images", images, "--images-json", bad,
+                       "--out", str(tmp_path / "bad"), "--threshold", "0.0"]) == 2
+        assert named in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "detections.json").exists()
+
+
+def test_predict_output_names_stay_inside_out_whatever_the_image_ids(frcnn_run, voc, tmp_path):
+    """Round 4, item 8: drawn PNGs were named from image ids, so an id that is an absolute path or holds '..'
+    wrote outside --out (once over the input image)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        Image.new("RGB", (64, 48), (90, 120, 150)).save(images / name)
+    target = tmp_path / "victim"
+    spec = {"images": [{"id": "../../victim", "file_name": "a.jpg"}, {"id": str(target), "file_name": "b.jpg"},
+                       {"id": "x/../../c", "file_name": "c.jpg"}], "annotations": [], "categories": []}
+    (tmp_path / "ids.json").write_text(json.dumps(spec))
+    out = tmp_path / "deep" / "out"
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", str(images), "--images-json",
+                   str(tmp_path / "ids.json"), "--out", str(out), "--threshold", "0.0"]) == 0
+    created = sorted(set(tmp_path.rglob("*")) - set(before))
+    assert created and all(out in p.parents or p == out or p in out.parents for p in created), created
+    assert len(list((out / "drawn").rglob("*.png"))) == 3  # one per image, none overwritten by another
+
+
+def test_predict_skips_what_the_reader_or_the_processor_rejects_and_writes_the_rest(detr_run, voc, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """Round 4, item 7: a decompression bomb (PIL's DecompressionBombError is no OSError) and a 3000 x 2 image
+    (its letterboxed short side is under a pixel) stopped the whole run; each is skipped and listed now."""
+    images = os.path.join(voc, "VOC2007", "JPEGImages")
+    good = [os.path.join(images, n) for n in sorted(os.listdir(images))[:2]]
+    thin, bomb = tmp_path / "thin.png", tmp_path / "bomb.png"
+    Image.new("RGB", (3000, 2), (200, 10, 10)).save(thin)
+    Image.new("RGB", (300, 300), (10, 200, 10)).save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 300 x 300 > 2 x 20,000: PIL raises, as for 20000 x 10000
+    out = tmp_path / "o"
+    assert predict_cli(detr_run / "model", [good[0], bomb, good[1]], out, "--threshold", "0.0",
+                       "--batch-size", "3") == 0
+    listed = (out / "skipped.txt").read_text()
+    assert str(bomb) in listed and "skipped 1 images" in capsys.readouterr().err
+    assert {d["file_name"] for d in json.loads((out / "detections.json").read_text())} <= set(good)
+    assert len(list((out / "drawn").rglob("*.png"))) == 2
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
+    out2 = tmp_path / "o2"
+    assert predict_cli(detr_run / "model", [good[0], thin], out2, "--threshold", "0.0") == 0
+    drawn = {p.name for p in (out2 / "drawn").rglob("*.png")}
+    skipped = (out2 / "skipped.txt").read_text() if (out2 / "skipped.txt").exists() else ""
+    assert os.path.basename(good[0]) + ".png" in drawn
+    assert ("thin.png.png" in drawn) != (str(thin) in skipped)  # predicted, or skipped and listed: never a crash
+
+
+def test_predict_overwrite_leaves_no_stale_file_and_bad_outs_are_one_line(frcnn_run, voc, tmp_path, capsys):
+    images = os.path.join(voc, "VOC2007", "JPEGImages")
+    names = sorted(os.listdir(images))[:2]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "o"
+    assert predict_cli(frcnn_run / "model", [os.path.join(images, names[0]), bad], out) == 0
+    (out / "mine.txt").write_text("kept")
+    assert predict_cli(frcnn_run / "model", [os.path.join(images, names[1])], out, "--overwrite") == 0
+    assert not (out / "skipped.txt").exists() and (out / "mine.txt").read_text() == "kept"
+    assert sorted(p.name for p in (out / "drawn").rglob("*.png")) == [f"{names[1]}.png"]
+    capsys.readouterr()
+    assert predict_cli(frcnn_run / "model", [images], out / "mine.txt") == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", images, "--images-json", str(empty),
+                   "--out", str(tmp_path / "e")]) == 2
+    assert "lists no images" in capsys.readouterr().err
+    twice = tmp_path / "twice.json"
+    twice.write_text(json.dumps({"images": [{"id": 1, "file_name": names[0]}, {"id": 1, "file_name": names[1]}],
+                                 "annotations": [], "categories": []}))
+    assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", images, "--images-json", str(twice),
+                   "--out", str(tmp_path / "t")]) == 2
+    assert "image id 1 is listed twice" in capsys.readouterr().err

@@ -115,10 +115,10 @@ def test_sweep_writes_heatmap_and_resumes_without_rerunning_finished_cells(tmp_p
     with Image.open(out / "heatmap.png") as png:
         assert png.format == "PNG"
     assert "| 0.3 | 20 |" in (out / "results.md").read_text()
-    # a stopped sweep: one run never finished; the same command runs only that one
+    # a stopped sweep: one run never finished; the same command with --reuse runs only that one
     (out / "alpha-0.1_beta-5" / "seed-1" / "metrics.json").unlink()
     log.write_text("")
-    assert sweep(grid) == 0
+    assert sweep(["--reuse", *grid]) == 0
     assert log.read_text().splitlines() == [
         "--preset gaf --gaf_alpha 0.1 --gaf_beta 5.0 --seed 1 --max_steps 1 "
         f"--output_dir {out / 'alpha-0.1_beta-5' / 'seed-1'} "
@@ -126,7 +126,7 @@ def test_sweep_writes_heatmap_and_resumes_without_rerunning_finished_cells(tmp_p
     ]
     # other recipe flags into the same folder would mix two experiments
     with pytest.raises(ValueError, match="recipe_args"):
-        sweep(grid[:-1] + ["2"])
+        sweep(["--reuse", *grid[:-1], "2"])
 
 
 def test_telemetry_plot_from_a_tiny_runs_logs(tmp_path):
