@@ -2,8 +2,8 @@
 
 The core needs torch only (``pip install hf_gaf``): :mod:`~hf_gaf.functional` (f itself),
 :mod:`~hf_gaf.gaf_sgd` (GAFSGD and its functional form), :mod:`~hf_gaf.hook` (GAF on any optimizer),
-:mod:`~hf_gaf.fused_step` (which path runs a step; the fused step) and :mod:`~hf_gaf.triton_kernels` (the
-fused CUDA kernels). The wings need their extras: :mod:`hf_gaf.trainer`
+:mod:`~hf_gaf.step_path` (which path runs a step), :mod:`~hf_gaf.compiled_step` (the compiled pass and its
+schedule) and :mod:`~hf_gaf.triton_kernels` (the fused CUDA kernels). The wings need their extras: :mod:`hf_gaf.trainer`
 (``[hf]``), :mod:`hf_gaf.detection` and :mod:`hf_gaf.metrics` (``[detection]``), :mod:`hf_gaf.harness`
 (``[recipes]``: presets, compare, sweep, demo, plots, the ``hf-gaf`` command). ``hf_gaf.GAFTrainer`` and
 ``hf_gaf.GAFTrainingArguments`` load the Trainer wing on first use.

@@ -30,10 +30,10 @@ is saved by ``state_dict``; the state key is ``momentum_buffer``, so a torch SGD
 The functional :func:`gaf_sgd` (beside the class, as ``torch.optim.sgd.sgd``; ``GAFSGD.step`` only
 gathers each group and calls it) dispatches to three code paths with one keyword signature: a
 per-tensor loop (``_single_tensor_gaf_sgd``), ``torch._foreach`` list kernels (``_multi_tensor_gaf_sgd``)
-and the fused step (:func:`~hf_gaf.fused_step.fused_gaf_sgd`: one Triton launch per (device, dtype)
+and the fused step (:func:`_fused_gaf_sgd`: one Triton launch per (device, dtype)
 bucket on CUDA, one ``torch.compile``-d pass elsewhere). The first two agree bit for bit, the fused step
 with them to float rounding. ``fused`` (``None``, ``True``, ``False``, ``"triton"``, ``"compile"``) and
-``foreach`` choose among them by the one rule of :func:`~hf_gaf.fused_step.choose_path`, which also reads
+``foreach`` choose among them by the one rule of :func:`~hf_gaf.step_path.choose_path`, which also reads
 the ``HF_GAF_FUSED`` default.
 
 Example:
@@ -52,8 +52,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .compiled_step import CompiledStep
 from .functional import GAFKind, GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, validate_gaf
-from .fused_step import check_fused, choose_path, compile_in_background, fused_gaf_sgd, triton_supported
+from .step_path import check_fused, choose_path, triton_supported
 
 __all__ = ["GAFSGD", "gaf_sgd", "gaf_sgd_update", "momentum_direction", "check_placement", "PLACEMENTS"]
 
@@ -229,6 +230,7 @@ def gaf_sgd(
     foreach: bool | None = None,
     fused: bool | str | None = None,
     table_cache=None,
+    compiled: CompiledStep | None = None,
     step: int | None = None,
     lr: float,
     momentum: float = 0.0,
@@ -244,8 +246,9 @@ def gaf_sgd(
     """Functional GAFSGD (the module docstring's math), as ``torch.optim.sgd.sgd``: updates ``params`` in
     place and writes new momentum buffers into ``momentum_buffers`` (``None`` entries, or all ``None``
     without momentum). ``fused``/``foreach`` choose the path (module docstring); ``table_cache`` keeps
-    the Triton step's address tables between calls (:class:`GAFSGD` holds one); ``step`` (1 on the first
-    step) schedules the automatic CPU compilation (:func:`~hf_gaf.fused_step.choose_path`; ``None``: eager).
+    the Triton step's address tables between calls and ``compiled`` the compiled pass with its schedule
+    (:class:`GAFSGD` holds one of each); ``step`` (1 on the first step) places the call on that schedule
+    (:func:`~hf_gaf.step_path.choose_path`; ``None``, or no ``compiled``: the automatic CPU choice is eager).
     Call it under ``torch.no_grad()`` when ``params`` require grad, as ``GAFSGD.step`` does.
 
     Example:
@@ -260,20 +263,73 @@ def gaf_sgd(
         return
     hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                  maximize=maximize, gaf_kind=gaf_kind, alpha=alpha, beta=beta, placement=placement)
+    if compiled is None:  # no object to keep a schedule in: the automatic CPU choice stays eager
+        compiled, step = CompiledStep(), None
     path = choose_path(params, fused=fused, foreach=foreach, gaf_kind=gaf_kind, step=step,
-                       creates_buffers=momentum != 0 and any(b is None for b in momentum_buffers))
+                       creates_buffers=momentum != 0 and any(b is None for b in momentum_buffers),
+                       can_compile=not compiled.failed, schedule=compiled.schedule)
     eager = _multi_tensor_gaf_sgd if path.foreach else _single_tensor_gaf_sgd
     if path.warm:
-        compile_in_background("gaf_sgd", params, hyper)
+        compiled.warm("gaf_sgd", params, hyper)
     if path.fused is None:
         eager(params, grads, momentum_buffers, **hyper)
         return
-    left = fused_gaf_sgd(params, grads, momentum_buffers, backend=path.fused, table_cache=table_cache, **hyper)
+    left = _fused_gaf_sgd(params, grads, momentum_buffers, backend=path.fused, table_cache=table_cache,
+                          compiled=compiled, hyper=hyper)
     if len(left) == len(params):
         eager(params, grads, momentum_buffers, **hyper)
     elif left:  # small tensors, left by the compiled pass: list kernels (their buffers exist already)
         _multi_tensor_gaf_sgd([params[k] for k in left], [grads[k] for k in left],
                               [momentum_buffers[k] for k in left], **hyper)
+
+
+def _fused_gaf_sgd(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None], *,
+                   backend: str, table_cache, compiled: CompiledStep, hyper: dict) -> list[int]:
+    """The fused GAFSGD step: ``backend="triton"`` one Triton launch per (device, dtype) bucket (two on a step
+    that creates momentum buffers: new buffers are written as b = d, torch's first step), with address
+    tables cached in ``table_cache`` (a :class:`~hf_gaf.triton_kernels.TableCache`); ``"compile"`` the
+    compiled body tensor by tensor (:meth:`CompiledStep.run`). Returns the indices of the tensors it left to the
+    eager paths: all of them, having changed nothing, when it cannot run (a gradient whose dtype or layout
+    differs from its parameter's; a compile error, warned about once); for ``"compile"`` also the tensors
+    too small to be worth a call."""
+    if backend == "triton":
+        return [] if _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) else list(
+            range(len(params)))
+    lists = [params, grads, momentum_buffers] if hyper["momentum"] != 0 else [params, grads]
+    return compiled.run("gaf_sgd", lists, hyper, "GAFSGD")
+
+
+def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) -> bool:
+    from . import triton_kernels
+
+    table_cache = table_cache if table_cache is not None else triton_kernels.TableCache()
+    use_momentum = hyper["momentum"] != 0
+    buckets = Optimizer._group_tensors_by_device_and_dtype([params, grads, momentum_buffers], with_indices=True)
+    launches, created = [], []
+    for (_, dtype), ((dev_params, dev_grads, dev_bufs), indices) in buckets.items():
+        old = [k for k, b in enumerate(dev_bufs) if b is not None or not use_momentum]
+        new = [k for k, b in enumerate(dev_bufs) if b is None and use_momentum]
+        if new and not all(triton_kernels.same_layout(dev_grads[k], dev_params[k]) for k in new):
+            return False
+        for k in new:  # dense like its parameter (checked above), so the table's layout check holds
+            created.append((indices[k], torch.empty_like(dev_params[k], memory_format=torch.preserve_format)))
+        new_bufs = dict(created)
+        for subset, first in ((old, False), (new, True)):
+            if not subset:
+                continue
+            lists = [[dev_params[k] for k in subset], [dev_grads[k] for k in subset]]
+            if use_momentum:
+                lists.append([new_bufs[indices[k]] if first else dev_bufs[k] for k in subset])
+            table = table_cache.get(lists[0])
+            rows = table.addresses(*lists)
+            if rows is None:
+                return False
+            launches.append((table, rows, first, dtype))
+    for index, buf in created:
+        momentum_buffers[index] = buf
+    for table, rows, first, dtype in launches:
+        triton_kernels.gaf_sgd_step(table, rows, first_step=first, dtype=dtype, **hyper)
+    return True
 
 
 class GAFSGD(Optimizer):
@@ -288,7 +344,7 @@ class GAFSGD(Optimizer):
         placement: ``"update"`` (f on the momentum update) or ``"grad"`` (f on the raw gradient).
         fused: ``None`` automatic, ``True`` a fused step (one Triton launch per dtype on CUDA, a compiled
             pass elsewhere), ``False`` eager kernels, ``"triton"`` or ``"compile"`` that fused step
-            (:func:`~hf_gaf.fused_step.choose_path` states the rule).
+            (:func:`~hf_gaf.step_path.choose_path` states the rule).
     """
 
     def __init__(
@@ -328,6 +384,7 @@ class GAFSGD(Optimizer):
         )
         super().__init__(params, defaults)  # add_param_group checks each group
         self._triton_tables = None  # hf_gaf.triton_kernels.TableCache, made on the first Triton step
+        self.compiled = CompiledStep()  # the compiled pass and its CPU schedule (hf_gaf.compiled_step)
 
     @staticmethod
     def _check_group(group: dict) -> None:
@@ -355,6 +412,7 @@ class GAFSGD(Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("fused", None)
         self.__dict__.setdefault("_triton_tables", None)
+        self.__dict__.setdefault("compiled", CompiledStep())
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a GAFSGD or ``torch.optim.SGD`` checkpoint. GAF settings saved in the checkpoint win;
@@ -400,9 +458,10 @@ class GAFSGD(Optimizer):
 
                 self._triton_tables = triton_kernels.TableCache()
             gaf_sgd(params, grads, momentum_buffers, foreach=group["foreach"], fused=group["fused"],
-                    table_cache=self._triton_tables, step=step, lr=float(group["lr"]), momentum=group["momentum"],
-                    dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                    maximize=group["maximize"], gaf_kind=group["gaf"], alpha=group["alpha"], beta=group["beta"],
+                    table_cache=self._triton_tables, compiled=self.compiled, step=step, lr=float(group["lr"]),
+                    momentum=group["momentum"], dampening=group["dampening"], weight_decay=group["weight_decay"],
+                    nesterov=group["nesterov"], maximize=group["maximize"], gaf_kind=group["gaf"],
+                    alpha=group["alpha"], beta=group["beta"],
                     placement=group["placement"])
             if group["momentum"] != 0:
                 for p, b in zip(params, momentum_buffers):

@@ -17,10 +17,10 @@ makes its parameters NaN, as without GAF, rather than a silent bounded step.
 On CUDA, f runs as ONE Triton kernel launch per (device, dtype) of the gradients
 (:mod:`hf_gaf.triton_kernels`), which reads the scale and the overflow flag on the device, so the
 hook never synchronises the host; elsewhere it runs ``torch._foreach`` kernels, and on CPU a compiled pass
-on the schedule of :mod:`hf_gaf.fused_step` (eager first, compiled in the background, switched at a fixed
+on the schedule of :mod:`hf_gaf.compiled_step` (eager first, compiled by a helper process, switched at a fixed
 step of the optimizer's own step count: the Adam family keeps one; for an optimizer without it the CPU
-path stays eager). ``attach_gaf(fused=...)`` chooses by the same rule as GAFSGD
-(:func:`~hf_gaf.fused_step.choose_path`): ``False`` keeps the ``_foreach`` kernels everywhere; ``"compile"``
+path stays eager). ``attach_gaf(fused=...)`` chooses by the same rule as GAFSGD, once per step
+(:func:`~hf_gaf.step_path.choose_path`): ``False`` keeps the ``_foreach`` kernels everywhere; ``"compile"``
 the compiled pass at once; ``"triton"`` with ``TRITON_INTERPRET=1`` runs the Triton kernel on CPU tensors
 (the tests).
 
@@ -43,8 +43,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .compiled_step import CompiledStep
 from .functional import GAFKind, GAFSpec, foreach_gaf_, validate_gaf
-from .fused_step import check_fused, choose_path, compile_in_background, run_compiled
+from .step_path import check_fused, choose_path
 
 _HANDLE_ATTR = "_hf_gaf_hook"
 
@@ -76,6 +77,7 @@ class GAFHook:
         self._calls = 0
         self._skips_on_device: Tensor | None = None  # overflow steps the Triton kernel skipped on the device
         self._tables = None  # hf_gaf.triton_kernels.TableCache, made on the first Triton launch
+        self.compiled = CompiledStep()  # the compiled pass and its CPU schedule
         self._handle = optimizer.register_step_pre_hook(self)
 
     @property
@@ -109,7 +111,11 @@ class GAFHook:
                                "those parameters out with params=..., or use dense gradients")
         grad_scale = getattr(optimizer, "grad_scale", None)
         found_inf = getattr(optimizer, "found_inf", None)
-        if self._triton_apply(params, grads, grad_scale, found_inf):
+        spec, compiled = self.spec, self.compiled
+        path = choose_path(grads, fused=self.fused, foreach=None, gaf_kind=spec.kind,
+                           can_compile=grad_scale is None and not compiled.failed,
+                           step=optimizer_step_count(optimizer, params[0]), schedule=compiled.schedule)
+        if path.fused == "triton" and self._triton_apply(params, grads, grad_scale, found_inf):
             self._calls += 1
             if found_inf is not None:
                 skipped = (found_inf != 0).sum()
@@ -117,15 +123,12 @@ class GAFHook:
             return
         if found_inf is not None and bool(found_inf.item()):
             return  # the fused optimizer skips this step; leave the scaled gradients alone
-        spec = self.spec
         if grad_scale is None:
             kwargs = dict(gaf_kind=spec.kind, alpha=spec.alpha, beta=spec.beta)
-            path = choose_path(grads, fused=self.fused, foreach=None, gaf_kind=spec.kind,
-                               step=optimizer_step_count(optimizer, params[0]))
             if path.warm:
-                compile_in_background("gaf_grads", grads, kwargs)
+                compiled.warm("gaf_grads", grads, kwargs)
             if path.fused == "compile":  # the compiled pass leaves small tensors to the list kernels
-                grads = [grads[k] for k in run_compiled("gaf_grads", [grads], kwargs, "attach_gaf")]
+                grads = [grads[k] for k in compiled.run("gaf_grads", [grads], kwargs, "attach_gaf")]
             if grads:
                 foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta, nan_on_inf=True)
         else:
@@ -139,12 +142,9 @@ class GAFHook:
 
     def _triton_apply(self, params: list[Tensor], grads: list[Tensor], grad_scale: Tensor | None,
                       found_inf: Tensor | None) -> bool:
-        """f by the Triton kernel, one launch per dtype, when every gradient (and the scale and
-        overflow flag) is a dense tensor on one device it runs on; False, having changed nothing, else."""
+        """f by the Triton kernel (the step's chosen path), one launch per dtype, when the scale and the
+        overflow flag are on the gradients' device; False, having changed nothing, else."""
         device = grads[0].device
-        path = choose_path(grads, fused=self.fused, foreach=None, gaf_kind=self.spec.kind, can_compile=False)
-        if path.fused != "triton":
-            return False
         if any(t is not None and (t.device != device or t.dtype != torch.float32) for t in (grad_scale, found_inf)):
             return False
         from . import triton_kernels

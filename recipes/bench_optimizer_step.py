@@ -10,8 +10,8 @@ follow a read of 1 GiB elsewhere (cold caches, as in training, where a forward a
 between two steps).
 
 On CPU it also follows the default schedule of ``GAFSGD()`` and of AdamW with ``attach_gaf()``
-(:mod:`hf_gaf.fused_step`: eager, compiling in the background from step ``COMPILE_START_STEP``, the compiled
-pass from ``COMPILE_SWITCH_STEP``) step by step in a fresh process, twice: with an empty Inductor cache in a
+(:mod:`hf_gaf.compiled_step`: eager, compiling in a helper process from the schedule's ``start_step``, the
+compiled pass from its ``switch_step``) step by step in a fresh process, twice: with an empty Inductor cache in a
 temporary folder (cold) and again with that cache (warm). Reported: the longest single step (what blocks a
 training loop), and the steady median after the switch.
 
@@ -38,7 +38,9 @@ import torch
 
 from hf_gaf import GAFSGD, attach_gaf
 from hf_gaf._outputs import claim_outputs
-from hf_gaf.fused_step import COMPILE_SWITCH_STEP
+from hf_gaf.compiled_step import CompileSchedule
+
+COMPILE_SWITCH_STEP = CompileSchedule().switch_step
 
 SETTINGS = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
 FLUSH_BYTES = 1 << 30  # CPU, cold-cache steps: read before each, more than a server CPU's last-level cache

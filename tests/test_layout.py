@@ -137,7 +137,8 @@ def test_the_library_never_imports_the_harness_and_the_core_imports_no_wing():
         allowed = {"hf_gaf.harness.cli", "hf_gaf.harness.cli.main"} if entry else set()
         bad = sorted(n for n in _imports(path) - allowed if n.startswith(("hf_gaf.harness", "hf_gaf.recipes")))
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
-    for name in ("functional", "gaf_sgd", "fused_step", "hook", "triton_kernels", "__init__", "_extras"):
+    core = ("functional", "gaf_sgd", "step_path", "compiled_step", "hook", "triton_kernels", "__init__", "_extras")
+    for name in core:
         path = ROOT / "hf_gaf" / f"{name}.py"
         wings = sorted(n for n in _imports(path, at_import_time=True)
                        if n.startswith(("hf_gaf.trainer", "hf_gaf.detection", "hf_gaf.metrics")))

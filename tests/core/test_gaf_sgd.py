@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hf_gaf import GAFSGD
+from tests.helpers.schedules import SHORT, with_schedule
 
 F = {"atan": lambda x, a, b: a * torch.atan(b * x), "tanh": lambda x, a, b: a * torch.tanh(b * x),
      "log": lambda x, a, b: a * torch.sign(x) * torch.log1p(b * x.abs())}
@@ -120,13 +121,11 @@ GROUP_SETTINGS = [
 def test_fused_pass_matches_eager(cfg, placement):
     """The compiled pass against the per-tensor loop, over the group settings the eager paths are checked
     with (the Triton step has the same table in test_triton_kernels.py)."""
-    from hf_gaf import fused_step
-
     torch._dynamo.reset()  # each setting is a new graph: stay under Dynamo's recompile limit (8)
     a, b = make_params(torch.float32), make_params(torch.float32)
     settings = dict(lr=0.05, gaf="atan", alpha=0.1, beta=20.0, placement=placement, **cfg)
     oa = GAFSGD(a, **settings, fused=False)
-    ob = GAFSGD(b, **settings, fused=True)
+    ob = with_schedule(GAFSGD(b, **settings, fused=True))
     sched = torch.optim.lr_scheduler.StepLR(ob, step_size=2, gamma=0.5)
     sched_a = torch.optim.lr_scheduler.StepLR(oa, step_size=2, gamma=0.5)
     for s in range(4):
@@ -136,7 +135,7 @@ def test_fused_pass_matches_eager(cfg, placement):
         ob.step()
         sched.step()
         sched_a.step()
-    assert not fused_step._compile_failed
+    assert not ob.compiled.failed
     for pa, pb in zip(a, b):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
 
@@ -323,7 +322,8 @@ def test_an_infinite_gradient_makes_the_parameter_nan_never_a_silent_drift(monke
         "triton": dict(fused="triton"),
     }[path]
     p = torch.nn.Parameter(torch.tensor([0.5, -0.3, 0.2]))
-    opt = GAFSGD([p], lr=0.1, momentum=0.9, gaf="atan", alpha=0.1, beta=20.0, placement=placement, **kwargs)
+    opt = with_schedule(GAFSGD([p], lr=0.1, momentum=0.9, gaf="atan", alpha=0.1, beta=20.0, placement=placement,
+                               **kwargs))
     for step in range(12):
         p.grad = p.detach().clone()
         if step == 5:
@@ -354,32 +354,32 @@ def test_bad_groups_are_refused_and_not_kept():
 
 
 
-def test_the_default_cpu_step_compiles_in_the_background_with_one_note_and_equals_the_eager_loop(
-    monkeypatch, caplog, short_compile_schedule
+def test_the_default_cpu_step_compiles_in_a_helper_process_with_one_note_and_equals_the_eager_loop(
+    monkeypatch, caplog, fresh_compile_state
 ):
     """GAFSGD() with no path argument and no HF_GAF_FUSED, on CPU, with the schedule shortened to start at
-    step 3 and switch at step 6: eager steps 1-5 (a background compilation from step 3, announced once),
+    step 3 and switch at step 6: eager steps 1-5 (a helper process compiles from step 3, announced once),
     the compiled pass from step 6, and the same numbers as the per-tensor loop (to float rounding)."""
     import logging
 
-    fused_step = short_compile_schedule
-    calls = []
-    monkeypatch.setattr(fused_step, "run_compiled",
-                        lambda *a, _f=fused_step.run_compiled, **k: calls.append(1) or _f(*a, **k))
     a, b = make_params(torch.float32), make_params(torch.float32)
     settings = dict(lr=0.05, momentum=0.9, weight_decay=1e-3, gaf="atan", alpha=0.1, beta=20.0)
-    oa, ob = GAFSGD(a, **settings), GAFSGD(b, **settings, fused=False)
+    oa, ob = with_schedule(GAFSGD(a, **settings), SHORT), GAFSGD(b, **settings, fused=False)
+    calls, run = [], oa.compiled.run
+    monkeypatch.setattr(oa.compiled, "run", lambda *a, **k: calls.append(1) or run(*a, **k))
     with caplog.at_level(logging.WARNING, logger="hf_gaf"):
         for s in range(8):
             fake_grads(a, s)
             fake_grads(b, s)
             oa.step()
             ob.step()
-    notes = [r for r in caplog.records if "compiling GAF's fused CPU step in the background" in r.message]
+            if s == 3:
+                assert len(oa.compiled._helpers) == 1  # compiling beside training since step 3
+    notes = [r for r in caplog.records if "compiling GAF's fused CPU step in a helper process" in r.message]
     assert len(notes) == 1 and "HF_GAF_FUSED=0" in notes[0].message
     assert len(calls) == 3  # steps 6, 7 and 8
-    # the graph compiled in the background on stand-ins is the one the parameters' steps use: no recompiling
-    # on the training thread at the switch (a parameter's flat view differs by requires_grad and its base)
+    # one graph on the training thread, compiled at the switch from the helper's caches; a parameter's flat view
+    # (requires_grad, a base) matches the graph made on stand-ins: no recompiling
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     assert oa.state[a[0]]["step"] == 8
     for pa, pb in zip(a, b):
