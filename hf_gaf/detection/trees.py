@@ -17,8 +17,9 @@ image                                         site  size          boxes  split
 The split is **by site**: training on Yellowstone (YELL, Wyoming conifers), testing on Ordway-Swisher (OSBS,
 Florida pine savanna) and Soaproot Saddle (SOAP, California Sierra), so the number measures how a detector
 carries over to places it has never seen. Images are cut into ``tile_size`` tiles (the last row and column
-aligned to the image's edge, so every pixel is in a tile; a side shorter than the tile is one tile); a box
-belongs to the tile that holds its centre and is clipped to it (``truncated`` then). The wheel is pinned
+aligned to the image's edge, so every pixel is in a tile; a side shorter than the tile is one tile). A crown
+is labelled in every tile it shows in (:func:`tile_objects`): whole, or clipped and ``truncated``, and
+``difficult`` (ignored by the metric, left out of training) when less than half of it shows there. The wheel is pinned
 (:data:`DEEPFOREST_VERSION`) and its SHA-256 checked, so every machine builds the same bytes.
 
 Example:
@@ -51,7 +52,6 @@ IMAGES = {
     "OSBS_029": ("OSBS", "test"),
     "SOAP_061": ("SOAP", "test"),
 }
-TREE_CLASSES = ("tree",)
 TREES_MARKER = "HF_GAF_TREES"
 _DATA = "deepforest/data/"
 
@@ -132,30 +132,40 @@ def tile_origins(length: int, tile: int) -> list[int]:
     return starts if starts[-1] == length - tile else [*starts, length - tile]
 
 
+VISIBLE_TO_LABEL = 0.5  # a crown cut by a tile's edge is a training label there when at least this much shows
+
+
+def tile_objects(boxes, tx: int, ty: int, w: int, h: int) -> list[dict]:
+    """The VOC objects of the tile at ``(tx, ty)`` of size ``w`` × ``h``: every crown that shows in it, clipped to
+    it. A crown wholly inside is a plain label; one cut by the edge is ``truncated``, and ``difficult`` (left
+    out of training and ignored by the VOC metric) when less than :data:`VISIBLE_TO_LABEL` of its area shows;
+    a sliver under 2 px is dropped.
+
+    >>> [(o["xmin"], o["xmax"], o["truncated"], o["difficult"]) for o in tile_objects(
+    ...     [(10, 10, 30, 30), (90, 10, 130, 30), (70, 40, 110, 60)], 0, 0, 100, 100)]
+    [(11, 30, False, False), (91, 100, True, True), (71, 100, True, False)]
+    """
+    objects = []
+    for x0, y0, x1, y1 in boxes:
+        c = (max(x0 - tx, 0.0), max(y0 - ty, 0.0), min(x1 - tx, w), min(y1 - ty, h))
+        if c[2] - c[0] < 2 or c[3] - c[1] < 2:
+            continue
+        whole = c == (x0 - tx, y0 - ty, x1 - tx, y1 - ty)
+        shown = (c[2] - c[0]) * (c[3] - c[1]) / ((x1 - x0) * (y1 - y0))
+        objects.append({"name": "tree", "xmin": int(round(c[0])) + 1, "ymin": int(round(c[1])) + 1,
+                        "xmax": int(round(c[2])), "ymax": int(round(c[3])), "truncated": not whole,
+                        "difficult": not whole and shown < VISIBLE_TO_LABEL})
+    return objects
+
+
 def tiles_of(image: Image.Image, boxes, tile: int):
-    """``(x, y, crop, objects)`` per tile; a box goes to the tile holding its centre (the first, where tiles
-    overlap at the last row or column) and is clipped to it; boxes left under 2 px are dropped."""
+    """``(x, y, crop, objects)`` per tile, the objects by :func:`tile_objects` (a crown shows in every tile it
+    lies in: where tiles overlap, at the last row and column, in both)."""
     width, height = image.size
-    xs, ys = tile_origins(width, tile), tile_origins(height, tile)
-    owner = {}
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        tx = next(x for x in xs if x <= cx < x + tile or x == xs[-1])
-        ty = next(y for y in ys if y <= cy < y + tile or y == ys[-1])
-        owner.setdefault((tx, ty), []).append(i)
-    for ty in ys:
-        for tx in xs:
+    for ty in tile_origins(height, tile):
+        for tx in tile_origins(width, tile):
             w, h = min(tile, width - tx), min(tile, height - ty)
-            objects = []
-            for i in owner.get((tx, ty), []):
-                x0, y0, x1, y1 = boxes[i]
-                c = (max(x0 - tx, 0.0), max(y0 - ty, 0.0), min(x1 - tx, w), min(y1 - ty, h))
-                if c[2] - c[0] < 2 or c[3] - c[1] < 2:
-                    continue
-                objects.append({"name": "tree", "xmin": int(round(c[0])) + 1, "ymin": int(round(c[1])) + 1,
-                                "xmax": int(round(c[2])), "ymax": int(round(c[3])), "difficult": False,
-                                "truncated": c != (x0 - tx, y0 - ty, x1 - tx, y1 - ty)})
-            yield tx, ty, image.crop((tx, ty, tx + w, ty + h)), objects
+            yield tx, ty, image.crop((tx, ty, tx + w, ty + h)), tile_objects(boxes, tx, ty, w, h)
 
 
 def make_trees(out_dir: str, wheel: str | None = None, tile_size: int = 400, overwrite: bool = False,
