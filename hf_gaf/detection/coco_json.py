@@ -92,19 +92,23 @@ def _categories(spec: dict, path: str) -> list[tuple[int, str]]:
 
 
 def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, keep_difficult: bool = True,
-              skip_empty: bool = False) -> datasets.Dataset:
+              skip_empty: bool = False, skip_unknown: bool = False) -> datasets.Dataset:
     """The images and annotations of COCO JSON ``path`` (files under ``images_dir``) as ``datasets`` rows
     (module docstring). ``classes``: the label order to use (default: this file's categories by id);
-    a category whose name is not among them is an error naming it."""
+    a category whose name is not among them is an error naming it, or with ``skip_unknown`` its objects are
+    skipped and counted (one warning)."""
     spec = _read(path)
     categories = _categories(spec, path)
     names = list(classes) if classes is not None else [name for _, name in categories]
     index = {name: k for k, name in enumerate(names)}
-    label_of = {}
+    label_of, unknown = {}, set()
     for cat_id, name in categories:
-        if name not in index:
+        if name in index:
+            label_of[cat_id] = index[name]
+        elif skip_unknown:
+            unknown.add(cat_id)
+        else:
             raise COCOFormatError(f"{path}: category {name!r} (id {cat_id}) is not one of the classes {names}")
-        label_of[cat_id] = index[name]
     images, files = {}, {}
     for i, img in enumerate(spec["images"]):
         if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
@@ -127,7 +131,7 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
     objects = {
         image_id: {"bbox": [], "category": [], "difficult": [], "truncated": [], "area": []} for image_id in images
     }
-    n_degenerate = 0
+    n_degenerate = n_unknown = 0
     for i, ann in enumerate(spec["annotations"]):
         where = (
             f"{path}: annotations[{i}] (id {ann.get('id')!r})" if isinstance(ann, dict) else f"{path}: annotations[{i}]"
@@ -136,6 +140,9 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
             raise COCOFormatError(f"{where} is not an object")
         if ann.get("image_id") not in images:
             raise COCOFormatError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+        if ann.get("category_id") in unknown:
+            n_unknown += 1
+            continue
         if ann.get("category_id") not in label_of:
             raise COCOFormatError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
         box = ann.get("bbox")
@@ -163,6 +170,8 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
         target["difficult"].append(bool(crowd))
         target["truncated"].append(False)
         target["area"].append((x1 - x0) * (y1 - y0))
+    if n_unknown:
+        warnings.warn(f"load_coco: skipped {n_unknown} objects of unknown classes in {path}", stacklevel=2)
     if n_degenerate:
         warnings.warn(
             f"load_coco: skipped {n_degenerate} boxes with non-positive width or height in {path}", stacklevel=2

@@ -58,8 +58,9 @@ class DetectionDataArguments:
         if self.image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"--image_size {self.image_size}: the detectors need a canvas of at least "
                              f"{MIN_IMAGE_SIZE} px")
-        if self.max_zoom_out < 1:
-            raise ValueError(f"--max_zoom_out {self.max_zoom_out}: need >= 1 (1 turns the zoom-out off)")
+        if not 1 <= self.max_zoom_out < float("inf"):
+            raise ValueError(f"--max_zoom_out {self.max_zoom_out}: need a finite factor >= 1 (1 turns the zoom-out "
+                             "off)")
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"--hflip {self.hflip}: a probability in [0, 1]")
 
@@ -120,7 +121,7 @@ def load_split(data: DetectionDataArguments, classes: list[str], which: str):
         json_flag, images_flag = ("train_json", "train_images") if train else ("eval_json", "eval_images")
         _require(data, json_flag, images_flag)
         dataset = load_coco(getattr(data, json_flag), getattr(data, images_flag), classes, keep_difficult=not train,
-                            skip_empty=train)
+                            skip_empty=train, skip_unknown=data.skip_unknown_classes)
     else:
         if not data.voc_root:
             raise ValueError("--voc_root is required: the folder that holds VOCdevkit (real VOC, or "

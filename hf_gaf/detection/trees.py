@@ -94,6 +94,10 @@ def fetch_wheel(cache: str | None = None) -> str:
 
 def check_wheel(path: str, sha256: str = WHEEL_SHA256) -> str:
     """``path`` if its SHA-256 is ``sha256`` (the pinned wheel's), else a :class:`TreesError` naming both."""
+    if os.path.isdir(path):
+        inside = os.path.join(path, WHEEL_NAME)
+        raise TreesError(f"--wheel {path} is a folder; pass the wheel file itself"
+                         + (f": {inside}" if os.path.isfile(inside) else f" (fetch it with `{FETCH_COMMAND}`)"))
     if not os.path.isfile(path):
         raise TreesError(f"--wheel {path} does not exist; fetch it with `{FETCH_COMMAND}`")
     digest = sha256_of(path)

@@ -100,17 +100,26 @@ def _evaluate(args) -> None:
     from ..metrics.detection import EvaluationArguments
     from .inference import evaluate_saved
 
-    data, evaluation = (
-        cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init})
-        for cls in (DetectionDataArguments, EvaluationArguments)
-    )
+    data = DetectionDataArguments(**{name: getattr(args, name) for name in EVALUATE_DATA_FLAGS})
+    evaluation = EvaluationArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluationArguments)})
     evaluate_saved(args.model, data, evaluation, args.out, batch_size=args.batch_size, overwrite=args.overwrite)
+
+
+EVALUATE_DATA_FLAGS = ("data_format", "voc_root", "eval_years", "eval_split", "eval_json", "eval_images",
+                       "skip_unknown_classes", "max_eval_samples")
+EVALUATE_HELP = {  # the recipes' help names their training flags
+    "data_format": "voc (a VOCdevkit tree: --voc_root) or coco (COCO JSON: --eval_json, --eval_images).",
+    "eval_years": "VOC years to evaluate on: 2007, or several joined by + (default: 2007).",
+    "skip_unknown_classes": "Skip (and count) objects whose class the model does not have; without it such an "
+                            "object is an error naming its file.",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command in one argparse tree (``HfArgumentParser`` parsers: ``evaluate`` takes the recipes' data
     dataclasses as flags, and every ``--help`` shows the defaults)."""
     from transformers import HfArgumentParser
+    from transformers.hf_argparser import string_to_bool
 
     from ..detection.data import DetectionDataArguments
     from ..metrics.detection import EvaluationArguments
@@ -200,8 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="score a saved detector on a labelled split (VOC or COCO flags as the "
         "recipes take them, e.g. --voc_root DIR --eval_split test): eval_results.json",
-        dataclass_types=(DetectionDataArguments, EvaluationArguments),
+        dataclass_types=(EvaluationArguments,),
     )
+    fields = {f.name: f for f in dataclasses.fields(DetectionDataArguments)}
+    for name in EVALUATE_DATA_FLAGS:  # the evaluation split's flags only: the model fixes classes and canvas
+        f = fields[name]
+        kind = {"bool": dict(type=string_to_bool, nargs="?", const=True), "int | None": dict(type=int)}.get(
+            str(f.type), dict(type=str))
+        p.add_argument(f"--{name}", default=f.default, help=EVALUATE_HELP.get(name, f.metadata.get("help")),
+                       choices=f.metadata.get("choices"), **kind)
     p.add_argument("--model", required=True, help="a folder saved by a detection recipe")
     p.add_argument(
         "--out",

@@ -33,6 +33,7 @@ from .plots import PRETTY, plot_curves, plot_gaf_stats
 from .runner import (
     Job,
     add_runner_arguments,
+    check_distinct,
     check_one_experiment,
     check_references,
     check_runner_args,
@@ -219,6 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     """What can be wrong before any run starts (a ``ValueError`` naming the flag)."""
     check_runner_args(args)
+    check_distinct("--presets", args.presets)
     check_references(args.presets, baseline=args.baseline, also_vs=args.also_vs)
 
 

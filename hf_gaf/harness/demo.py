@@ -18,9 +18,9 @@ task each with a longer schedule (``--task``, ``--epochs``).
 It writes ``OUT/<task>/`` (results.md, results.json, curves.png, per-run metrics.json and predictions.png),
 ``OUT/gaf_function.png`` and ``OUT/results.md`` (the summary), prints the summary table and where the
 files are. An earlier demo's finished runs in ``OUT`` stop it before anything runs (``overwrite`` /
-``--overwrite`` runs them again; the synthetic VOC set it made is then made again, its tree crowns are
-kept). ``fast=True`` is the reduced version the tests run (digits, detr, faster_rcnn; baseline and GAF
-only, one epoch, no download).
+``--overwrite`` runs them again; the synthetic VOC set it made is then made again, its finished tree
+crowns are kept, an unfinished cut is made again). ``fast=True`` is the reduced version the tests run
+(digits, detr, faster_rcnn; baseline and GAF only, one epoch, no download).
 """
 
 from __future__ import annotations
@@ -149,13 +149,15 @@ def run_demo(
     plot_gaf(str(out_path / "gaf_function.png"), "atan", 0.1, 20.0)
     voc = None
     if any("{voc}" in TASKS[n].flags for n in names):
-        voc_dir = str(out_path / "voc-synth")  # replaced only when an earlier demo wrote it
-        voc = make_voc(voc_dir, seed=0, overwrite=is_synthetic_voc(voc_dir), **VOC["fast" if fast else "full"])
+        voc_dir = str(out_path / "voc-synth")  # replaced when an earlier demo wrote it, or with --overwrite
+        voc = make_voc(voc_dir, seed=0, overwrite=overwrite or is_synthetic_voc(voc_dir),
+                       **VOC["fast" if fast else "full"])
         print(f"synthetic VOC: {voc}", flush=True)
     trees = None
     if any("{trees}" in TASKS[n].flags for n in names):
-        trees_dir = str(out_path / "trees")  # fetched and cut once; kept for later demos
-        trees = os.path.join(trees_dir, "VOCdevkit") if is_trees(trees_dir) else make_trees(trees_dir)
+        trees_dir = str(out_path / "trees")  # cut once and kept for later demos; a cut left unfinished (a killed
+        done = is_trees(trees_dir)            # demo) is made again with --overwrite
+        trees = os.path.join(trees_dir, "VOCdevkit") if done else make_trees(trees_dir, overwrite=overwrite)
         print(f"tree crowns (NEON, deepforest wheel): {trees}", flush=True)
     rows = []
     for name in names:

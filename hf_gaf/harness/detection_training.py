@@ -109,9 +109,17 @@ CHANCE_LEVELS = {"voc07_map": 0.02, "voc12_map": 0.02, "coco_ap50": 0.02, "coco_
 ADVICE = {
     "detr": "A DETR from random init needs lr 1e-3 (--preset scratch-adamw or scratch-adamw-gaf) and tens of "
             "epochs; the adamw presets (lr 1e-4, backbone 1e-5) are for fine-tuning a checkpoint.",
+    "detr-scratch": "A DETR from random init needs thousands of optimizer steps (steps = epochs x images / batch "
+                    "size): raise --num_train_epochs, or lower --per_device_train_batch_size on a small data set.",
     "faster_rcnn": "Train longer (--num_train_epochs), and check --anchor_sizes against the objects' sizes on the "
                    "--image_size canvas.",
 }
+
+
+def chance_advice(family: str, preset: str) -> str:
+    """What to change when a run of ``family`` on ``preset`` stayed at chance: a run already on a from-scratch
+    preset is told about its length, not to take the preset it has."""
+    return ADVICE["detr-scratch" if family == "detr" and preset.startswith("scratch") else family]
 
 
 def train_detector(
@@ -172,7 +180,7 @@ def train_detector(
         extra={**extra, "image_size": size, "classes": names},
         metric_names=metric_names,
         chance_levels=CHANCE_LEVELS,
-        advice=ADVICE[info.family],
+        advice=chance_advice(info.family, preset),
     )
     if output_args.save_models and trainer.is_world_process_zero():
         save(FINAL_MODEL, {**report.get("final", {}), "epoch": trainer.state.epoch, "step": trainer.state.global_step})

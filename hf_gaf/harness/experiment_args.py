@@ -10,6 +10,7 @@ schedule of torchvision's detection reference, and DETR's separate backbone lear
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -50,11 +51,15 @@ class ExperimentArguments(GAFTrainingArguments):
     backbone_pattern: str = field(default=r"backbone", metadata={"help": "Regular expression for --backbone_lr."})
 
     def __post_init__(self):
-        if self.clip_value < 0 or (self.clip_value > 0 and self.gaf != "none"):
+        if not 0 <= self.clip_value < math.inf or (self.clip_value > 0 and self.gaf != "none"):
             raise ValueError(
-                f"--clip_value {self.clip_value}: must be >= 0, and cannot be combined with --gaf "
+                f"--clip_value {self.clip_value}: must be finite and >= 0, and cannot be combined with --gaf "
                 f"{self.gaf} (both transform each gradient coordinate at the same place)"
             )
+        if not 0 < self.lr_gamma < math.inf:
+            raise ValueError(f"--lr_gamma {self.lr_gamma}: need a finite factor > 0")
+        if self.backbone_lr is not None and not 0 <= self.backbone_lr < math.inf:
+            raise ValueError(f"--backbone_lr {self.backbone_lr}: need a finite learning rate >= 0")
         if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"--lr_milestones {self.lr_milestones}: need increasing fractions of training in (0, 1)")
         try:

@@ -179,11 +179,11 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
         raise ValueError(f"--threshold {threshold}: expected a score in [0, 1]")
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: need at least 1")
-    check_predict_out(out, sources, overwrite)
     detector = load_detector(model_dir)
     names = detector.info.class_names
     files = coco_image_files(images_json, sources) if images_json else image_files(sources)
     category_ids = coco_category_ids(images_json, names) if images_json else None
+    check_predict_out(out, sources, overwrite)
     category_id = category_ids.__getitem__ if category_ids else detector.info.category_id
     drawn_files = drawn_names([image_id for _, image_id in files])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

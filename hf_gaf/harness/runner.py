@@ -193,6 +193,15 @@ def check_runner_args(args: argparse.Namespace) -> None:
         raise ValueError("--reuse keeps the finished runs, --overwrite runs them again: pass one of them")
     if args.summarize_only and (args.reuse or args.overwrite):
         raise ValueError("--summarize-only reads the finished runs; it takes neither --reuse nor --overwrite")
+    check_distinct("--seeds", args.seeds)
+
+
+def check_distinct(flag: str, values: list | None) -> None:
+    """A list flag names each value once: a repeated seed or preset would be counted twice in a table's mean
+    and CI as if it were independent evidence (a ``ValueError`` naming it)."""
+    repeated = sorted({v for v in values or [] if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"{flag} names {', '.join(map(str, repeated))} more than once")
 
 
 def split_recipe_args(argv: list[str]) -> tuple[list[str], list[str]]:

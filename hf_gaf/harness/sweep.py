@@ -27,6 +27,7 @@ from .plots import PRETTY, plot_sweep_heatmap
 from .runner import (
     Job,
     add_runner_arguments,
+    check_distinct,
     check_one_experiment,
     check_runner_args,
     default_metric,
@@ -152,6 +153,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     """What can be wrong before any run starts (a ``ValueError`` naming the flag)."""
     check_runner_args(args)
+    for flag in ("alphas", "betas", "placements"):
+        check_distinct(f"--{flag}", getattr(args, flag))
     bad = [v for v in args.alphas + args.betas if not (math.isfinite(v) and v > 0)]
     if bad:
         raise ValueError(f"--alphas/--betas must be finite and > 0, got {bad}")

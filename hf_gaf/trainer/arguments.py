@@ -12,6 +12,7 @@ Example (``python train.py --gaf atan --gaf_alpha 0.1 --gaf_beta 20 --optim sgd 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from transformers import TrainingArguments
 
 from ..functional import GAF_KINDS, GAFSpec, validate_gaf
 from ..gaf_sgd import PLACEMENTS, check_placement
+from ..step_path import fused_default
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class GAFTrainingArguments(TrainingArguments):
     that spec.
     """
 
-    gaf: str = field(default="none", metadata={"help": "Gradient activation: none, atan, tanh or log.",
+    gaf: str = field(default="none", metadata={"help": f"Gradient activation: {', '.join(GAF_CHOICES)}.",
                                                "choices": list(GAF_CHOICES)})
     gaf_alpha: float = field(default=0.1, metadata={"help": "GAF scale alpha (bound alpha*pi/2 for atan)."})
     gaf_beta: float = field(default=20.0, metadata={"help": "GAF slope beta (gain alpha*beta near zero)."})
@@ -85,6 +87,11 @@ class GAFTrainingArguments(TrainingArguments):
                     re.compile(pattern)
                 except re.error as err:
                     raise ValueError(f"--gaf_exclude {pattern!r} is not a valid regular expression: {err}") from None
+        for flag in ("learning_rate", "weight_decay", "max_grad_norm"):  # NaN passes every comparison downstream
+            value = getattr(self, flag)
+            if value is not None and not 0 <= value < math.inf:
+                raise ValueError(f"--{flag} {value}: need a finite number >= 0")
+        fused_default()  # a bad HF_GAF_FUSED stops the run here, before data and model loading
         if self.max_grad_norm is None:
             self.max_grad_norm = 0.0 if self.gaf_spec is not None else 1.0
         elif self.gaf_spec is not None and self.max_grad_norm > 0:

@@ -81,6 +81,21 @@ class DataArguments:
                 raise ValueError(f"--{flag} {value}: need at least 1 (leave it out to use every image)")
         if self.image_size < 8:
             raise ValueError(f"--image_size {self.image_size}: need at least 8 px")
+        if self.hflip is not None and not 0 <= self.hflip <= 1:
+            raise ValueError(f"--hflip {self.hflip}: a probability in [0, 1]")
+        if self.crop_scale_min is not None and not 0 < self.crop_scale_min <= 1:
+            raise ValueError(f"--crop_scale_min {self.crop_scale_min}: an area fraction in (0, 1]")
+
+
+def chance_accuracy(n_classes: int, n_eval: int) -> float:
+    """The accuracy a guess reaches on ``n_eval`` images of ``n_classes`` balanced classes, plus two standard
+    errors of that binomial: at or below it a run learned nothing measurable.
+
+    >>> round(chance_accuracy(2, 400), 3), round(chance_accuracy(10, 400), 3)
+    (0.55, 0.13)
+    """
+    p = 1 / n_classes
+    return p + 2 * (p * (1 - p) / n_eval) ** 0.5
 
 
 def build_transforms(model: torch.nn.Module, data: DataArguments):
@@ -178,7 +193,7 @@ def main(argv=None) -> None:
         sample_rng=sample_rng,
         extra={"model": model_args.model, "dataset": data_args.dataset, "image_size": data_args.image_size},
         metric_names=["loss", "accuracy", *(["top5_accuracy"] if k == 5 else [])],
-        chance_levels={"accuracy": 1.5 / len(class_names)},
+        chance_levels={"accuracy": chance_accuracy(len(class_names), len(eval_ds))},
         advice="Try more epochs or another learning rate (--learning_rate), or check the labels.",
     )
 

@@ -243,3 +243,27 @@ def test_a_demo_stops_before_anything_runs_when_an_earlier_demo_finished_its_run
         run_demo(str(tmp_path), fast=True, tasks=["digits"])
     assert "--reuse" not in str(refused.value)  # the demo has no --reuse: the message names only its own flag
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]  # nothing written, not even the GAF plot
+
+
+def test_a_demo_killed_while_making_its_data_runs_again_with_overwrite(tmp_path, monkeypatch):
+    """Round 4, low: the demo's --overwrite did not reach its data step, so a demo killed while writing its
+    synthetic VOC set (a folder without the finished marker) could be re-run by neither command."""
+    from hf_gaf.detection.synthetic_voc import is_synthetic_voc
+    from hf_gaf.harness import demo
+
+    half = tmp_path / "voc-synth" / "VOCdevkit" / "VOC2007" / "JPEGImages"
+    half.mkdir(parents=True)
+    (half / "000001.jpg").write_bytes(b"cut short")
+
+    class Reached(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(demo, "compare", stop)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        demo.run_demo(str(tmp_path), fast=True, tasks=["detr"])
+    with pytest.raises(Reached):
+        demo.run_demo(str(tmp_path), fast=True, tasks=["detr"], overwrite=True)
+    assert is_synthetic_voc(str(tmp_path / "voc-synth"))

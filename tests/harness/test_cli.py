@@ -47,6 +47,18 @@ def test_help_of_every_command(command):
     assert "usage:" in proc.stdout
 
 
+def test_evaluate_shows_and_takes_only_the_flags_it_uses():
+    """Round 4, low (and the newcomer's path, item 5): evaluate listed the recipes' training flags (--image_size,
+    --resize_mode, --hflip, --train_json, ...) and ignored them; the saved model fixes its canvas and classes."""
+    shown = run("evaluate", "--help").stdout
+    for flag in ("--voc_root", "--eval_json", "--eval_images", "--eval_split", "--eval_years", "--data_format",
+                 "--max_eval_samples", "--skip_unknown_classes", "--compat", "--model", "--out"):
+        assert flag in shown, flag
+    for flag in ("--image_size", "--resize_mode", "--hflip", "--max_zoom_out", "--iou_crop", "--train_json",
+                 "--train_images", "--train_split", "--max_train_samples", "--classes", "--years "):
+        assert flag not in shown, flag
+
+
 def test_make_voc_and_plot_gaf_write_valid_files(tmp_path):
     proc = run("make-voc", str(tmp_path / "voc"), "--n-train", "6", "--n-test", "3", "--image-size", "64")
     assert proc.returncode == 0, proc.stderr
@@ -71,6 +83,8 @@ def test_make_voc_and_plot_gaf_write_valid_files(tmp_path):
         (["demo", "--epochs", "-1"], "--epochs -1: need at least 1"),
         (["plot-gaf", "--out", "/no/such/folder/f.png"], "does not exist or is not writable"),
         (["plot-gaf", "--out", "/tmp/f.txt"], "must end in .png"),
+        (["make-trees", "/tmp/x", "--wheel", "/tmp"], "is a folder; pass the wheel file itself"),
+        (["evaluate", "--model", "/tmp", "--out", "/tmp/x", "--image_size", "64"], "unrecognized arguments"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args, message):

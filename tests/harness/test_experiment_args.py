@@ -79,3 +79,21 @@ def test_optimizer_built_once_with_decay_exclusion_and_backbone_groups(tmp_path)
     assert seen["head.weight"]["gaf"] is None and seen["head.weight"]["lr"] == 0.05
     assert seen["norm.weight"]["gaf"] == "atan" and seen["norm.weight"]["weight_decay"] == 0.0
     assert opt.param_groups[0]["lr"] == 0.05, "the first group (whose rate the Trainer logs) is not an override's"
+
+
+@pytest.mark.parametrize("flag, value", [("clip_value", float("nan")), ("clip_value", float("inf")),
+                                         ("lr_gamma", float("nan")), ("backbone_lr", float("inf")),
+                                         ("learning_rate", float("nan")), ("max_grad_norm", float("nan")),
+                                         ("weight_decay", float("inf"))])
+def test_a_value_that_means_nothing_is_refused_naming_the_flag(tmp_path, flag, value):
+    """Round 4, low: --clip_value nan passed (NaN compares false), attached no hook, kept max_grad_norm 1.0 and
+    recorded NaN in metrics.json; inf was a silent no-op. Every float flag of the harness is checked so."""
+    with pytest.raises(ValueError, match=f"--{flag} {value}"):
+        experiment_args(tmp_path, gaf="none", **{flag: value})
+
+
+def test_a_bad_hf_gaf_fused_stops_the_run_when_the_flags_are_read(tmp_path, monkeypatch):
+    """Round 4, low: a bad HF_GAF_FUSED failed at the first optimizer step, after data and model loading."""
+    monkeypatch.setenv("HF_GAF_FUSED", "fastest")
+    with pytest.raises(ValueError, match="HF_GAF_FUSED='fastest'"):
+        experiment_args(tmp_path, gaf="atan")

@@ -97,3 +97,15 @@ def test_the_shared_flags_are_checked_the_same_way(kind, tmp_path, capsys):
             RUNNERS[kind](command(kind, tmp_path / "o", *flags))
         assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind, flags, named", [
+    ("compare", ["--seeds", "0", "0"], "--seeds names 0 more than once"),
+    ("compare", ["--presets", "sgd", "gaf", "sgd"], "--presets names sgd more than once"),
+    ("sweep", ["--alphas", "0.1", "0.1"], "--alphas names 0.1 more than once"),
+])
+def test_a_repeated_seed_or_cell_is_refused_not_counted_twice(kind, flags, named, tmp_path, capsys):
+    """A repeated seed would enter a table's mean and CI twice, as if it were independent evidence."""
+    with pytest.raises(SystemExit):
+        RUNNERS[kind]([*command(kind, tmp_path / "o")[:-3], *flags, "--", "--model", "a"])
+    assert named in capsys.readouterr().err

@@ -48,3 +48,16 @@ def test_a_final_metric_at_chance_level_ends_the_run_with_a_warning_that_says_wh
     assert not recipe_run.warn_at_chance_level({"eval_loss": 0.0}, "loss", levels, "")
     assert not recipe_run.warn_at_chance_level({}, "voc07_map", levels, "")
     assert capsys.readouterr().err == ""
+
+
+def test_chance_levels_and_advice_fit_the_run():
+    """Round 4, low: the classification warning fired for a 2-class run at 0.75 accuracy (threshold 1.5/K), and a
+    DETR run already on a scratch preset was told to use the scratch preset."""
+    from hf_gaf.harness.detection_training import chance_advice
+    from hf_gaf.recipes.classification.train import chance_accuracy
+
+    assert chance_accuracy(2, 360) < 0.56 and chance_accuracy(10, 360) < 0.14  # guess + two binomial errors
+    assert 0.1 < chance_accuracy(10, 360) and 0.5 < chance_accuracy(2, 360)
+    assert "--preset scratch-adamw" in chance_advice("detr", "adamw")
+    assert "scratch-adamw" not in chance_advice("detr", "scratch-adamw-gaf")
+    assert "optimizer steps" in chance_advice("detr", "scratch-adamw-gaf")
