@@ -241,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as err:
         print(f"hf-gaf {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (FileExistsError, FileNotFoundError, KeyError, RuntimeError, ValueError) as err:  # user-facing errors
+    except OSError as err:  # a path that cannot be read or written: its name and why
+        shown = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+        print(f"hf-gaf {args.command}: error: {shown}", file=sys.stderr)
+        return 2
+    except (KeyError, RuntimeError, ValueError) as err:  # user-facing errors
         print(f"hf-gaf {args.command}: error: {str(err).strip(chr(39) + chr(34))}", file=sys.stderr)
         return 2
     return 0

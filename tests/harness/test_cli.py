@@ -84,6 +84,9 @@ def test_make_voc_and_plot_gaf_write_valid_files(tmp_path):
         (["plot-gaf", "--out", "/no/such/folder/f.png"], "does not exist or is not writable"),
         (["plot-gaf", "--out", "/tmp/f.txt"], "must end in .png"),
         (["make-trees", "/tmp/x", "--wheel", "/tmp"], "is a folder; pass the wheel file itself"),
+        (["make-voc", "/dev/null/voc"], "/dev/null/voc: Not a directory"),
+        (["demo", "--fast", "--out", "/dev/null/demo"], "Not a directory"),
+        (["compare", "--script", __file__, "--presets", "sgd", "--out", "/dev/null/c"], "is not a writable folder"),
         (["evaluate", "--model", "/tmp", "--out", "/tmp/x", "--image_size", "64"], "unrecognized arguments"),
     ],
 )
