@@ -9,9 +9,10 @@ schedule) and :mod:`~hf_gaf.triton_kernels` (the fused CUDA kernels). The wings 
 ``hf_gaf.GAFTrainingArguments`` load the Trainer wing on first use.
 """
 
-from .functional import GAF_KINDS, GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, gaf_bound, validate_gaf
+from .functional import GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, gaf_bound, validate_gaf
 from .gaf_sgd import GAFSGD, gaf_sgd, gaf_sgd_update
 from .hook import GAFHook, attach_gaf, attached_gaf, unwrap_optimizer
+from .kinds import GAF_KINDS
 
 __version__ = "0.1.0"
 

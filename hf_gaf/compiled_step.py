@@ -4,8 +4,8 @@ The pass is ONE small graph per setting and dtype: the step of one tensor on fla
 the scalars as 0-dim tensors, called tensor by tensor for tensors of at least ``min_numel`` elements (smaller
 ones take the list kernels: a call costs more than their step). So compiling costs the same for any model
 (about 16 s of one core with an empty Inductor cache, about 4 s with a warm one, measured on a 2-core CPU),
-and a learning-rate change never recompiles. atan is :func:`atan_f32` there (Cephes' ``atanf``, as the
-Triton kernel; float64 tensors keep ``torch.atan``).
+and a learning-rate change never recompiles. φ is each kind's ``compiled`` op (:mod:`hf_gaf.kinds`; atan is
+Cephes' ``atanf`` there, as in the Triton kernel).
 
 The automatic CPU schedule (:class:`CompileSchedule`, chosen by :func:`~hf_gaf.step_path.choose_path`): eager
 steps until ``start_step``; there a separate Python process compiles the graph on stand-in tensors, filling
@@ -33,7 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["CompileSchedule", "CompiledStep", "atan_f32"]
+from .kinds import compiled_phi
+
+__all__ = ["CompileSchedule", "CompiledStep"]
 
 logger = logging.getLogger("hf_gaf")
 
@@ -61,44 +63,11 @@ def _flat(t: Tensor) -> Tensor:
     return (t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))).detach()
 
 
-def atan_f32(x: Tensor) -> Tensor:
-    """atan(x) by Cephes' ``atanf``, as the Triton kernels compute it: |x| is reduced to
-    z ∈ [-tan(π/8), tan(π/8)] (z = -1/|x| above tan(3π/8), (|x|-1)/(|x|+1) above tan(π/8), one division),
-    then atan(|x|) = y0 + z + z³·P(z²) with P of degree 3 and y0 ∈ {0, π/4, π/2}; the sign of x is put back.
-    Relative error ≤ 2e-7 in float32 (NaN stays NaN, ±inf gives ±π/2). Written for ``torch.compile``, where
-    it becomes part of one vector loop; Inductor's own CPU ``atan`` costs about twice as much.
-
-    Example:
-        >>> x = torch.tensor([-1e30, -3.0, -0.5, 0.0, 1e-20, 0.3, 1.0, 40.0])
-        >>> bool(((atan_f32(x) - torch.atan(x)).abs() <= 2e-7 * torch.atan(x).abs()).all())
-        True
-    """
-    ax = x.abs()
-    big = ax > 2.414213562373095  # tan(3π/8)
-    mid = ax > 0.41421356237309503  # tan(π/8)
-    numerator = torch.where(big, -1.0, torch.where(mid, ax - 1.0, ax))
-    denominator = torch.where(big, ax, torch.where(mid, ax + 1.0, 1.0))
-    z = numerator / denominator
-    y0 = torch.where(big, 1.5707963267948966, torch.where(mid, 0.7853981633974483, 0.0))
-    z2 = z * z
-    y = y0 + ((((8.05374449538e-2 * z2 - 1.38776856032e-1) * z2 + 1.99777106478e-1) * z2 - 3.33329491539e-1)
-              * z2 * z + z)
-    return torch.where(x < 0, -y, y)
-
-
 def _compiled_f(x: Tensor, alpha: Tensor, beta: Tensor, gaf_kind: str) -> Tensor:
-    """f(x) with ``nan_on_inf`` (module :mod:`hf_gaf.functional`) for the compiled bodies: float64 tensors with
-    torch's own functions, the others in float32 with :func:`atan_f32` for atan, rounded once to x's dtype."""
+    """f(x) with ``nan_on_inf`` (module :mod:`hf_gaf.functional`) for the compiled bodies: α·φ(β·x), φ the kind's
+    ``compiled`` op, in float64 for float64 tensors, else in float32, rounded once to x's dtype."""
     work = x if x.dtype == torch.float64 else x.float()
-    u = beta * work
-    if gaf_kind == "atan":
-        y = atan_f32(u) if work.dtype == torch.float32 else torch.atan(u)
-    elif gaf_kind == "tanh":
-        y = torch.tanh(u)
-    elif gaf_kind == "clip":
-        y = u.clamp(-1.0, 1.0)
-    else:
-        y = torch.copysign(torch.log1p(u.abs()), u)
+    y = compiled_phi(gaf_kind)(beta * work)
     # NaN where x is not finite; a select, where the eager kernels add x - x: here that costs a third of the step
     return torch.where(torch.isfinite(work), alpha * y, float("nan")).to(x.dtype)
 

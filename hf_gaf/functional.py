@@ -3,14 +3,8 @@ r"""Gradient activation functions (GAF) as pure tensor functions.
 GAF (Liu et al., "Activated Gradients for Deep Neural Networks", arXiv 2107.04228) maps every
 gradient coordinate through an odd, monotone function ``f`` before the optimizer uses it:
 
-=========  ==================================  ================  ==============
-kind       f(x)                                gain f'(0)        bound sup|f|
-=========  ==================================  ================  ==============
-``atan``   α · atan(β·x)                       α·β               α·π/2
-``tanh``   α · tanh(β·x)                       α·β               α
-``log``    α · sign(x) · log(1 + β·|x|)        α·β               unbounded
-``clip``   α · clamp(β·x, -1, 1)               α·β               α
-=========  ==================================  ================  ==============
+The kinds (``atan``, ``tanh``, ``log``, ``clip``; gain f'(0) = α·β, bound sup|f| = α·π/2, α, unbounded, α)
+live in one table, :mod:`hf_gaf.kinds`, which every path reads.
 
 ``clip`` is the piecewise-linear twin of the curves: the same gain up to the knee, then flat. With
 α' = α·π/2 and β' = 2β/π it has atan's gain α·β and atan's bound α·π/2 and nothing of its curve (the
@@ -50,7 +44,8 @@ from typing import Union
 import torch
 from torch import Tensor
 
-GAF_KINDS = ("atan", "tanh", "log", "clip")
+from .kinds import kind as kind_entry
+
 GAFKind = Union[str, Callable[[Tensor], Tensor]]  # noqa: UP007 (a runtime alias: `|` needs Python 3.10 objects)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -66,8 +61,8 @@ class GAFSpec:
     beta: float
 
     def __post_init__(self) -> None:
-        if not callable(self.kind) and self.kind not in GAF_KINDS:
-            raise ValueError(f"unknown GAF kind {self.kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
+        if not callable(self.kind):
+            kind_entry(self.kind)  # the one "unknown kind" error
         for name in ("alpha", "beta"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy and torch scalars welcome
@@ -83,17 +78,13 @@ class GAFSpec:
 
     @property
     def bound(self) -> float:
-        """sup |f|: α·π/2 for atan, α for tanh and clip, inf for log and callables."""
+        """sup |f| (α times the kind's bound; inf for callables)."""
         return gaf_bound(self.kind, self.alpha)
 
 
-def gaf_bound(kind: GAFKind, alpha: float) -> float:
-    """The supremum of |f| for ``kind`` with scale ``alpha`` (``inf`` when unbounded or unknown)."""
-    if kind == "atan":
-        return alpha * math.pi / 2
-    if kind in ("tanh", "clip"):
-        return float(alpha)
-    return math.inf
+def gaf_bound(gaf_kind: GAFKind, alpha: float) -> float:
+    """The supremum of |f| for ``gaf_kind`` with scale ``alpha`` (``inf`` when unbounded or a callable)."""
+    return math.inf if callable(gaf_kind) else alpha * kind_entry(gaf_kind).bound
 
 
 def validate_gaf(kind: GAFKind | GAFSpec, alpha: float = 0.1, beta: float = 20.0, *, warn: bool = True) -> GAFSpec:
@@ -115,22 +106,14 @@ def validate_gaf(kind: GAFKind | GAFSpec, alpha: float = 0.1, beta: float = 20.0
     return spec
 
 
-def _apply_inplace(x: Tensor, kind: GAFKind, alpha: float, beta: float, nan_on_inf: bool = False) -> Tensor:
-    """f applied to ``x`` in place; ``x`` is float32 or float64."""
+def _apply_inplace(x: Tensor, gaf_kind: GAFKind, alpha: float, beta: float, nan_on_inf: bool = False) -> Tensor:
+    """f applied to ``x`` in place (α·φ(β·x), φ the kind's ``eager_``); ``x`` is float32 or float64."""
     guard = x - x if nan_on_inf else None  # 0 where x is finite, NaN where it is ±inf or NaN
-    if callable(kind):
-        x.copy_(kind(x))
-    elif kind == "atan":
-        x.mul_(beta).atan_().mul_(alpha)
-    elif kind == "tanh":
-        x.mul_(beta).tanh_().mul_(alpha)
-    elif kind == "clip":
-        x.mul_(beta).clamp_(-1.0, 1.0).mul_(alpha)
-    elif kind == "log":
-        magnitude = x.abs().mul_(beta).log1p_().mul_(alpha)
-        x.copy_(torch.copysign(magnitude, x))
-    else:  # e.g. param_groups[0]["gaf"] = "atna" after the optimizer validated its groups
-        raise ValueError(f"unknown GAF kind {kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
+    if callable(gaf_kind):
+        x.copy_(gaf_kind(x))
+    else:
+        phi_ = kind_entry(gaf_kind).eager_  # e.g. param_groups[0]["gaf"] = "atna" after the groups were checked
+        phi_(x.mul_(beta)).mul_(alpha)
     return x if guard is None else x.add_(guard)
 
 
@@ -151,39 +134,20 @@ def gaf(
     return _apply_inplace(work, kind, alpha, beta, nan_on_inf).to(x.dtype)
 
 
-def _foreach_magnitude(tensors: list[Tensor], alpha: float, beta: float) -> list[Tensor]:
-    """α·log(1 + β·|x|) for every tensor of the list, as new tensors."""
-    magnitudes = torch._foreach_abs(tensors)
-    torch._foreach_mul_(magnitudes, beta)
-    torch._foreach_log1p_(magnitudes)
-    torch._foreach_mul_(magnitudes, alpha)
-    return magnitudes
-
-
 def _foreach_apply(
-    tensors: list[Tensor], kind: GAFKind, alpha: float, beta: float, inplace: bool, nan_on_inf: bool
+    tensors: list[Tensor], gaf_kind: GAFKind, alpha: float, beta: float, inplace: bool, nan_on_inf: bool
 ) -> list[Tensor]:
-    """f over a list of float32/float64 tensors, in place or into new tensors."""
+    """f over a list of float32/float64 tensors (α·φ(β·x), φ the kind's ``foreach_``), in place or into new
+    tensors."""
     guards = torch._foreach_sub(tensors, tensors) if nan_on_inf else None  # 0, or NaN where non-finite
-    if callable(kind):
-        out = [t.copy_(kind(t)) if inplace else kind(t) for t in tensors]
-    elif kind not in GAF_KINDS:
-        raise ValueError(f"unknown GAF kind {kind!r}: expected one of {', '.join(GAF_KINDS)} or a callable")
-    elif kind in ("atan", "tanh", "clip"):
-        out = tensors if inplace else torch._foreach_mul(tensors, beta)
-        if inplace:
-            torch._foreach_mul_(out, beta)
-        if kind == "clip":
-            torch._foreach_clamp_min_(out, -1.0)
-            torch._foreach_clamp_max_(out, 1.0)
-        else:
-            (torch._foreach_atan_ if kind == "atan" else torch._foreach_tanh_)(out)
-        torch._foreach_mul_(out, alpha)
+    if callable(gaf_kind):
+        out = [t.copy_(gaf_kind(t)) if inplace else gaf_kind(t) for t in tensors]
     else:
-        magnitudes = _foreach_magnitude(tensors, alpha, beta)
-        out = tensors if inplace else magnitudes
-        for target, magnitude, sign in zip(out, magnitudes, tensors):
-            torch.copysign(magnitude, sign, out=target)
+        phi_ = kind_entry(gaf_kind).foreach_
+        out = tensors if inplace else torch._foreach_mul(tensors, 1.0)
+        torch._foreach_mul_(out, beta)
+        phi_(out)
+        torch._foreach_mul_(out, alpha)
     if guards is not None:
         torch._foreach_add_(out, guards)
     return out

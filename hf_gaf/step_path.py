@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from .compiled_step import CompileSchedule
+from .kinds import GAF_KINDS, kind
 
 __all__ = ["FUSED_CHOICES", "StepPath", "check_fused", "choose_path", "fused_default", "triton_supported"]
 
@@ -85,8 +86,8 @@ def triton_supported(tensors: list[Tensor], gaf_kind, allow_cpu: bool = False) -
         return False
     from . import triton_kernels
 
-    if gaf_kind is not None and gaf_kind not in triton_kernels.KIND_CODES:
-        return False  # an unknown kind set after construction: the eager path names it in its error
+    if gaf_kind is not None and (gaf_kind not in GAF_KINDS or kind(gaf_kind).triton_code is None):
+        return False  # a kind without a Triton body, or an unknown one (the eager path names it in its error)
     return triton_kernels.runs_on(device) and all(
         type(t) in (torch.nn.Parameter, Tensor) and t.device == device and t.dtype in triton_kernels.SUPPORTED_DTYPES
         for t in tensors

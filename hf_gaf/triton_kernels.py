@@ -32,6 +32,8 @@ import os
 import torch
 from torch import Tensor
 
+from .kinds import kind
+
 try:
     import triton
     import triton.language as tl
@@ -43,12 +45,6 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 #: Elements per program. 1024 fp32 = 4 KiB per role: four 16-byte accesses per thread at 4 warps.
 BLOCK = 1024
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-KIND_CODES = {"atan": 1, "tanh": 2, "log": 3, "clip": 4}
-
-
-def available() -> bool:
-    """Whether the Triton kernels can run at all in this process (Triton imported)."""
-    return triton is not None
 
 
 def runs_on(device: torch.device) -> bool:
@@ -110,8 +106,8 @@ if triton is not None:
 
     @triton.jit
     def _gaf_f(x, alpha, beta, KIND: tl.constexpr):
-        """f(x) in float32 for KIND 1 = atan, 2 = tanh, 3 = log (α·sign(x)·log(1 + β|x|)), 4 = clip
-        (α·clamp(β·x, -1, 1)); ±inf and NaN give NaN (``nan_on_inf`` of hf_gaf.functional: an overflow is never
+        """f(x) in float32 for KIND, a kind's ``triton_code`` in :mod:`hf_gaf.kinds` (1 atan, 2 tanh, 3 log,
+        4 clip); ±inf and NaN give NaN (``nan_on_inf`` of hf_gaf.functional: an overflow is never
         a silent bounded step)."""
         if KIND == 1:
             y = alpha * _atan(beta * x)
@@ -325,7 +321,7 @@ def gaf_sgd_step(
     _gaf_sgd_kernel[(table.n_blocks,)](
         rows[0], rows[1], rows[2] if momentum != 0 else rows[0], table.numels, table.block_tensor,
         table.block_start, float(lr), float(momentum), float(dampening), float(weight_decay), float(alpha),
-        float(beta), DTYPE=_TL_DTYPES[dtype], KIND=KIND_CODES[gaf_kind] if gaf_kind else 0,
+        float(beta), DTYPE=_TL_DTYPES[dtype], KIND=kind(gaf_kind).triton_code if gaf_kind else 0,
         ON_UPDATE=placement == "update", HAS_MOMENTUM=momentum != 0, FIRST_STEP=first_step,
         NESTEROV=bool(nesterov), MAXIMIZE=bool(maximize), HAS_WEIGHT_DECAY=weight_decay != 0,
         ALIGNED=table.aligned, BLOCK_SIZE=BLOCK,
@@ -351,6 +347,6 @@ def gaf_grads_(
     _gaf_grad_kernel[(table.n_blocks,)](
         rows[0], table.numels, table.block_tensor, table.block_start, float(alpha), float(beta),
         grad_scale if grad_scale is not None else rows[0], found_inf if found_inf is not None else table.zero,
-        DTYPE=_TL_DTYPES[dtype], KIND=KIND_CODES[gaf_kind], HAS_SCALE=grad_scale is not None,
+        DTYPE=_TL_DTYPES[dtype], KIND=kind(gaf_kind).triton_code, HAS_SCALE=grad_scale is not None,
         ALIGNED=table.aligned, BLOCK_SIZE=BLOCK,
     )

@@ -22,7 +22,8 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from hf_gaf import GAF_KINDS, attach_gaf
+from hf_gaf import attach_gaf
+from hf_gaf.kinds import KindNames
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--grad_accum", type=int, default=1)
-    parser.add_argument("--gaf", default="atan", choices=["none", *GAF_KINDS])
+    parser.add_argument("--gaf", default="atan", choices=KindNames("none"))
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--beta", type=float, default=20.0)
     parser.add_argument("--lr", type=float, default=1e-3)

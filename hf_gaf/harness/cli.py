@@ -21,7 +21,7 @@ import dataclasses
 import os
 import sys
 
-from ..functional import GAF_KINDS
+from ..kinds import GAF_KINDS
 from .demo import TASKS as DEMO_TASKS
 from .runner import split_recipe_args
 
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_make_trees)
 
     p = sub.add_parser("plot-gaf", help="plot f and f' of a GAF against identity and clip-by-value")
-    p.add_argument("--kind", default="atan", choices=list(GAF_KINDS))
+    p.add_argument("--kind", default="atan", choices=GAF_KINDS)
     p.add_argument("--alpha", type=float, default=0.1)
     p.add_argument("--beta", type=float, default=20.0)
     p.add_argument("--out", default="gaf.png")

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ..functional import GAF_KINDS, GAFSpec, validate_gaf
+from ..functional import GAFSpec, validate_gaf
 from ..gaf_sgd import PLACEMENTS, check_placement
+from ..kinds import KindNames
 from ..step_path import fused_default
 
 logger = logging.getLogger(__name__)
 
-GAF_CHOICES = ("none", *GAF_KINDS)
+GAF_CHOICES = KindNames("none")  # live: a kind registered in hf_gaf.kinds is a choice too
 
 
 @dataclass
@@ -40,8 +41,8 @@ class GAFTrainingArguments(TrainingArguments):
     that spec.
     """
 
-    gaf: str = field(default="none", metadata={"help": f"Gradient activation: {', '.join(GAF_CHOICES)}.",
-                                               "choices": list(GAF_CHOICES)})
+    gaf: str = field(default="none", metadata={"help": "Gradient activation: a kind of hf_gaf.kinds, or none.",
+                                               "choices": GAF_CHOICES})
     gaf_alpha: float = field(default=0.1, metadata={"help": "GAF scale alpha (bound alpha*pi/2 for atan)."})
     gaf_beta: float = field(default=20.0, metadata={"help": "GAF slope beta (gain alpha*beta near zero)."})
     gaf_placement: str | None = field(default=None, metadata={

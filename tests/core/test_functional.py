@@ -4,7 +4,8 @@ import warnings
 import pytest
 import torch
 
-from hf_gaf.functional import GAF_KINDS, foreach_gaf, foreach_gaf_, gaf, gaf_, gaf_bound, validate_gaf
+from hf_gaf.functional import foreach_gaf, foreach_gaf_, gaf, gaf_, gaf_bound, validate_gaf
+from hf_gaf.kinds import GAF_KINDS
 
 ALPHA, BETA = 0.3, 4.5
 

@@ -55,7 +55,7 @@ def test_the_path_is_chosen_by_one_rule_from_arguments_and_the_environment(monke
 def test_atan_f32_is_within_2e7_of_atan_everywhere_and_keeps_the_special_values():
     """The compiled pass's atan (Cephes' atanf in torch ops), eagerly and compiled, against float64 atan on
     a dense grid, both range-reduction seams and 61 decades; ±inf gives ±π/2, NaN stays NaN."""
-    from hf_gaf.compiled_step import atan_f32
+    from hf_gaf.kinds import atan_f32
 
     seams = torch.tensor([0.41421356237309503, 2.414213562373095], dtype=torch.float64)
     x = torch.cat([torch.linspace(-60, 60, 400_001, dtype=torch.float64), torch.logspace(-30, 30, 20_001,
