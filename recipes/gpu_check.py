@@ -36,10 +36,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_optimizer_step import bench, table  # noqa: E402
+from bench_optimizer_step import bench, table
 
-from hf_gaf import GAFSGD, attach_gaf  # noqa: E402
-from hf_gaf._outputs import claim_outputs  # noqa: E402
+from hf_gaf import GAFSGD, attach_gaf
+from hf_gaf._outputs import claim_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 DETECTION_PACKAGES = ("datasets", "evaluate", "pycocotools", "defusedxml")

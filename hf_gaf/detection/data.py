@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .coco_json import coco_categories, load_coco
 from .synthetic_voc import SHAPE_CLASSES
+from .transforms import MODES
 from .voc import VOC_CLASSES, load_voc, voc_class_names
 
 DATA_FORMATS = ("voc", "coco")
@@ -43,7 +44,7 @@ class DetectionDataArguments:
                 "without it such an object is an error naming its file."})
     image_size: int = field(default=512, metadata={"help": "Side of the square canvas images are resized onto."})
     resize_mode: str = field(default="letterbox", metadata={"help": "letterbox (keep aspect, pad) or stretch.",
-                                                            "choices": ["letterbox", "stretch"]})
+                                                            "choices": list(MODES)})
     hflip: float = field(default=0.5)
     max_zoom_out: float = field(default=1.5, metadata={"help": "Scale jitter: zoom out up to this factor (1 = off)."})
     iou_crop: bool = field(default=False, metadata={"help": "Random IoU crop augmentation."})

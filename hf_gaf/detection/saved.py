@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from .transforms import DetectionTransform
+from .transforms import MODES, DetectionTransform
 
 DETECTION_CONFIG = "hf_gaf_detection.json"
 FASTER_RCNN_CONFIG = "faster_rcnn_config.json"
@@ -52,8 +52,8 @@ class DetectorInfo:
             raise ValueError(f"class_names must be a non-empty list of distinct strings, got {self.class_names!r}")
         if type(self.image_size) is not int or self.image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
-        if self.resize_mode not in ("letterbox", "stretch"):
-            raise ValueError(f"resize_mode must be letterbox or stretch, got {self.resize_mode!r}")
+        if self.resize_mode not in MODES:
+            raise ValueError(f"resize_mode must be one of {', '.join(MODES)}, got {self.resize_mode!r}")
         if self.category_ids is not None and (
                 not isinstance(self.category_ids, list) or len(self.category_ids) != len(self.class_names)
                 or not all(type(i) is int for i in self.category_ids)):

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     from transformers import HfArgumentParser
     from transformers.hf_argparser import string_to_bool
 
-    from ..detection.data import DetectionDataArguments
+    from ..detection.data import DATA_FORMATS, DetectionDataArguments
     from ..metrics.detection import EvaluationArguments
 
     parser = HfArgumentParser(prog="hf-gaf", description="Gradient Activation Functions for the HF stack.")
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--format",
-        choices=["voc", "coco"],
+        choices=list(DATA_FORMATS),
         default="voc",
         help="coco: also write VOC2007/coco/{trainval,test}.json (COCO JSON over the same JPEGs)",
     )

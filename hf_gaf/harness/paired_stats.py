@@ -23,7 +23,6 @@ import statistics
 from scipy import stats
 
 ONE_SEED = "one seed: no CI"
-VERDICTS = ("better", "worse", "no difference shown", ONE_SEED)
 
 
 def _finite(v) -> bool:

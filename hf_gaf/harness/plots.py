@@ -12,11 +12,11 @@ import matplotlib.colors
 import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from ..functional import gaf, gaf_bound  # noqa: E402
+from ..functional import gaf, gaf_bound
 
 PRETTY = {"eval_accuracy": "test top-1 accuracy", "eval_voc07_map": "VOC07 mAP@0.5", "eval_voc12_map": "VOC12 mAP@0.5",
           "eval_coco_map": "COCO mAP@[.5:.95]", "train_loss": "training loss"}

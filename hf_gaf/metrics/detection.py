@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .coco import coco_eval
-from .voc import to_numpy, voc_eval
+from .voc import COMPAT_MODES, to_numpy, voc_eval
 
 METRIC_KEYS = ("voc07_map", "voc12_map", "coco_map", "coco_ap50", "coco_ap75")
-COMPAT = ("devkit", "py-faster-rcnn")
 
 
 @dataclass
@@ -32,7 +31,7 @@ class EvaluationArguments:
     """The evaluator's flag (for ``HfArgumentParser``): the VOC AP convention."""
 
     compat: str = field(default="devkit", metadata={
-        "help": "VOC AP convention: devkit (the MATLAB devkit's) or py-faster-rcnn.", "choices": list(COMPAT)})
+        "help": "VOC AP convention: devkit (the MATLAB devkit's) or py-faster-rcnn.", "choices": list(COMPAT_MODES)})
 
 
 class DetectionEvaluator:

@@ -19,21 +19,21 @@ import os
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # never download at run time: fail fast instead
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import sys  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+import sys
+from dataclasses import dataclass, field
 
-import evaluate  # noqa: E402
-import torch  # noqa: E402
-from timm.data import create_transform, resolve_data_config  # noqa: E402
-from transformers import HfArgumentParser  # noqa: E402
+import evaluate
+import torch
+from timm.data import create_transform, resolve_data_config
+from transformers import HfArgumentParser
 
-from hf_gaf.harness.classification_data import DatasetNotAvailableError, load_classification_data  # noqa: E402
-from hf_gaf.harness.experiment_args import ExperimentArguments, ExperimentTrainer  # noqa: E402
-from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.harness.sample_rng import SampleRNG  # noqa: E402
-from hf_gaf.harness.timm_classifier import TimmClassifier  # noqa: E402
-from hf_gaf.harness.training import prepare_run, recipe_defaults, run_training  # noqa: E402
-from hf_gaf.metrics import metric_path  # noqa: E402
+from hf_gaf.harness.classification_data import DatasetNotAvailableError, load_classification_data
+from hf_gaf.harness.experiment_args import ExperimentArguments, ExperimentTrainer
+from hf_gaf.harness.presets import PresetArguments, parse_with_preset
+from hf_gaf.harness.sample_rng import SampleRNG
+from hf_gaf.harness.timm_classifier import TimmClassifier
+from hf_gaf.harness.training import prepare_run, recipe_defaults, run_training
+from hf_gaf.metrics import metric_path
 
 
 @dataclass

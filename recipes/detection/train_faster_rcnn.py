@@ -20,19 +20,19 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import sys  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+import sys
+from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser  # noqa: E402
+from transformers import HfArgumentParser
 
-from hf_gaf.detection.data import DetectionDataArguments  # noqa: E402
-from hf_gaf.detection.faster_rcnn import FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess  # noqa: E402
-from hf_gaf.detection.saved import DetectorInfo  # noqa: E402
-from hf_gaf.harness.detection_training import DetectionOutputArguments, load_splits_or_exit, train_detector  # noqa: E402
-from hf_gaf.harness.experiment_args import ExperimentArguments  # noqa: E402
-from hf_gaf.harness.presets import PresetArguments, parse_with_preset  # noqa: E402
-from hf_gaf.harness.training import prepare_run, recipe_defaults  # noqa: E402
-from hf_gaf.metrics.detection import EvaluationArguments  # noqa: E402
+from hf_gaf.detection.data import DetectionDataArguments
+from hf_gaf.detection.faster_rcnn import FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess
+from hf_gaf.detection.saved import DetectorInfo
+from hf_gaf.harness.detection_training import DetectionOutputArguments, load_splits_or_exit, train_detector
+from hf_gaf.harness.experiment_args import ExperimentArguments
+from hf_gaf.harness.presets import PresetArguments, parse_with_preset
+from hf_gaf.harness.training import prepare_run, recipe_defaults
+from hf_gaf.metrics.detection import EvaluationArguments
 
 
 @dataclass

@@ -10,7 +10,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from tests.helpers.tiny import SequentialGAFTrainer, TinyData, TinyRegressor, tiny_args  # noqa: E402
+from tests.helpers.tiny import SequentialGAFTrainer, TinyData, TinyRegressor, tiny_args
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--out", required=True)

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from hf_gaf import GAFSGD, attach_gaf  # noqa: E402
+from hf_gaf import GAFSGD, attach_gaf
 
 
 def make_model():
