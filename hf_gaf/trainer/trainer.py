@@ -96,12 +96,14 @@ class GAFTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # the arguments' GAF settings, read once: a plain TrainingArguments is GAF off, with nothing recorded
+        self.gaf_args = self.args if isinstance(self.args, GAFTrainingArguments) else None
         if self.optimizer is not None:  # passed in with optimizers=(...): what it runs must be what is recorded
             self.check_given_optimizer(self.optimizer)
         if self.elementwise_transform() is not None:
             self.add_callback(GAFAttachCallback(self))
         self.gaf_stats = None
-        if isinstance(self.args, GAFTrainingArguments) and self.args.gaf_log_stats and self.args.gaf_spec is not None:
+        if self.gaf_args is not None and self.gaf_args.gaf_log_stats and self.gaf_args.gaf_spec is not None:
             from .stats import GAFStatsCallback
 
             self.gaf_stats = GAFStatsCallback()
@@ -110,16 +112,16 @@ class GAFTrainer(Trainer):
     # --- what runs, and where ------------------------------------------------------------------------
     def elementwise_transform(self) -> GAFSpec | None:
         """The elementwise function applied where GAF runs: the arguments' GAF spec (``None``: GAF off)."""
-        return self.args.gaf_spec if isinstance(self.args, GAFTrainingArguments) else None
+        return self.gaf_args.gaf_spec if self.gaf_args is not None else None
 
     @property
     def gaf_placement(self) -> str:
         """``update`` or ``grad`` (``grad`` for transforms that are not GAF arguments)."""
-        return self.args.gaf_placement if isinstance(self.args, GAFTrainingArguments) else "grad"
+        return self.gaf_args.gaf_placement if self.gaf_args is not None else "grad"
 
     @property
     def gaf_exclude(self) -> list[str]:
-        return list(self.args.gaf_exclude) if isinstance(self.args, GAFTrainingArguments) else []
+        return list(self.gaf_args.gaf_exclude) if self.gaf_args is not None else []
 
     def param_group_overrides(self, name: str, param: torch.nn.Parameter) -> dict:
         """Optimizer settings that parameter ``name`` needs on top of the defaults (none here)."""
@@ -137,7 +139,7 @@ class GAFTrainer(Trainer):
         if isinstance(inner, GAFSGD):
             running = {(g["gaf"], g["alpha"], g["beta"], g["placement"])
                        for g in inner.param_groups if g["gaf"] is not None}
-            if wanted is None and not isinstance(self.args, GAFTrainingArguments):
+            if wanted is None and self.gaf_args is None:
                 return  # plain TrainingArguments: no GAF settings are recorded, nothing to contradict
             if running != ({wanted} if wanted else set()):
                 have = ", ".join(
@@ -146,7 +148,7 @@ class GAFTrainer(Trainer):
                 raise ValueError(self._contradiction(f"GAFSGD applies {have or 'no GAF (gaf=None)'}", spec, placement))
             return
         hook = attached_gaf(inner)
-        if hook is None or (spec is None and not isinstance(self.args, GAFTrainingArguments)):
+        if hook is None or (spec is None and self.gaf_args is None):
             return
         if spec is None or hook.spec != spec:
             raise ValueError(self._contradiction(f"{type(inner).__name__} has attach_gaf({hook.spec})", spec, "grad"))
@@ -242,7 +244,7 @@ class GAFTrainer(Trainer):
     # --- checkpoints ------------------------------------------------------------------------------
     def gaf_config(self) -> dict | None:
         """The settings recorded in each checkpoint (``None`` with a plain ``TrainingArguments``)."""
-        return self.args.gaf_config() if isinstance(self.args, GAFTrainingArguments) else None
+        return self.gaf_args.gaf_config() if self.gaf_args is not None else None
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Model weights of a checkpoint, with the key conversion of ``from_pretrained``.
