@@ -112,15 +112,17 @@ def _scalars(values, dtype: torch.dtype, device) -> list[Tensor]:
     return list(torch.tensor(values, dtype=dtype, device=device).unbind())
 
 
-def body_settings(name: str, hyper: dict) -> tuple[dict, tuple]:
-    """Body ``name``'s keyword settings (part of the graph) and its scalar values (0-dim tensor arguments),
-    from GAFSGD's keywords (``"gaf_sgd"``) or ``gaf_kind``, ``alpha``, ``beta`` (``"gaf_grads"``)."""
+def body_settings(name: str, settings) -> tuple[dict, tuple]:
+    """Body ``name``'s keyword settings (part of the graph) and its scalar values (0-dim tensor arguments), from
+    a :class:`~hf_gaf.gaf_sgd.SGDSettings` (``"gaf_sgd"``) or a :class:`~hf_gaf.functional.GAFSpec`
+    (``"gaf_grads"``)."""
     if name == "gaf_grads":
-        return dict(gaf_kind=hyper["gaf_kind"]), (hyper["alpha"], hyper["beta"])
-    static = dict(gaf_kind=hyper["gaf_kind"], placement=hyper["placement"], nesterov=hyper["nesterov"],
-                  maximize=hyper["maximize"], use_momentum=hyper["momentum"] != 0,
-                  use_weight_decay=hyper["weight_decay"] != 0)
-    return static, tuple(hyper[k] for k in ("lr", "momentum", "dampening", "weight_decay", "alpha", "beta"))
+        return dict(gaf_kind=settings.kind), (settings.alpha, settings.beta)
+    static = dict(gaf_kind=settings.gaf, placement=settings.placement, nesterov=settings.nesterov,
+                  maximize=settings.maximize, use_momentum=settings.momentum != 0,
+                  use_weight_decay=settings.weight_decay != 0)
+    return static, (settings.lr, settings.momentum, settings.dampening, settings.weight_decay, settings.alpha,
+                    settings.beta)
 
 
 def _stand_ins(name: str, static: dict, dtype: torch.dtype, numel: int) -> list[Tensor]:
@@ -157,11 +159,11 @@ class CompiledStep:
     def _key(self, name: str, tensor: Tensor, static: dict) -> tuple:
         return (name, tensor.dtype, tensor.device.type, tuple(sorted(static.items())))
 
-    def warm(self, name: str, tensors: list[Tensor], hyper: dict) -> None:
-        """Start the helper process that compiles body ``name`` (``"gaf_sgd"`` with GAFSGD's keywords as
-        ``hyper``, or ``"gaf_grads"`` with ``gaf_kind``, ``alpha``, ``beta``) for each dtype of ``tensors``,
-        unless that graph is ready or warming already. The first time, one log line says what happens."""
-        static, values = body_settings(name, hyper)
+    def warm(self, name: str, tensors: list[Tensor], settings) -> None:
+        """Start the helper process that compiles body ``name`` (``"gaf_sgd"`` with an ``SGDSettings``, or
+        ``"gaf_grads"`` with a ``GAFSpec``: :func:`body_settings`) for each dtype of ``tensors``, unless that
+        graph is ready or warming already. The first time, one log line says what happens."""
+        static, values = body_settings(name, settings)
         for sample in {t.dtype: t for t in tensors}.values():
             key = self._key(name, sample, static)
             if key in self._helpers or key in self._ready:
@@ -190,7 +192,7 @@ class CompiledStep:
                            self.schedule.switch_step)
             helper.wait()
 
-    def run(self, name: str, lists: list[list[Tensor]], hyper: dict, what: str) -> list[int]:
+    def run(self, name: str, lists: list[list[Tensor]], settings, what: str) -> list[int]:
         """Body ``name`` compiled, tensor by tensor, on the tensors of ``lists`` (parameters, gradients and
         momentum buffers for ``"gaf_sgd"``; gradients for ``"gaf_grads"``) that have at least
         ``schedule.min_numel`` elements, a floating dtype and one dense layout across the lists. Returns the
@@ -201,7 +203,7 @@ class CompiledStep:
         first = lists[0]
         chosen = [k for k, t in enumerate(first) if t.numel() >= self.schedule.min_numel
                   and t.dtype.is_floating_point and all(same_layout(tensors[k], t) for tensors in lists)]
-        static, values = body_settings(name, hyper)
+        static, values = body_settings(name, settings)
         compiled = compiled_body(name) if chosen else None
         scalars, done = {}, set()
         try:

@@ -48,6 +48,8 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
+
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
@@ -56,7 +58,8 @@ from .compiled_step import CompiledStep
 from .functional import GAFKind, GAFSpec, foreach_gaf, foreach_gaf_, gaf, gaf_, validate_gaf
 from .step_path import check_fused, choose_path, triton_supported
 
-__all__ = ["GAFSGD", "gaf_sgd", "gaf_sgd_update", "momentum_direction", "check_placement", "PLACEMENTS"]
+__all__ = ["GAFSGD", "SGDSettings", "gaf_sgd", "gaf_sgd_update", "momentum_direction", "check_placement",
+           "PLACEMENTS"]
 
 PLACEMENTS = ("grad", "update")
 GAF_GROUP_KEYS = ("gaf", "alpha", "beta", "placement")
@@ -69,157 +72,133 @@ def check_placement(placement: str) -> str:
     return placement
 
 
-def momentum_direction(
-    param: Tensor,
-    grad: Tensor,
-    momentum_buffer: Tensor | None,
-    *,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    f=None,
-) -> tuple[Tensor, Tensor | None]:
+@dataclass(frozen=True)
+class SGDSettings:
+    """The settings of one GAFSGD step, written once and built once per group (``from_group``) or per call
+    of :func:`gaf_sgd`; every implementation (per-tensor, list kernels, compiled pass, Triton) takes it.
+    The names are ``param_groups``' keys: ``gaf`` is the kind (``None``: plain SGD)."""
+
+    lr: float
+    momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    maximize: bool = False
+    gaf: GAFKind | None = "atan"
+    alpha: float = 0.1
+    beta: float = 20.0
+    placement: str = "update"
+
+    @classmethod
+    def from_group(cls, group: dict) -> SGDSettings:
+        """The settings of a ``param_groups`` entry (a tensor learning rate is read as a number)."""
+        return cls(**{f.name: group[f.name] for f in fields(cls)}).with_lr(float(group["lr"]))
+
+    def with_lr(self, lr: float) -> SGDSettings:
+        return replace(self, lr=lr)
+
+    @property
+    def on_grad(self) -> bool:
+        """f runs on the gradient (placement ``grad``)."""
+        return self.gaf is not None and self.placement == "grad"
+
+    @property
+    def on_update(self) -> bool:
+        """f runs on the momentum update (placement ``update``)."""
+        return self.gaf is not None and self.placement == "update"
+
+    def f(self, x: Tensor, owned: bool) -> Tensor:
+        """f(x) with ``nan_on_inf``, in place when ``x`` is ``owned`` (a temporary of the step)."""
+        return (gaf_ if owned else gaf)(x, self.gaf, self.alpha, self.beta, nan_on_inf=True)
+
+    def foreach_f(self, xs: list[Tensor], owned: bool) -> list[Tensor]:
+        """f over a list with the list kernels, in place when ``owned``."""
+        if owned:
+            foreach_gaf_(xs, self.gaf, self.alpha, self.beta, nan_on_inf=True)
+            return xs
+        return foreach_gaf(xs, self.gaf, self.alpha, self.beta, nan_on_inf=True)
+
+
+def momentum_direction(param: Tensor, grad: Tensor, momentum_buffer: Tensor | None,
+                       s: SGDSettings) -> tuple[Tensor, Tensor | None]:
     """The SGD update direction of one tensor before the ``update`` placement's f, the one place
-    this math is written for the eager paths (module docstring): ``d = f(±g) + λ·p`` (``f`` given:
-    placement ``grad``), ``b = μ·b + (1-τ)·d`` (in place; ``b = d`` on the first step), ``u = d + μ·b``
+    this math is written for the eager paths (module docstring): ``d = f(±g) + λ·p`` (f only with placement
+    ``grad``), ``b = μ·b + (1-τ)·d`` (in place; ``b = d`` on the first step), ``u = d + μ·b``
     (Nesterov) or ``b``. Returns ``(u, b)``; ``u`` may be the buffer itself, and ``grad`` is never written."""
-    d, owned = (-grad, True) if maximize else (grad, False)
-    if f is not None:
-        d, owned = f(d, owned), True
-    if weight_decay != 0:
-        d, owned = d.add(param, alpha=weight_decay), True
-    if momentum != 0:
+    d, owned = (-grad, True) if s.maximize else (grad, False)
+    if s.on_grad:
+        d, owned = s.f(d, owned), True
+    if s.weight_decay != 0:
+        d, owned = d.add(param, alpha=s.weight_decay), True
+    if s.momentum != 0:
         if momentum_buffer is None:
             momentum_buffer = d.detach().clone()
         else:
-            momentum_buffer.mul_(momentum).add_(d, alpha=1 - dampening)
-        d = d.add(momentum_buffer, alpha=momentum) if nesterov else momentum_buffer
+            momentum_buffer.mul_(s.momentum).add_(d, alpha=1 - s.dampening)
+        d = d.add(momentum_buffer, alpha=s.momentum) if s.nesterov else momentum_buffer
     return d, momentum_buffer
 
 
-def gaf_sgd_update(
-    param: Tensor,
-    grad: Tensor,
-    momentum_buffer: Tensor | None,
-    *,
-    lr: float,
-    momentum: float = 0.0,
-    dampening: float = 0.0,
-    weight_decay: float = 0.0,
-    nesterov: bool = False,
-    maximize: bool = False,
-    gaf_kind: GAFKind | None = "atan",
-    alpha: float = 0.1,
-    beta: float = 20.0,
-    placement: str = "update",
-) -> Tensor | None:
+def gaf_sgd_update(param: Tensor, grad: Tensor, momentum_buffer: Tensor | None, settings: SGDSettings) -> Tensor | None:
     """One GAFSGD step for one tensor (the math of the module docstring), in place on ``param``.
 
     Returns the momentum buffer (a new one on the first step, ``None`` without momentum).
     ``grad`` is read, never written.
     """
-    def f(x: Tensor, owned: bool) -> Tensor:
-        return (gaf_ if owned else gaf)(x, gaf_kind, alpha, beta, nan_on_inf=True)
-
-    on_grad = gaf_kind is not None and placement == "grad"
-    d, momentum_buffer = momentum_direction(param, grad, momentum_buffer, momentum=momentum, dampening=dampening,
-                                            weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                                            f=f if on_grad else None)
-    if gaf_kind is not None and placement == "update":
-        d = f(d, owned=d is not momentum_buffer and d is not grad)
-    param.add_(d, alpha=-lr)
+    d, momentum_buffer = momentum_direction(param, grad, momentum_buffer, settings)
+    if settings.on_update:
+        d = settings.f(d, owned=d is not momentum_buffer and d is not grad)
+    param.add_(d, alpha=-settings.lr)
     return momentum_buffer
 
 
-def _single_tensor_gaf_sgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor | None],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    gaf_kind: GAFKind | None,
-    alpha: float,
-    beta: float,
-    placement: str,
-) -> None:
+def _single_tensor_gaf_sgd(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None],
+                           settings: SGDSettings) -> None:
     """:func:`gaf_sgd_update` tensor by tensor; new momentum buffers are written into ``momentum_buffers``."""
     for i, (p, g) in enumerate(zip(params, grads)):
-        momentum_buffers[i] = gaf_sgd_update(
-            p, g, momentum_buffers[i], lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, maximize=maximize, gaf_kind=gaf_kind, alpha=alpha, beta=beta, placement=placement)
+        momentum_buffers[i] = gaf_sgd_update(p, g, momentum_buffers[i], settings)
 
 
-def _multi_tensor_gaf_sgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor | None],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    gaf_kind: GAFKind | None,
-    alpha: float,
-    beta: float,
-    placement: str,
-) -> None:
+def _multi_tensor_gaf_sgd(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None],
+                          settings: SGDSettings) -> None:
     """The same update with ``torch._foreach`` kernels, one call per (device, dtype) bucket; new momentum
     buffers are written into ``momentum_buffers``."""
     for (dev_params, dev_grads, dev_bufs), indices in Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, momentum_buffers], with_indices=True
     ).values():
         dev_bufs = list(dev_bufs)
-        _foreach_gaf_sgd(list(dev_params), list(dev_grads), dev_bufs, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, gaf_kind=gaf_kind,
-                         alpha=alpha, beta=beta, placement=placement)
+        _foreach_gaf_sgd(list(dev_params), list(dev_grads), dev_bufs, settings)
         for i, b in zip(indices, dev_bufs):
             momentum_buffers[i] = b
 
 
-def _foreach_gaf_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize,
-                     gaf_kind, alpha, beta, placement) -> None:
+def _foreach_gaf_sgd(params, grads, momentum_buffers, s: SGDSettings) -> None:
     """One bucket of :func:`_multi_tensor_gaf_sgd` (same device and dtype)."""
-    d, owned = (torch._foreach_neg(grads), True) if maximize else (grads, False)
-    if gaf_kind is not None and placement == "grad":
-        if owned:
-            foreach_gaf_(d, gaf_kind, alpha, beta, nan_on_inf=True)
-        else:
-            d = foreach_gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
-        owned = True
-    if weight_decay != 0:
-        d, owned = torch._foreach_add(d, params, alpha=weight_decay), True
-    if momentum != 0:
+    d, owned = (torch._foreach_neg(grads), True) if s.maximize else (grads, False)
+    if s.on_grad:
+        d, owned = s.foreach_f(d, owned), True
+    if s.weight_decay != 0:
+        d, owned = torch._foreach_add(d, params, alpha=s.weight_decay), True
+    if s.momentum != 0:
         if all(b is not None for b in momentum_buffers):
             bufs = momentum_buffers
-            torch._foreach_mul_(bufs, momentum)
-            torch._foreach_add_(bufs, d, alpha=1 - dampening)
+            torch._foreach_mul_(bufs, s.momentum)
+            torch._foreach_add_(bufs, d, alpha=1 - s.dampening)
         else:
             bufs = []
             for i, b in enumerate(momentum_buffers):
                 if b is None:
                     b = momentum_buffers[i] = d[i].detach().clone()
                 else:
-                    b.mul_(momentum).add_(d[i], alpha=1 - dampening)
+                    b.mul_(s.momentum).add_(d[i], alpha=1 - s.dampening)
                 bufs.append(b)
-        if nesterov:
-            d, owned = torch._foreach_add(d, bufs, alpha=momentum), True
+        if s.nesterov:
+            d, owned = torch._foreach_add(d, bufs, alpha=s.momentum), True
         else:
             d, owned = bufs, False
-    if gaf_kind is not None and placement == "update":
-        if owned:
-            foreach_gaf_(d, gaf_kind, alpha, beta, nan_on_inf=True)
-        else:
-            d = foreach_gaf(d, gaf_kind, alpha, beta, nan_on_inf=True)
-    torch._foreach_add_(params, d, alpha=-lr)
+    if s.on_update:
+        d = s.foreach_f(d, owned)
+    torch._foreach_add_(params, d, alpha=-s.lr)
 
 
 def gaf_sgd(
@@ -259,32 +238,40 @@ def gaf_sgd(
         >>> [round(v, 4) for v in p.tolist()], bufs[0] is not None
         ([-0.002, -0.1521, 0.157], True)
     """
+    settings = SGDSettings(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                           nesterov=nesterov, maximize=maximize, gaf=gaf_kind, alpha=alpha, beta=beta,
+                           placement=placement)
+    _step(params, grads, momentum_buffers, settings, foreach=foreach, fused=fused, table_cache=table_cache,
+          compiled=compiled, step=step)
+
+
+def _step(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None], settings: SGDSettings,
+          *, foreach: bool | None, fused, table_cache, compiled: CompiledStep | None, step: int | None) -> None:
+    """:func:`gaf_sgd` on built ``settings`` (what ``GAFSGD.step`` calls per group)."""
     if not params:
         return
-    hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                 maximize=maximize, gaf_kind=gaf_kind, alpha=alpha, beta=beta, placement=placement)
     if compiled is None:  # no object to keep a schedule in: the automatic CPU choice stays eager
         compiled, step = CompiledStep(), None
-    path = choose_path(params, fused=fused, foreach=foreach, gaf_kind=gaf_kind, step=step,
-                       creates_buffers=momentum != 0 and any(b is None for b in momentum_buffers),
+    path = choose_path(params, fused=fused, foreach=foreach, gaf_kind=settings.gaf, step=step,
+                       creates_buffers=settings.momentum != 0 and any(b is None for b in momentum_buffers),
                        can_compile=not compiled.failed, schedule=compiled.schedule)
     eager = _multi_tensor_gaf_sgd if path.foreach else _single_tensor_gaf_sgd
     if path.warm:
-        compiled.warm("gaf_sgd", params, hyper)
+        compiled.warm("gaf_sgd", params, settings)
     if path.fused is None:
-        eager(params, grads, momentum_buffers, **hyper)
+        eager(params, grads, momentum_buffers, settings)
         return
     left = _fused_gaf_sgd(params, grads, momentum_buffers, backend=path.fused, table_cache=table_cache,
-                          compiled=compiled, hyper=hyper)
+                          compiled=compiled, settings=settings)
     if len(left) == len(params):
-        eager(params, grads, momentum_buffers, **hyper)
+        eager(params, grads, momentum_buffers, settings)
     elif left:  # small tensors, left by the compiled pass: list kernels (their buffers exist already)
         _multi_tensor_gaf_sgd([params[k] for k in left], [grads[k] for k in left],
-                              [momentum_buffers[k] for k in left], **hyper)
+                              [momentum_buffers[k] for k in left], settings)
 
 
 def _fused_gaf_sgd(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None], *,
-                   backend: str, table_cache, compiled: CompiledStep, hyper: dict) -> list[int]:
+                   backend: str, table_cache, compiled: CompiledStep, settings: SGDSettings) -> list[int]:
     """The fused GAFSGD step: ``backend="triton"`` one Triton launch per (device, dtype) bucket (two on a step
     that creates momentum buffers: new buffers are written as b = d, torch's first step), with address
     tables cached in ``table_cache`` (a :class:`~hf_gaf.triton_kernels.TableCache`); ``"compile"`` the
@@ -293,17 +280,17 @@ def _fused_gaf_sgd(params: list[Tensor], grads: list[Tensor], momentum_buffers: 
     differs from its parameter's; a compile error, warned about once); for ``"compile"`` also the tensors
     too small to be worth a call."""
     if backend == "triton":
-        return [] if _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) else list(
+        return [] if _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, settings) else list(
             range(len(params)))
-    lists = [params, grads, momentum_buffers] if hyper["momentum"] != 0 else [params, grads]
-    return compiled.run("gaf_sgd", lists, hyper, "GAFSGD")
+    lists = [params, grads, momentum_buffers] if settings.momentum != 0 else [params, grads]
+    return compiled.run("gaf_sgd", lists, settings, "GAFSGD")
 
 
-def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) -> bool:
+def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, settings: SGDSettings) -> bool:
     from . import triton_kernels
 
     table_cache = table_cache if table_cache is not None else triton_kernels.TableCache()
-    use_momentum = hyper["momentum"] != 0
+    use_momentum = settings.momentum != 0
     buckets = Optimizer._group_tensors_by_device_and_dtype([params, grads, momentum_buffers], with_indices=True)
     launches, created = [], []
     for (_, dtype), ((dev_params, dev_grads, dev_bufs), indices) in buckets.items():
@@ -328,7 +315,7 @@ def _triton_gaf_sgd(params, grads, momentum_buffers, table_cache, **hyper) -> bo
     for index, buf in created:
         momentum_buffers[index] = buf
     for table, rows, first, dtype in launches:
-        triton_kernels.gaf_sgd_step(table, rows, first_step=first, dtype=dtype, **hyper)
+        triton_kernels.gaf_sgd_step(table, rows, settings, first_step=first, dtype=dtype)
     return True
 
 
@@ -457,12 +444,8 @@ class GAFSGD(Optimizer):
                 from . import triton_kernels
 
                 self._triton_tables = triton_kernels.TableCache()
-            gaf_sgd(params, grads, momentum_buffers, foreach=group["foreach"], fused=group["fused"],
-                    table_cache=self._triton_tables, compiled=self.compiled, step=step, lr=float(group["lr"]),
-                    momentum=group["momentum"], dampening=group["dampening"], weight_decay=group["weight_decay"],
-                    nesterov=group["nesterov"], maximize=group["maximize"], gaf_kind=group["gaf"],
-                    alpha=group["alpha"], beta=group["beta"],
-                    placement=group["placement"])
+            _step(params, grads, momentum_buffers, SGDSettings.from_group(group), foreach=group["foreach"],
+                  fused=group["fused"], table_cache=self._triton_tables, compiled=self.compiled, step=step)
             if group["momentum"] != 0:
                 for p, b in zip(params, momentum_buffers):
                     self.state[p]["momentum_buffer"] = b
@@ -486,9 +469,8 @@ class GAFSGD(Optimizer):
                     inputs.append(-p.grad if group["maximize"] else p.grad)
                     continue
                 buf = self.state[p].get("momentum_buffer") if group["momentum"] != 0 else None
-                d, _ = momentum_direction(p, p.grad, None if buf is None else buf.clone(), momentum=group["momentum"],
-                                          dampening=group["dampening"], weight_decay=group["weight_decay"],
-                                          nesterov=group["nesterov"], maximize=group["maximize"])
+                d, _ = momentum_direction(p, p.grad, None if buf is None else buf.clone(),
+                                          SGDSettings.from_group(group))
                 inputs.append(d)
             out.append((inputs, spec))
         return out

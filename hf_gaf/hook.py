@@ -124,11 +124,10 @@ class GAFHook:
         if found_inf is not None and bool(found_inf.item()):
             return  # the fused optimizer skips this step; leave the scaled gradients alone
         if grad_scale is None:
-            kwargs = dict(gaf_kind=spec.kind, alpha=spec.alpha, beta=spec.beta)
             if path.warm:
-                compiled.warm("gaf_grads", grads, kwargs)
+                compiled.warm("gaf_grads", grads, spec)
             if path.fused == "compile":  # the compiled pass leaves small tensors to the list kernels
-                grads = [grads[k] for k in compiled.run("gaf_grads", [grads], kwargs, "attach_gaf")]
+                grads = [grads[k] for k in compiled.run("gaf_grads", [grads], spec, "attach_gaf")]
             if grads:
                 foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta, nan_on_inf=True)
         else:

@@ -293,37 +293,23 @@ class TableCache:
         return entry[1]
 
 
-def gaf_sgd_step(
-    table: TensorTable,
-    rows: Tensor,
-    *,
-    first_step: bool,
-    dtype: torch.dtype,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    gaf_kind: str | None,
-    alpha: float,
-    beta: float,
-    placement: str,
-) -> None:
-    """One launch of the GAFSGD step over the ``dtype`` tensors whose address rows (params, grads
-    and, when momentum != 0, momentum buffers) ``table.addresses`` returned as ``rows``.
+def gaf_sgd_step(table: TensorTable, rows: Tensor, settings, *, first_step: bool, dtype: torch.dtype) -> None:
+    """One launch of the GAFSGD step (an :class:`~hf_gaf.gaf_sgd.SGDSettings`) over the ``dtype`` tensors whose
+    address rows (params, grads and, when momentum != 0, momentum buffers) ``table.addresses`` returned as
+    ``rows``.
 
     With ``first_step`` the buffers are written as b = d (torch's SGD on its first step), else
     b = μ·b + (1-τ)·d.
     """
     if table.n_blocks == 0:
         return
+    s = settings
     _gaf_sgd_kernel[(table.n_blocks,)](
-        rows[0], rows[1], rows[2] if momentum != 0 else rows[0], table.numels, table.block_tensor,
-        table.block_start, float(lr), float(momentum), float(dampening), float(weight_decay), float(alpha),
-        float(beta), DTYPE=_TL_DTYPES[dtype], KIND=kind(gaf_kind).triton_code if gaf_kind else 0,
-        ON_UPDATE=placement == "update", HAS_MOMENTUM=momentum != 0, FIRST_STEP=first_step,
-        NESTEROV=bool(nesterov), MAXIMIZE=bool(maximize), HAS_WEIGHT_DECAY=weight_decay != 0,
+        rows[0], rows[1], rows[2] if s.momentum != 0 else rows[0], table.numels, table.block_tensor,
+        table.block_start, float(s.lr), float(s.momentum), float(s.dampening), float(s.weight_decay),
+        float(s.alpha), float(s.beta), DTYPE=_TL_DTYPES[dtype], KIND=kind(s.gaf).triton_code if s.gaf else 0,
+        ON_UPDATE=s.placement == "update", HAS_MOMENTUM=s.momentum != 0, FIRST_STEP=first_step,
+        NESTEROV=bool(s.nesterov), MAXIMIZE=bool(s.maximize), HAS_WEIGHT_DECAY=s.weight_decay != 0,
         ALIGNED=table.aligned, BLOCK_SIZE=BLOCK,
     )
 
