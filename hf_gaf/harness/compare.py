@@ -28,21 +28,9 @@ import math
 import statistics
 from pathlib import Path
 
+from . import runner
 from .paired_stats import mean_ci, paired_cells, paired_difference
 from .plots import PRETTY, plot_curves, plot_gaf_stats
-from .runner import (
-    Job,
-    add_runner_arguments,
-    check_distinct,
-    check_one_experiment,
-    check_references,
-    check_runner_args,
-    default_metric,
-    final_metric,
-    run_dir,
-    run_jobs,
-    runner_main,
-)
 
 
 def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, baseline: str | None = None,
@@ -52,19 +40,19 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
     too (a control such as ``sgd-gain``)."""
     if baseline is None:
         baseline = presets[0]
-    check_references(presets, baseline=baseline, also_vs=also_vs)
-    check_one_experiment([run_dir(out, p, s) for p in presets for s in seeds])
+    runner.check_references(presets, baseline=baseline, also_vs=also_vs)
+    runner.check_one_experiment([runner.run_dir(out, p, s) for p in presets for s in seeds])
     runs, table = {}, {}
     for preset in presets:
         for seed in seeds:
-            path = run_dir(out, preset, seed) / "metrics.json"
+            path = runner.run_dir(out, preset, seed) / "metrics.json"
             if not path.is_file():
                 raise FileNotFoundError(f"{path} is missing: run the comparison first (or drop --summarize-only)")
             report = json.loads(path.read_text())
             runs[f"{preset}/seed-{seed}"] = {
                 "preset": preset,
                 "seed": seed,
-                "final": final_metric(path.parent, metric),
+                "final": runner.final_metric(path.parent, metric),
                 "curve": [e.get(metric) for e in report["epochs"]],
                 "train_loss": [e.get("train_loss") for e in report["epochs"]],
                 "epoch_time_s": [e["epoch_time_s"] for e in report["epochs"]],
@@ -196,9 +184,9 @@ def compare(
     """Run ``script`` over ``presets`` × ``seeds`` into ``out`` (:func:`~hf_gaf.harness.runner.run_jobs`, with
     ``reuse`` and ``overwrite``; nothing with ``summarize_only``), then write and return the summary
     (:func:`summarize`, :func:`write_results`; ``also_vs``: a second reference preset)."""
-    check_references(presets, baseline=baseline, also_vs=also_vs)  # before hours of runs, not after
+    runner.check_references(presets, baseline=baseline, also_vs=also_vs)  # before hours of runs, not after
     if not summarize_only:
-        run_jobs(script, [Job(p, ("--preset", p)) for p in presets], seeds, out, recipe_args, reuse=reuse,
+        runner.run_jobs(script, [runner.Job(p, ("--preset", p)) for p in presets], seeds, out, recipe_args, reuse=reuse,
                  overwrite=overwrite, launcher=launcher, metric=metric)
     summary = summarize(out, presets, seeds, metric, baseline, also_vs)
     write_results(summary, out, title)
@@ -208,7 +196,7 @@ def compare(
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The flags of ``hf-gaf compare``: the runner's (:func:`~hf_gaf.harness.runner.add_runner_arguments`) and
     its own."""
-    add_runner_arguments(parser)
+    runner.add_runner_arguments(parser)
     parser.add_argument("--presets", nargs="+", required=True, help="--preset names to compare")
     parser.add_argument("--baseline", default=None, help="preset the others are compared to; by default the first")
     parser.add_argument("--also-vs", default=None, help="a second preset every other one is paired with too, e.g. "
@@ -219,15 +207,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """What can be wrong before any run starts (a ``ValueError`` naming the flag)."""
-    check_runner_args(args)
-    check_distinct("--presets", args.presets)
-    check_references(args.presets, baseline=args.baseline, also_vs=args.also_vs)
+    runner.check_runner_args(args)
+    runner.check_distinct("--presets", args.presets)
+    runner.check_references(args.presets, baseline=args.baseline, also_vs=args.also_vs)
 
 
 def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
     """``hf-gaf compare`` with parsed ``args``: check them, compare, print the table and where it is."""
     check_args(args)
-    out, metric = Path(args.out), args.metric or default_metric(args.script)
+    out, metric = Path(args.out), args.metric or runner.default_metric(args.script)
     summary = compare(args.script, args.presets, args.seeds, out, recipe_args, metric=metric, baseline=args.baseline,
                       title=args.title, reuse=args.reuse, summarize_only=args.summarize_only,
                       launcher=args.launcher.split() if args.launcher else None, also_vs=args.also_vs,
@@ -242,4 +230,4 @@ DESCRIPTION = "Run a recipe over presets x seeds and compare them. Arguments aft
 
 def main(argv: list[str] | None = None) -> int:
     """``python recipes/compare.py ...``: the same flags as ``hf-gaf compare``."""
-    return runner_main(argv, "hf-gaf compare", DESCRIPTION, add_arguments, check_args, run)
+    return runner.runner_main(argv, "hf-gaf compare", DESCRIPTION, add_arguments, check_args, run)

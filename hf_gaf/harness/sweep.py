@@ -22,20 +22,9 @@ import math
 from pathlib import Path
 
 from ..gaf_sgd import PLACEMENTS
+from . import runner
 from .paired_stats import mean_ci, paired_cells, paired_difference
 from .plots import PRETTY, plot_sweep_heatmap
-from .runner import (
-    Job,
-    add_runner_arguments,
-    check_distinct,
-    check_one_experiment,
-    check_runner_args,
-    default_metric,
-    final_metric,
-    run_dir,
-    run_jobs,
-    runner_main,
-)
 
 SUMMARY = "sweep.json"
 
@@ -66,14 +55,14 @@ def run_sweep(
     settings = {"script": script, "seeds": seeds, "recipe_args": extra, "metric": metric, "preset": preset,
                 "baseline": baseline, "alphas": alphas, "betas": betas, "placements": placements}
     cells = [(a, b, p) for p in (placements or [None]) for b in betas for a in alphas]
-    jobs = [Job(cell_name(*c), ("--preset", preset, "--gaf_alpha", str(c[0]), "--gaf_beta", str(c[1]),
+    jobs = [runner.Job(cell_name(*c), ("--preset", preset, "--gaf_alpha", str(c[0]), "--gaf_beta", str(c[1]),
                                 *(("--gaf_placement", c[2]) if c[2] else ()))) for c in cells]
     if baseline:
-        jobs.insert(0, Job(f"baseline-{baseline}", ("--preset", baseline)))
+        jobs.insert(0, runner.Job(f"baseline-{baseline}", ("--preset", baseline)))
     if not summarize_only:
-        run_jobs(script, jobs, seeds, out, extra, reuse=reuse, overwrite=overwrite, launcher=launcher,
+        runner.run_jobs(script, jobs, seeds, out, extra, reuse=reuse, overwrite=overwrite, launcher=launcher,
                  metric=metric, desc="sweep")
-    check_one_experiment([run_dir(out, job.name, seed) for job in jobs for seed in seeds])
+    runner.check_one_experiment([runner.run_dir(out, job.name, seed) for job in jobs for seed in seeds])
     return write_sweep(out, settings, cells)
 
 
@@ -90,10 +79,11 @@ def write_sweep(out: Path, settings: dict, cells: list[tuple]) -> dict:
 
 def summarize_sweep(out: Path, cells: list[tuple], seeds: list[int], metric: str, baseline: str | None) -> dict:
     greater_is_better = not metric.endswith("loss")
-    base = [final_metric(out / f"baseline-{baseline}" / f"seed-{s}", metric) for s in seeds] if baseline else None
+    base = ([runner.final_metric(out / f"baseline-{baseline}" / f"seed-{s}", metric) for s in seeds]
+            if baseline else None)
     rows = []
     for alpha, beta, placement in cells:
-        finals = [final_metric(out / cell_name(alpha, beta, placement) / f"seed-{s}", metric) for s in seeds]
+        finals = [runner.final_metric(out / cell_name(alpha, beta, placement) / f"seed-{s}", metric) for s in seeds]
         rows.append(
             {
                 "alpha": alpha,
@@ -140,7 +130,7 @@ def sweep_markdown(summary: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The flags of ``hf-gaf sweep``: the runner's (:func:`~hf_gaf.harness.runner.add_runner_arguments`) and
     its own."""
-    add_runner_arguments(parser)
+    runner.add_runner_arguments(parser)
     parser.add_argument("--alphas", nargs="+", type=float, required=True, help="GAF alpha values of the grid")
     parser.add_argument("--betas", nargs="+", type=float, required=True, help="GAF beta values of the grid")
     parser.add_argument("--placements", nargs="+", choices=list(PLACEMENTS), default=None,
@@ -152,9 +142,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """What can be wrong before any run starts (a ``ValueError`` naming the flag)."""
-    check_runner_args(args)
+    runner.check_runner_args(args)
     for flag in ("alphas", "betas", "placements"):
-        check_distinct(f"--{flag}", getattr(args, flag))
+        runner.check_distinct(f"--{flag}", getattr(args, flag))
     bad = [v for v in args.alphas + args.betas if not (math.isfinite(v) and v > 0)]
     if bad:
         raise ValueError(f"--alphas/--betas must be finite and > 0, got {bad}")
@@ -164,7 +154,7 @@ def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
     """``hf-gaf sweep`` with parsed ``args``: check them, run or resume the sweep, print the table."""
     check_args(args)
     summary = run_sweep(args.script, args.alphas, args.betas, args.seeds, Path(args.out), recipe_args,
-                        metric=args.metric or default_metric(args.script), preset=args.preset,
+                        metric=args.metric or runner.default_metric(args.script), preset=args.preset,
                         placements=args.placements, baseline=args.baseline or None, reuse=args.reuse,
                         overwrite=args.overwrite, launcher=args.launcher.split() if args.launcher else None,
                         summarize_only=args.summarize_only)
@@ -179,4 +169,4 @@ DESCRIPTION = ("Run a recipe over a grid of GAF alpha x beta (x placement) and s
 
 def main(argv: list[str] | None = None) -> int:
     """The same flags as ``hf-gaf sweep``, from Python or a script."""
-    return runner_main(argv, "hf-gaf sweep", DESCRIPTION, add_arguments, check_args, run)
+    return runner.runner_main(argv, "hf-gaf sweep", DESCRIPTION, add_arguments, check_args, run)
