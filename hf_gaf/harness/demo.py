@@ -162,7 +162,7 @@ def run_demo(
     rows = []
     for name in names:
         task = TASKS[name]
-        n_epochs = 1 if fast else (epochs or task.epochs)
+        n_epochs = epochs or (1 if fast else task.epochs)  # --epochs wins with --fast too
         recipe_args = task.flags.format(voc=voc, trees=trees).split() + ["--num_train_epochs", str(n_epochs),
                                                                           "--report_to", "none"]
         recipe_args += task.fast.split() if fast else []
