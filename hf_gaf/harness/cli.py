@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="a reduced demo (about 2 minutes), as the tests run it")
     p.add_argument("--task", nargs="+", choices=list(DEMO_TASKS), default=None,
                    help="run these comparisons (default: digits detr trees; with --fast: digits detr faster_rcnn)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of every task run, with --fast too; by default each task's own")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of every task run, with --fast too; by default each task's own")
     p.add_argument("--overwrite", action="store_true", help="run again the comparisons an earlier demo in --out "
                    "finished (without it, they stop the demo before anything runs)")
     p.set_defaults(func=_demo)
