@@ -48,6 +48,7 @@ from .functional import GAFKind, GAFSpec, foreach_gaf_, validate_gaf
 from .step_path import check_fused, choose_path
 
 _HANDLE_ATTR = "_hf_gaf_hook"
+NO_GAF = "no_gaf"  # a parameter group with no_gaf=True is left alone by the hook (it survives flattening wrappers)
 
 
 def unwrap_optimizer(optimizer) -> Optimizer:
@@ -74,6 +75,7 @@ class GAFHook:
         self.spec = spec
         self.fused = fused
         self.param_ids = None if params is None else {id(p) for p in params}
+        self._params_checked = False
         self._calls = 0
         self._skips_on_device: Tensor | None = None  # overflow steps the Triton kernel skipped on the device
         self._tables = None  # hf_gaf.triton_kernels.TableCache, made on the first Triton launch
@@ -88,13 +90,35 @@ class GAFHook:
         return self._calls - int(self._skips_on_device.item())
 
     def selected(self) -> list[Tensor]:
-        """The parameters f applies to on the next step: those selected that have a gradient."""
+        """The parameters f applies to on the next step: those with a gradient in the groups without
+        ``no_gaf=True``, and among ``params=`` when it was given."""
+        self._check_params_present()
         return [
             p
-            for group in self.optimizer.param_groups
+            for group in self.optimizer.param_groups if not group.get(NO_GAF, False)
             for p in group["params"]
             if p.grad is not None and (self.param_ids is None or id(p) in self.param_ids)
         ]
+
+    def _check_params_present(self) -> None:
+        """``params=`` names tensors by identity: a wrapper that flattens or re-creates the parameters (DeepSpeed
+        ZeRO, FSDP1 without ``use_orig_params``) steps other tensors, and the hook would silently apply f to
+        none. At the first step with gradients every given parameter must be the optimizer's: a
+        ``RuntimeError`` naming the counts otherwise (groups with ``no_gaf=True`` survive such wrappers)."""
+        if self.param_ids is None or self._params_checked:
+            return
+        present = [id(p) for group in self.optimizer.param_groups for p in group["params"]]
+        if not any(p.grad is not None for group in self.optimizer.param_groups for p in group["params"]):
+            return  # no step yet (ZeRO-3 keeps its groups empty outside step())
+        missing = len(self.param_ids - set(present))
+        if missing:
+            raise RuntimeError(
+                f"attach_gaf(params=...): {missing} of the {len(self.param_ids)} parameters given are not among the "
+                f"{len(present)} tensors this {type(self.optimizer).__name__} steps (a wrapper that flattens or "
+                f"re-creates parameters, e.g. DeepSpeed ZeRO or FSDP1 without use_orig_params); put the parameters "
+                f"GAF must skip in their own parameter group with {NO_GAF}=True instead of passing params="
+            )
+        self._params_checked = True
 
     def gradients(self) -> list[Tensor]:
         """The gradients f applies to on the next step."""

@@ -50,7 +50,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..functional import GAFSpec
 from ..gaf_sgd import GAFSGD
-from ..hook import attach_gaf, attached_gaf, unwrap_optimizer
+from ..hook import NO_GAF, attach_gaf, attached_gaf, unwrap_optimizer
 from .arguments import GAFTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ class GAFTrainer(Trainer):
     # --- where the optimizer is built ------------------------------------------------------------------
     def optimizer_param_groups(self, model, gaf_in_groups: bool) -> list[dict]:
         """The trainable parameters split by weight decay (the Trainer's ``get_decay_parameter_names``),
-        by ``--gaf_exclude`` (``gaf=None`` groups, when GAF lives in the optimizer's groups) and by
+        by ``--gaf_exclude`` (groups with ``gaf=None`` when GAF lives in the optimizer's groups, else with
+        ``no_gaf=True`` for the hook: a group survives wrappers that flatten parameters) and by
         :meth:`param_group_overrides`; groups without overrides first, then decayed before not decayed,
         parameters in model order."""
         decay = set(self.get_decay_parameter_names(model))
@@ -177,7 +178,7 @@ class GAFTrainer(Trainer):
         for name, p in model.named_parameters():
             if not p.requires_grad:
                 continue
-            excluded = gaf_in_groups and is_excluded(name, self.gaf_exclude)
+            excluded = self.elementwise_transform() is not None and is_excluded(name, self.gaf_exclude)
             key = (name in decay, excluded, tuple(sorted(self.param_group_overrides(name, p).items())), id(_mesh_of(p)))
             buckets.setdefault(key, []).append(p)
         groups = []
@@ -187,7 +188,7 @@ class GAFTrainer(Trainer):
                                                                 key=lambda kv: (bool(kv[0][2]), not kv[0][0])):
             group = {"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0, **dict(overrides)}
             if excluded:
-                group["gaf"] = None
+                group.update({"gaf": None} if gaf_in_groups else {NO_GAF: True})
             groups.append(group)
         return groups
 
@@ -232,13 +233,16 @@ class GAFTrainer(Trainer):
         if self.gaf_stats is not None:
             self.gaf_stats.register(inner)  # ahead of the GAF hook, so it measures the raw gradients
         model = model if model is not None else self.model
-        gaf_ids = {
-            id(p) for n, p in model.named_parameters() if p.requires_grad and not is_excluded(n, self.gaf_exclude)
-        }
-        all_params = [p for g in inner.param_groups for p in g["params"]]
-        selected = [p for p in all_params if id(p) in gaf_ids]
         spec = self.elementwise_transform()
-        attach_gaf(inner, gaf=spec, params=None if len(selected) == len(all_params) else selected)
+        if not self.gaf_exclude or any(NO_GAF in g for g in inner.param_groups):
+            attach_gaf(inner, gaf=spec)  # exclusions, if any, are the no_gaf groups this trainer built
+        else:  # an optimizer built elsewhere: the excluded parameters by identity (checked at the first step)
+            gaf_ids = {
+                id(p) for n, p in model.named_parameters() if p.requires_grad and not is_excluded(n, self.gaf_exclude)
+            }
+            all_params = [p for g in inner.param_groups for p in g["params"]]
+            selected = [p for p in all_params if id(p) in gaf_ids]
+            attach_gaf(inner, gaf=spec, params=None if len(selected) == len(all_params) else selected)
         logger.info("%s attached to %s", spec, type(inner).__name__)
 
     # --- checkpoints ------------------------------------------------------------------------------

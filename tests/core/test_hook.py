@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -255,3 +257,28 @@ def test_a_process_that_exits_while_the_helper_compiles_exits_cleanly_and_ends_t
     assert done.returncode == 0, done.stderr[-2000:]
     (pid,) = eval(done.stdout.strip().splitlines()[-1])
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_a_no_gaf_group_is_left_alone_and_survives_a_wrapper_that_replaces_the_parameters():
+    """Issue "GAF under DeepSpeed", HIGH: exclusions by identity matched nothing once ZeRO handed the optimizer
+    flat partitions (GAF applied to nothing, silently). A group marked no_gaf=True is left alone whatever tensors
+    it holds at step time, so the choice survives flattening (simulated here by swapping the groups' tensors)."""
+    weight, bias = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([{"params": [weight]}, {"params": [bias], "no_gaf": True}], lr=1.0)
+    attach_gaf(opt, gaf="atan", alpha=0.1, beta=20.0, fused=False)
+    flat_w, flat_b = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(2))  # as a wrapper would
+    opt.param_groups[0]["params"], opt.param_groups[1]["params"] = [flat_w], [flat_b]
+    flat_w.grad, flat_b.grad = torch.full((4,), 2.0), torch.full((2,), 2.0)
+    opt.step()
+    torch.testing.assert_close(flat_w.detach(), torch.full((4,), -0.1 * math.atan(40.0)))
+    torch.testing.assert_close(flat_b.detach(), torch.full((2,), -2.0))  # untouched by f
+
+
+def test_params_that_are_not_the_optimizers_at_its_first_step_are_an_error_not_a_silent_no_op():
+    weight, bias = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([weight, bias], lr=1.0)
+    attach_gaf(opt, gaf="atan", params=[weight], fused=False)
+    opt.param_groups[0]["params"] = [torch.nn.Parameter(torch.zeros(6))]  # a flat partition, as ZeRO steps
+    opt.param_groups[0]["params"][0].grad = torch.ones(6)
+    with pytest.raises(RuntimeError, match=r"1 of the 1 parameters given are not among the 1 tensors .*no_gaf=True"):
+        opt.step()

@@ -79,6 +79,27 @@ def test_exclude_patterns_leave_parameters_plain(tmp_path):
             assert (group["gaf"] is None) == excluded, names[id(p)]
 
 
+def test_exclusions_of_the_hook_are_parameter_groups_not_identities(tmp_path):
+    """With an optimizer other than SGD the excluded parameters sit in groups marked no_gaf=True and the hook is
+    attached without params= (identities that a flattening wrapper such as DeepSpeed ZeRO would not keep);
+    training leaves them exactly as AdamW alone would move them."""
+    trainer = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(16),
+                                   args=tiny_args(tmp_path, gaf_exclude=["norm", r"^head\."], optim="adamw_torch",
+                                                  optim_args=None, gaf_placement="grad"))
+    trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            excluded = "norm" in names[id(p)] or names[id(p)].startswith("head.")
+            assert group.get("no_gaf", False) == excluded, names[id(p)]
+    hook = attached_gaf(trainer.optimizer)
+    assert hook.param_ids is None and {id(p) for p in hook.selected()} <= set()  # no gradients yet
+    for p in trainer.model.parameters():
+        p.grad = torch.ones_like(p)
+    assert {names[id(p)] for p in hook.selected()} == {
+        n for n, _ in trainer.model.named_parameters() if "norm" not in n and not n.startswith("head.")}
+
+
 @pytest.mark.slow  # two `accelerate launch` processes (~30 s); `make test-all`
 def test_two_process_ddp_matches_one_process(tmp_path, free_port):
     script = ROOT / "tests" / "helpers" / "ddp_train.py"
