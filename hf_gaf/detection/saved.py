@@ -116,10 +116,11 @@ def load_detector(folder: str) -> SavedDetector:
     """A detector saved by :func:`save_detector` (a ``ValueError`` naming the folder when it is neither family)."""
     path = os.path.join(folder, DETECTION_CONFIG)
     if not os.path.isdir(folder):
-        raise ValueError(f"--model {folder}: not a folder")
+        raise ValueError(f"detector folder {folder}: not a folder")
     if not os.path.isfile(path):
-        raise ValueError(f"--model {folder}: no {DETECTION_CONFIG}, so it is neither a saved DETR-family nor a "
-                         "Faster R-CNN model of hf_gaf (train one with recipes/detection/train_*.py)")
+        raise ValueError(f"detector folder {folder}: no {DETECTION_CONFIG}, so it is neither a saved DETR-family "
+                         "nor a Faster R-CNN model of hf_gaf (the detection recipes save one: "
+                         "python -m hf_gaf.recipes.detection.train_detr or .train_faster_rcnn)")
     try:
         with open(path) as f:
             info = DetectorInfo(**json.load(f))
@@ -127,20 +128,20 @@ def load_detector(folder: str) -> SavedDetector:
         raise ValueError(f"{path} cannot be read ({err})") from None
     weights = os.path.join(folder, "model.safetensors")
     if not os.path.isfile(weights):
-        raise ValueError(f"--model {folder}: {weights} is missing; copy the whole saved folder")
+        raise ValueError(f"detector folder {folder}: {weights} is missing; copy the whole saved folder")
     if info.family == "detr":
         from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
         from .detr import DetrCollator, detr_postprocess
 
         if info.format_version < FORMAT_VERSION:
-            raise ValueError(f"--model {folder}: saved by an earlier hf_gaf (format {info.format_version}), whose "
+            raise ValueError(f"detector folder {folder}: saved by an earlier hf_gaf (format {info.format_version}), whose "
                              "DETR boxes are relative to a padded canvas its saved processor does not make; retrain "
                              "it with this version (pipeline, predict and evaluation then agree on any image shape)")
         try:
             model = AutoModelForObjectDetection.from_pretrained(folder)
         except (OSError, ValueError, RuntimeError) as err:  # safetensors' errors (a file cut short) are among these
-            raise ValueError(f"--model {folder}: the saved model cannot be loaded ({str(err).splitlines()[0]}); "
+            raise ValueError(f"detector folder {folder}: the saved model cannot be loaded ({str(err).splitlines()[0]}); "
                              f"is {weights} complete?") from None
         processor = AutoImageProcessor.from_pretrained(folder)  # as saved: it makes the canvas, as in pipeline()
         postprocess = detr_postprocess(processor)
@@ -150,6 +151,6 @@ def load_detector(folder: str) -> SavedDetector:
         from .weights import load_state_dict_file
 
         model = build_faster_rcnn(**info.build_kwargs)
-        model.load_state_dict(load_state_dict_file(os.path.join(folder, "model.safetensors"), "--model"))
+        model.load_state_dict(load_state_dict_file(os.path.join(folder, "model.safetensors"), "detector weights"))
         return SavedDetector(info, model, FasterRCNNCollator(), faster_rcnn_postprocess)
     raise ValueError(f"{path}: family {info.family!r} is neither of {', '.join(FAMILIES)}")

@@ -88,7 +88,7 @@ def fetch_wheel(cache: str | None = None) -> str:
     if proc.returncode != 0 or not os.path.isfile(path):
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise TreesError(f"could not download {WHEEL_NAME} ({last}); fetch it with `{FETCH_COMMAND}` and pass "
-                         "--wheel DIR/" + WHEEL_NAME)
+                         "its path (hf-gaf make-trees --wheel DIR/" + WHEEL_NAME + ")")
     return check_wheel(path)
 
 
@@ -96,13 +96,13 @@ def check_wheel(path: str, sha256: str = WHEEL_SHA256) -> str:
     """``path`` if its SHA-256 is ``sha256`` (the pinned wheel's), else a :class:`TreesError` naming both."""
     if os.path.isdir(path):
         inside = os.path.join(path, WHEEL_NAME)
-        raise TreesError(f"--wheel {path} is a folder; pass the wheel file itself"
+        raise TreesError(f"wheel {path} is a folder; pass the wheel file itself"
                          + (f": {inside}" if os.path.isfile(inside) else f" (fetch it with `{FETCH_COMMAND}`)"))
     if not os.path.isfile(path):
-        raise TreesError(f"--wheel {path} does not exist; fetch it with `{FETCH_COMMAND}`")
+        raise TreesError(f"wheel {path} does not exist; fetch it with `{FETCH_COMMAND}`")
     digest = sha256_of(path)
     if digest != sha256:
-        raise TreesError(f"--wheel {path} has SHA-256 {digest}, not the one of {WHEEL_NAME} ({sha256}); "
+        raise TreesError(f"wheel {path} has SHA-256 {digest}, not the one of {WHEEL_NAME} ({sha256}); "
                          f"fetch the pinned wheel with `{FETCH_COMMAND}`")
     return path
 
@@ -180,13 +180,13 @@ def make_trees(out_dir: str, wheel: str | None = None, tile_size: int = 400, ove
     (the tests pass their own small wheel-shaped zip's). ``out_dir`` must be missing or empty unless
     ``overwrite``, which replaces its ``VOCdevkit/VOC2007`` and nothing else."""
     if tile_size < 64:
-        raise ValueError(f"--tile-size {tile_size}: need at least 64 px")
+        raise ValueError(f"tile_size {tile_size}: need at least 64 px")
     check_voc_output(out_dir, overwrite, "make-trees")  # before the download
     path = check_wheel(wheel, sha256) if wheel else fetch_wheel(cache)
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as err:
-        raise TreesError(f"--wheel {path} is not a zip ({err})") from None
+        raise TreesError(f"wheel {path} is not a zip ({err})") from None
     base = create_voc_tree(out_dir, overwrite)
     splits: dict[str, list[str]] = {"trainval": [], "test": []}
     with archive:
@@ -194,7 +194,7 @@ def make_trees(out_dir: str, wheel: str | None = None, tile_size: int = 400, ove
         for stem, (site, split) in IMAGES.items():
             png, xml = f"{_DATA}{stem}.png", f"{_DATA}{stem}.xml"
             if png not in names or xml not in names:
-                raise TreesError(f"--wheel {path} lacks {png} or {xml}: not deepforest {DEEPFOREST_VERSION}")
+                raise TreesError(f"wheel {path} lacks {png} or {xml}: not deepforest {DEEPFOREST_VERSION}")
             boxes = read_boxes(archive.read(xml), f"{path}:{xml}")
             with Image.open(io.BytesIO(archive.read(png))) as img:
                 image = img.convert("RGB")
