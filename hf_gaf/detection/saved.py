@@ -135,14 +135,14 @@ def load_detector(folder: str) -> SavedDetector:
         from .detr import DetrCollator, detr_postprocess
 
         if info.format_version < FORMAT_VERSION:
-            raise ValueError(f"detector folder {folder}: saved by an earlier hf_gaf (format {info.format_version}), whose "
-                             "DETR boxes are relative to a padded canvas its saved processor does not make; retrain "
+            raise ValueError(f"detector folder {folder}: saved by an earlier hf_gaf (format "
+                             f"{info.format_version}), whose DETR boxes are relative to a padded canvas its saved processor does not make; retrain "
                              "it with this version (pipeline, predict and evaluation then agree on any image shape)")
         try:
             model = AutoModelForObjectDetection.from_pretrained(folder)
         except (OSError, ValueError, RuntimeError) as err:  # safetensors' errors (a file cut short) are among these
-            raise ValueError(f"detector folder {folder}: the saved model cannot be loaded ({str(err).splitlines()[0]}); "
-                             f"is {weights} complete?") from None
+            raise ValueError(f"detector folder {folder}: the saved model cannot be loaded "
+                             f"({str(err).splitlines()[0]}); is {weights} complete?") from None
         processor = AutoImageProcessor.from_pretrained(folder)  # as saved: it makes the canvas, as in pipeline()
         postprocess = detr_postprocess(processor)
         return SavedDetector(info, model, DetrCollator(processor), postprocess, processor)

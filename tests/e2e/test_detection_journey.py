@@ -210,7 +210,8 @@ def test_a_model_folder_of_neither_family_is_one_line(tmp_path, capsys):
     code = hf_gaf(["predict", "--model", str(tmp_path / "m"), "--images", str(tmp_path / "m"), "--out",
                    str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("hf-gaf predict: error: detector folder") and "neither a saved DETR-family" in err
+    assert code == 2 and err.startswith("hf-gaf predict: error: detector folder")
+    assert "neither a saved DETR-family" in err
     assert "\n" not in err
 
 
