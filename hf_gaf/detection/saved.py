@@ -136,8 +136,9 @@ def load_detector(folder: str) -> SavedDetector:
 
         if info.format_version < FORMAT_VERSION:
             raise ValueError(f"detector folder {folder}: saved by an earlier hf_gaf (format "
-                             f"{info.format_version}), whose DETR boxes are relative to a padded canvas its saved processor does not make; retrain "
-                             "it with this version (pipeline, predict and evaluation then agree on any image shape)")
+                             f"{info.format_version}), whose DETR boxes are relative to a padded canvas its saved "
+                             "processor does not make; retrain it with this version (pipeline, predict and "
+                             "evaluation then agree on any image shape)")
         try:
             model = AutoModelForObjectDetection.from_pretrained(folder)
         except (OSError, ValueError, RuntimeError) as err:  # safetensors' errors (a file cut short) are among these
