@@ -29,7 +29,7 @@ import statistics
 from pathlib import Path
 
 from . import runner
-from .paired_stats import mean_ci, paired_cells, paired_difference
+from .paired_stats import NOT_LEARNED, mean_ci, paired_cells, paired_difference
 from .plots import PRETTY, plot_curves, plot_gaf_stats
 
 
@@ -58,6 +58,8 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
                 "epoch_time_s": [e["epoch_time_s"] for e in report["epochs"]],
                 "train_images_per_s": report["train_images_per_s"],
                 "gaf_stats": report.get("gaf_stats", []),
+                "at_chance": bool(report.get("chance", {}).get("metric") == metric
+                                  and report["chance"].get("at_chance")),
             }
     greater_is_better = not metric.endswith("loss")
     for preset in presets:
@@ -69,17 +71,15 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
             "finals": finals,
             "epoch_time_s": statistics.median(t for r in mine for t in r["epoch_time_s"]),
             "images_per_s": statistics.median(r["train_images_per_s"] for r in mine),
+            "n_at_chance": sum(r["at_chance"] for r in mine),
         }
     base = table[baseline]
     for preset, row in table.items():
         row["delta_vs_baseline"] = row["mean"] - base["mean"]
         row["speed_vs_baseline"] = row["images_per_s"] / base["images_per_s"]
-        row["vs_baseline"] = (
-            None if preset == baseline else paired_difference(row["finals"], base["finals"], greater_is_better)
-        )
+        row["vs_baseline"] = None if preset == baseline else paired(row, base, greater_is_better)
         if also_vs is not None:
-            row["vs_also"] = (None if preset in (baseline, also_vs) else
-                              paired_difference(row["finals"], table[also_vs]["finals"], greater_is_better))
+            row["vs_also"] = None if preset in (baseline, also_vs) else paired(row, table[also_vs], greater_is_better)
     return {
         "metric": metric,
         "baseline": baseline,
@@ -90,6 +90,14 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
         "table": table,
         "runs": runs,
     }
+
+
+def paired(row: dict, reference: dict, greater_is_better: bool) -> dict:
+    """The paired comparison of two presets' rows, or :data:`~hf_gaf.harness.paired_stats.NOT_LEARNED` when a run
+    of either stayed at chance level: a difference between runs that learned nothing is no result."""
+    if row["n_at_chance"] or reference["n_at_chance"]:
+        return dict(NOT_LEARNED)
+    return paired_difference(row["finals"], reference["finals"], greater_is_better)
 
 
 def results_markdown(summary: dict, title: str = "") -> str:
@@ -113,7 +121,8 @@ def results_markdown(summary: dict, title: str = "") -> str:
         f"images/s | images/s vs {baseline} |",
         f"|---|---:|---:|---:|---|{extra_rule}---:|---|---:|---:|---:|",
     ]
-    complete = [r for r in summary["table"].values() if r.get("n_nonfinite", 0) == 0 and math.isfinite(r["mean"])]
+    complete = [r for r in summary["table"].values()
+                if r.get("n_nonfinite", 0) == 0 and not r.get("n_at_chance") and math.isfinite(r["mean"])]
     best = max(complete, key=lambda r: r["mean"]) if complete else None  # never a preset with a diverged seed
     for preset, r in summary["table"].items():
         mark = ""
@@ -122,6 +131,8 @@ def results_markdown(summary: dict, title: str = "") -> str:
         seeds = ", ".join(f"{v:.4f}" for v in r["finals"])
         ci = f" [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else ""
         skipped = f" ({r['n_nonfinite']} of {r['n']} seeds non-finite, left out)" if r.get("n_nonfinite") else ""
+        if r.get("n_at_chance"):
+            skipped += f" **(at chance level: {r['n_at_chance']} of {len(r['finals'])} seeds)**"
         delta, p, verdict = paired_cells(r.get("vs_baseline"), none="baseline")
         extra = ""
         if also:
@@ -221,6 +232,10 @@ def run(args: argparse.Namespace, recipe_args: list[str]) -> int:
                       launcher=args.launcher.split() if args.launcher else None, also_vs=args.also_vs,
                       overwrite=args.overwrite)
     print("\n" + results_markdown(summary, args.title))
+    learned_nothing = [p for p, r in summary["table"].items() if r["n_at_chance"]]
+    if learned_nothing:
+        print(f"warning: {', '.join(learned_nothing)} stayed at chance level in some runs: no verdict is drawn for "
+              "them (each run's log.txt says what to change)")
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
     return 0
 

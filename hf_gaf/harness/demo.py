@@ -93,7 +93,8 @@ def _summary_row(name: str, result: dict, task: DemoTask) -> dict:
     if verdict == ONE_SEED:
         verdict = "no difference shown (one seed: no CI)"
     return {"task": name, "metric": result["metric"], "baseline": task.baseline, "baseline_value": base["mean"],
-            "gaf": task.gaf, "gaf_value": gaf["mean"], "delta": gaf["mean"] - base["mean"], "verdict": verdict,
+            "gaf": task.gaf, "gaf_value": gaf["mean"],
+            "delta": None if gaf["vs_baseline"]["mean"] is None else gaf["mean"] - base["mean"], "verdict": verdict,
             "controls": {c: table[c]["mean"] for c in task.controls if c in table},
             "speed": gaf["images_per_s"] / base["images_per_s"]}
 
@@ -109,9 +110,10 @@ def summary_markdown(rows: list[dict], seconds: float, fast: bool) -> str:
     ]
     for r in rows:
         controls = ", ".join(f"{c} {v:.4f}" for c, v in r["controls"].items()) or "—"
+        delta = "—" if r["delta"] is None else f"{r['delta']:+.4f}"
         lines.append(
             f"| {r['task']} | {r['metric'].removeprefix('eval_')} | {r['baseline']} | {r['baseline_value']:.4f} | "
-            f"{r['gaf']} | {r['gaf_value']:.4f} | {r['delta']:+.4f} | {r['verdict']} | {controls} | "
+            f"{r['gaf']} | {r['gaf_value']:.4f} | {delta} | {r['verdict']} | {controls} | "
             f"{r['speed']:.3f} |"
         )
     lines += [

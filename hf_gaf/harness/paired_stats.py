@@ -23,6 +23,8 @@ import statistics
 from scipy import stats
 
 ONE_SEED = "one seed: no CI"
+AT_CHANCE = "no verdict: a run stayed at chance level"
+NOT_LEARNED = {"mean": None, "ci95": None, "n": 0, "p_value": None, "verdict": AT_CHANCE}  # instead of a Δ
 
 
 def _finite(v) -> bool:
@@ -77,6 +79,8 @@ def paired_cells(paired: dict | None, none: str = "—") -> tuple[str, str, str]
     when there is no comparison, e.g. the baseline's own row)."""
     if paired is None:
         return "—", "—", none
+    if paired["mean"] is None:  # NOT_LEARNED: no Δ between runs that did not learn
+        return "—", "—", paired["verdict"]
     delta = f"{paired['mean']:+.4f}" + (
         f" [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]" if paired["ci95"] else ""
     )

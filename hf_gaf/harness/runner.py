@@ -154,7 +154,10 @@ def run_jobs(script: str, jobs: list[Job], seeds: list[int], out: Path, recipe_a
             (folder / RUN_RECORD).write_text(json.dumps(records[folder], indent=2))
             seconds = run_one(script, folder, [*job.flags, "--seed", str(seed), *recipe_args], launcher,
                               label=f"{job.name} seed {seed}")
-            tqdm.write(f"  {job.name:<34s} seed {seed}: {seconds:5.1f} s")
+            chance = json.loads((folder / "metrics.json").read_text()).get("chance", {})
+            note = (f" — at chance level ({chance['metric']}); see {folder / 'log.txt'}" if chance.get("at_chance")
+                    else "")
+            tqdm.write(f"  {job.name:<34s} seed {seed}: {seconds:5.1f} s{note}")
         if metric is not None:
             final_metric(folder, metric)
 

@@ -218,7 +218,12 @@ def run_training(
         if isinstance(v, float) and not k.endswith(("runtime", "_per_second"))
     )
     print(f"[{preset}] {final} | {report['train_images_per_s']:.0f} images/s | wrote {path}")
-    warn_at_chance_level(report["final"], trainer.args.metric_for_best_model, chance_levels or {}, advice)
+    name = (trainer.args.metric_for_best_model or "").removeprefix("eval_")
+    if name in (chance_levels or {}):  # recorded for the comparisons that read this file
+        report["chance"] = {"metric": f"eval_{name}", "level": chance_levels[name],
+                            "at_chance": warn_at_chance_level(report["final"], name, chance_levels, advice)}
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2, default=str)
     if report.get("gaf_stats"):
         from .plots import plot_gaf_stats
 

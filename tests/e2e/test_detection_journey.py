@@ -68,6 +68,8 @@ def detr_run(voc, tmp_path_factory):
 def test_coco_training_saves_final_and_best_models_with_a_card(frcnn_run):
     report = json.loads((frcnn_run / "metrics.json").read_text())
     assert report["settings"]["classes"] == ["circle", "cross", "square", "triangle"]  # the COCO categories by id
+    chance = report["chance"]  # recorded for the comparisons: two steps from random init learn nothing
+    assert chance["metric"] == "eval_voc07_map" and chance["at_chance"] == (report["final"]["eval_voc07_map"] <= 0.02)
     for name in ("model", "best-model"):
         folder = frcnn_run / name
         assert (folder / "model.safetensors").is_file() and (folder / "faster_rcnn_config.json").is_file()

@@ -119,3 +119,36 @@ def test_a_second_reference_preset_gets_its_own_paired_columns(tmp_path):
     assert "| Δ vs sgd-gain [95 % CI] | verdict vs sgd-gain |" in table and "| reference |" in table
     with pytest.raises(ValueError, match="--also-vs 'adamw'"):
         summarize(tmp_path, list(values), [0, 1, 2], "eval_accuracy", also_vs="adamw")
+
+
+def test_a_preset_at_chance_is_marked_and_gets_no_delta_based_verdict(tmp_path, capsys):
+    """Newcomer's path, item 1: two models that learned nothing (0.031 vs 0.002 VOC07 mAP) read as "GAF hurts".
+    A run whose metrics.json records it at chance level is marked in results.md and results.json, and no verdict
+    is drawn for its preset (against the baseline or any reference)."""
+    import math
+
+    from hf_gaf.harness.compare import results_markdown, write_results
+
+    def detection_run(folder, final, at_chance):
+        fake_run(folder, final, [final], 10)
+        report = json.loads((folder / "metrics.json").read_text())
+        report["chance"] = {"metric": "eval_accuracy", "level": 0.05, "at_chance": at_chance}
+        (folder / "metrics.json").write_text(json.dumps(report))
+
+    for seed in (0, 1):
+        detection_run(tmp_path / "sgd" / f"seed-{seed}", 0.031 + seed * 1e-3, True)
+        detection_run(tmp_path / "gaf" / f"seed-{seed}", 0.002 + seed * 1e-3, True)
+        detection_run(tmp_path / "adamw" / f"seed-{seed}", 0.30 + seed * 1e-2, False)
+    s = summarize(tmp_path, ["sgd", "gaf", "adamw"], [0, 1], "eval_accuracy")
+    assert s["table"]["gaf"]["n_at_chance"] == 2 and s["table"]["adamw"]["n_at_chance"] == 0
+    for preset in ("gaf", "adamw"):  # against an at-chance baseline, or being at chance: no Δ, no verdict
+        assert s["table"][preset]["vs_baseline"]["verdict"] == "no verdict: a run stayed at chance level"
+        assert s["table"][preset]["vs_baseline"]["mean"] is None
+    table = results_markdown(s)
+    assert "| gaf **(at chance level: 2 of 2 seeds)**" not in table  # the mark follows the value
+    assert "0.0025 ± 0.0007 [" in table and "**(at chance level: 2 of 2 seeds)**" in table
+    assert "| adamw **(best)**" not in table and "no verdict: a run stayed at chance level" in table
+    assert not any(math.isnan(v) for v in s["table"]["adamw"]["finals"])
+    write_results(s, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["runs"]["gaf/seed-0"]["at_chance"] is True
+    summarize(tmp_path, ["adamw"], [0, 1], "eval_accuracy")  # a preset that learned keeps its verdicts
