@@ -69,7 +69,8 @@ def summarize(out: Path, presets: list[str], seeds: list[int], metric: str, base
             **mean_ci(finals),
             "n": len(mine),
             "finals": finals,
-            "epoch_time_s": statistics.median(t for r in mine for t in r["epoch_time_s"]),
+            # the steady state, as images/s: epochs after the first (which holds start-up and compilation)
+            "epoch_time_s": statistics.median(t for r in mine for t in (r["epoch_time_s"][1:] or r["epoch_time_s"])),
             "images_per_s": statistics.median(r["train_images_per_s"] for r in mine),
             "n_at_chance": sum(r["at_chance"] for r in mine),
         }
@@ -109,9 +110,9 @@ def results_markdown(summary: dict, title: str = "") -> str:
         f"{name} (`{metric}`), mean ± std [95 % CI] over seeds {summary['seeds']}. Δ is the paired difference "
         f"to `{baseline}` (runs pair by seed: same data order and initial weights) with its 95 % CI and the "
         f'paired t-test\'s p; the verdict reads the CI ("no difference shown" when it contains 0); "(best)" marks '
-        f'the highest mean only when the CIs show it best, "(highest mean)" otherwise. images/s '
-        f"is training throughput in the steady state (median over epochs after the first, then over seeds), "
-        f"measured in this same comparison.",
+        f'the highest mean only when the CIs show it best, "(highest mean)" otherwise. s / epoch and images/s '
+        f"are the training steady state (median over epochs after the first, then over seeds), measured in this "
+        f"same comparison.",
         "",
     ]
     also = summary.get("also_vs")
@@ -138,9 +139,10 @@ def results_markdown(summary: dict, title: str = "") -> str:
         if also:
             also_delta, _, also_verdict = paired_cells(r.get("vs_also"), none="reference" if preset == also else "—")
             extra = f" {also_delta} | {also_verdict} |"
+        spread = f" ± {r['std']:.4f}" if r["n"] > 1 else ""  # one seed has no spread to show
         lines.append(
-            f"| {preset}{mark} | {r['mean']:.4f} ± {r['std']:.4f}{ci}{skipped} | {delta} | {p} | {verdict} |{extra} "
-            f"{r['n']} | {seeds} | {r['epoch_time_s']:.2f} | {r['images_per_s']:.0f} | "
+            f"| {preset}{mark} | {r['mean']:.4f}{spread}{ci}{skipped} | {delta} | {p} | {verdict} |{extra} "
+            f"{r['n']} | {seeds} | {r['epoch_time_s']:.2f} | {r['images_per_s']:.3g} | "
             f"{r['speed_vs_baseline']:.3f} |"
         )
     return "\n".join(lines) + "\n"

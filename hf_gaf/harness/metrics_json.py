@@ -36,6 +36,15 @@ SETTING_KEYS = ("optim", "optim_args", "learning_rate", "weight_decay", "max_gra
                 "gradient_accumulation_steps", "lr_scheduler_type", "lr_milestones", "seed")
 
 
+def recorded_settings(args) -> dict:
+    """The run's :data:`SETTING_KEYS` as they ran: with ``lr_milestones`` the schedule is the multi-step one
+    (:mod:`~hf_gaf.harness.experiment_args`), whatever ``lr_scheduler_type`` says."""
+    settings = {k: getattr(args, k, None) for k in SETTING_KEYS}
+    if settings.get("lr_milestones"):
+        settings["lr_scheduler_type"] = "multistep"
+    return settings
+
+
 def weights_sha256(model) -> str:
     """SHA-256 over the bytes of every tensor of ``model.state_dict()``, in order (any dtype or device)."""
     digest = hashlib.sha256()
@@ -129,7 +138,7 @@ class MetricsJsonCallback(TrainerCallback):
         speeds = [e["train_images_per_s"] for e in whole[1:] or whole or self.epochs]
         report = {
             "preset": self.preset, "seed": args.seed, "initial_weights_sha256": self.initial_weights,
-            "settings": {k: getattr(args, k, None) for k in SETTING_KEYS} | self.extra,
+            "settings": recorded_settings(args) | self.extra,
             "epochs": self.epochs,
             "final": {k: v for k, v in self.last_eval.items() if k.startswith("eval_")},
             "wall_time_s": time.perf_counter() - self._start,

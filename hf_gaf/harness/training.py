@@ -217,7 +217,7 @@ def run_training(
         for k, v in report["final"].items()
         if isinstance(v, float) and not k.endswith(("runtime", "_per_second"))
     )
-    print(f"[{preset}] {final} | {report['train_images_per_s']:.0f} images/s | wrote {path}")
+    print(f"[{preset}] {final} | {report['train_images_per_s']:.3g} images/s | wrote {path}")
     name = (trainer.args.metric_for_best_model or "").removeprefix("eval_")
     if name in (chance_levels or {}):  # recorded for the comparisons that read this file
         report["chance"] = {"metric": f"eval_{name}", "level": chance_levels[name],

@@ -48,7 +48,7 @@ def test_compare_end_to_end_on_a_tiny_run(tmp_path, capsys):
         per_run = json.loads((out / preset / "seed-0" / "metrics.json").read_text())
         final = per_run["final"]["eval_accuracy"]
         assert results["table"][preset]["mean"] == final
-        assert f"| {final:.4f} ± 0.0000 |" in table or f"| {final:.4f} ± 0.0000 |" in table.replace(" **(best)**", "")
+        assert f"| {final:.4f} |" in table.replace(" **(best)**", "").replace(" (highest mean)", "")
     with Image.open(out / "curves.png") as png:
         png.verify()
     with Image.open(out / "curves.png") as png:
@@ -152,3 +152,35 @@ def test_a_preset_at_chance_is_marked_and_gets_no_delta_based_verdict(tmp_path, 
     write_results(s, tmp_path)
     assert json.loads((tmp_path / "results.json").read_text())["runs"]["gaf/seed-0"]["at_chance"] is True
     summarize(tmp_path, ["adamw"], [0, 1], "eval_accuracy")  # a preset that learned keeps its verdicts
+
+
+def test_report_fields_agree_with_each_other(tmp_path):
+    """Newcomer's path, item 6: s/epoch counted the first epoch (start-up, compilation) while images/s did not,
+    so a preset read slower in one column and faster in the other; images/s printed as integers (0.52 as "1");
+    one seed showed "± 0.0000"."""
+    from hf_gaf.harness.compare import results_markdown
+
+    for preset, first, steady, speed in (("sgd", 30.0, 20.0, 0.52), ("gaf", 25.0, 21.0, 0.50)):
+        folder = tmp_path / preset / "seed-0"
+        folder.mkdir(parents=True)
+        epochs = [{"epoch": 1, "eval_accuracy": 0.5, "epoch_time_s": first},
+                  {"epoch": 2, "eval_accuracy": 0.6, "epoch_time_s": steady}]
+        (folder / "metrics.json").write_text(json.dumps({"final": {"eval_accuracy": 0.6}, "epochs": epochs,
+                                                         "train_images_per_s": speed}))
+    s = summarize(tmp_path, ["sgd", "gaf"], [0], "eval_accuracy")
+    assert s["table"]["sgd"]["epoch_time_s"] == 20.0 and s["table"]["gaf"]["epoch_time_s"] == 21.0
+    table = results_markdown(s)
+    assert "| 20.00 | 0.52 | 1.000 |" in table and "| 21.00 | 0.5 | 0.962 |" in table
+    assert "± 0.0000" not in table
+
+
+def test_metrics_json_records_the_schedule_that_ran():
+    from types import SimpleNamespace
+
+    from hf_gaf.harness.metrics_json import SETTING_KEYS, recorded_settings
+
+    args = SimpleNamespace(**{k: None for k in SETTING_KEYS})
+    args.lr_scheduler_type, args.lr_milestones = "cosine", [0.67, 0.89]
+    assert recorded_settings(args)["lr_scheduler_type"] == "multistep"
+    args.lr_milestones = []
+    assert recorded_settings(args)["lr_scheduler_type"] == "cosine"
