@@ -20,6 +20,7 @@ A compile failure is warned about once and that :class:`CompiledStep` stays eage
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -207,8 +208,8 @@ class CompiledStep:
         compiled = compiled_body(name) if chosen else None
         scalars, done = {}, set()
         try:
-            with torch.no_grad():  # grad mode is among a graph's guards: as in the helper (a hook runs before
-                for k in chosen:   # the optimizer's own no_grad)
+            with torch.no_grad(), _quiet_compile_log():  # grad mode is among a graph's guards: as in the
+                for k in chosen:                          # helper (a hook runs before the optimizer's no_grad)
                     t = first[k]
                     if t.dtype not in scalars:
                         key = self._key(name, t, static)
@@ -222,6 +223,19 @@ class CompiledStep:
             warnings.warn(f"{what}: the fused (torch.compile) step failed, using the eager kernels instead: {err}",
                           stacklevel=3)
         return [k for k in range(len(first)) if k not in done]
+
+
+@contextlib.contextmanager
+def _quiet_compile_log():
+    """torch's C++ extension logger says "No CUDA runtime is found" when Inductor compiles on a CPU-only machine:
+    a line that reads as an error in a training log. It is silenced while this pass compiles, nothing else."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _warm_from_spec(spec: dict) -> None:

@@ -23,7 +23,7 @@ import sys
 
 from ..kinds import GAF_KINDS
 from .demo import TASKS as DEMO_TASKS
-from .runner import split_recipe_args
+from .runner import HelpFormatter, split_recipe_args
 
 
 class CommandError(Exception):
@@ -124,10 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     from ..detection.data import DATA_FORMATS, DetectionDataArguments
     from ..metrics.detection import EvaluationArguments
 
-    parser = HfArgumentParser(prog="hf-gaf", description="Gradient Activation Functions for the HF stack.")
+    parser = HfArgumentParser(prog="hf-gaf", description="Gradient Activation Functions for the HF stack.",
+                              formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("make-voc", help="write a synthetic VOC-format data set of shapes")
+    def command(name: str, **kwargs):
+        return sub.add_parser(name, formatter_class=HelpFormatter, **kwargs)
+
+    p = command("make-voc", help="write a synthetic VOC-format data set of shapes")
     p.add_argument("out", help="output folder (VOCdevkit/VOC2007 is created inside)")
     p.add_argument("--n-train", type=int, default=400, help="trainval images")
     p.add_argument("--n-test", type=int, default=100, help="test images")
@@ -147,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_make_voc)
 
-    p = sub.add_parser("make-trees", help="write real aerial tree crowns (NEON, from the deepforest wheel) as VOC",
+    p = command("make-trees", help="write real aerial tree crowns (NEON, from the deepforest wheel) as VOC",
                        description="Real tree-crown boxes on NEON aerial images, read from the pinned deepforest "
                        "wheel (fetched with pip download, SHA-256 checked, never installed), tiled, split by site "
                        "(train YELL, test OSBS and SOAP). See hf_gaf.detection.trees.")
@@ -159,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write into a non-empty folder, replacing its VOCdevkit/VOC2007 (refused without it)")
     p.set_defaults(func=_make_trees)
 
-    p = sub.add_parser("plot-gaf", help="plot f and f' of a GAF against identity and clip-by-value")
+    p = command("plot-gaf", help="plot f and f' of a GAF against identity and clip-by-value")
     p.add_argument("--kind", default="atan", choices=GAF_KINDS)
     p.add_argument("--alpha", type=float, default=0.1)
     p.add_argument("--beta", type=float, default=20.0)
@@ -168,15 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import compare, sweep
 
-    p = sub.add_parser("compare", help="run a recipe over presets x seeds; table and curves",
+    p = command("compare", help="run a recipe over presets x seeds; table and curves",
                        description=compare.DESCRIPTION)
     compare.add_arguments(p).set_defaults(func=compare.run, takes_recipe_args=True)
 
-    p = sub.add_parser("sweep", help="run a recipe over a grid of GAF alpha x beta; heatmap, table, JSON",
+    p = command("sweep", help="run a recipe over a grid of GAF alpha x beta; heatmap, table, JSON",
                        description=sweep.DESCRIPTION)
     sweep.add_arguments(p).set_defaults(func=sweep.run, takes_recipe_args=True)
 
-    p = sub.add_parser("demo", help="the CPU demo: digits, synthetic VOC and real tree crowns; GAF, baseline and "
+    p = command("demo", help="the CPU demo: digits, synthetic VOC and real tree crowns; GAF, baseline and "
                        "the learning-rate controls; plots, summary")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--fast", action="store_true", help="a reduced demo (about 2 minutes), as the tests run it")
@@ -188,14 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "finished (without it, they stop the demo before anything runs)")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("predict", help="run a saved detector on images: detections.json and drawn PNGs")
+    p = command("predict", help="run a saved detector on images: detections.json and drawn PNGs")
     p.add_argument(
         "--model", required=True, help="a folder saved by a detection recipe (OUTPUT_DIR/model or best-model)"
     )
     p.add_argument("--images", required=True, nargs="+", help="image files and/or folders of images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=0.5, help="keep detections with at least this score")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument(
         "--strict",
         action="store_true",
@@ -206,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "predict on its images and write its image ids (pycocotools loadRes reads the result)")
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser(
+    p = command(
         "evaluate",
         help="score a saved detector on a labelled split (VOC or COCO flags as the "
         "recipes take them, e.g. --voc_root DIR --eval_split test): eval_results.json",
@@ -225,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output folder for eval_results.json (may be the training run's: its metrics.json is left alone)",
     )
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier eval_results.json in --out")
     p.set_defaults(func=_evaluate)
     return parser

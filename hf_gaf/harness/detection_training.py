@@ -221,7 +221,8 @@ def write_model_card(
         f"- data: {data}",
         f"- classes ({len(info.class_names)}): {', '.join(info.class_names)}",
         f"- canvas: {info.image_size} px, {info.resize_mode}",
-        f"- optimizer: `{training_args.optim}` lr {training_args.learning_rate}, "
+        f"- optimizer: `{getattr(training_args.optim, 'value', training_args.optim)}` "
+        f"lr {training_args.learning_rate}, "
         f"weight decay {training_args.weight_decay}, "
         f"max_grad_norm {training_args.max_grad_norm}",
         f"- GAF: {json.dumps(gaf)}",

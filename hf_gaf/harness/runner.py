@@ -220,12 +220,19 @@ def split_recipe_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each default, except ``None`` (a flag left out), whose meaning its help says."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def runner_main(argv: list[str] | None, prog: str, description: str, add, check, run_) -> int:
     """A runner's script entry (``compare``, ``sweep``): its flags (``add``) before ``--``, the recipe's after;
     ``check`` errors become the parser's one-line error before anything runs; then ``run_``."""
     argv, recipe_args = split_recipe_args(list(sys.argv[1:] if argv is None else argv))
     parser = add(argparse.ArgumentParser(prog=prog, description=description,
-                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+                                         formatter_class=HelpFormatter))
     args = parser.parse_args(argv)
     try:
         check(args)

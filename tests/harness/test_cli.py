@@ -39,12 +39,14 @@ def test_the_installed_command_runs():
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["make-voc"], ["plot-gaf"], ["compare"], ["sweep"], ["demo"], ["predict"], ["evaluate"]]
+    "command", [[], ["make-voc"], ["make-trees"], ["plot-gaf"], ["compare"], ["sweep"], ["demo"], ["predict"],
+                ["evaluate"]]
 )
 def test_help_of_every_command(command):
     proc = run(*command, "--help")
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
+    assert "(default: None)" not in proc.stdout  # a flag left out is explained by its help, not "None"
 
 
 def test_evaluate_shows_and_takes_only_the_flags_it_uses():
