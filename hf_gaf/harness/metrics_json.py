@@ -31,6 +31,8 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .runner import PROGRESS
+
 SETTING_KEYS = ("optim", "optim_args", "learning_rate", "weight_decay", "max_grad_norm", "clip_value", "gaf",
                 "gaf_alpha", "gaf_beta", "gaf_placement", "num_train_epochs", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "lr_scheduler_type", "lr_milestones", "seed")
@@ -43,6 +45,16 @@ def recorded_settings(args) -> dict:
     if settings.get("lr_milestones"):
         settings["lr_scheduler_type"] = "multistep"
     return settings
+
+
+def progress_line(state, metric: str | None, values: dict, elapsed_s: float) -> str:
+    """One line after an evaluation: step and epoch of the total, the latest main metric, elapsed time and ETA."""
+    name = f"eval_{(metric or 'loss').removeprefix('eval_')}"
+    shown = f" {name.removeprefix('eval_')} {values[name]:.4f}" if isinstance(values.get(name), (int, float)) else ""
+    done = state.global_step / state.max_steps if state.max_steps else 0.0
+    eta = f", ETA {elapsed_s / done * (1 - done) / 60:.1f} min" if done > 0 else ""
+    return (f"{PROGRESS} step {state.global_step}/{state.max_steps}, epoch {state.epoch or 0:.1f}/"
+            f"{state.num_train_epochs}{shown}, {elapsed_s / 60:.1f} min{eta}")
 
 
 def weights_sha256(model) -> str:
@@ -119,6 +131,9 @@ class MetricsJsonCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         values = {k: v for k, v in (metrics or {}).items() if k != "epoch" and isinstance(v, (int, float))}
         self.last_eval = values
+        if state.is_world_process_zero:
+            print(progress_line(state, args.metric_for_best_model, values, time.perf_counter() - self._start),
+                  flush=True)
         if self._in_epoch is not None:  # evaluated mid-epoch (eval_strategy="steps")
             self._in_epoch.update(values)
         elif self.epochs:

@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 RUN_RECORD = "run.json"
+PROGRESS = "[hf_gaf progress]"  # the start of the line a recipe prints after each evaluation (shown while it runs)
 DETECTION_SCRIPTS = ("train_detr.py", "train_faster_rcnn.py")
 
 
@@ -54,23 +55,43 @@ def read_record(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_one(script: str, folder: Path, flags: list[str], launcher: list[str] | None = None, label: str = "") -> float:
-    """Run ``script`` with ``flags`` into ``folder`` (its own process, log in ``folder/log.txt``); return the
-    seconds it took; stop with the log's tail (and ``label``) if it fails."""
+def run_one(script: str, folder: Path, flags: list[str], launcher: list[str] | None = None, label: str = "",
+            bar=None) -> float:
+    """Run ``script`` with ``flags`` into ``folder`` (its own process, log in ``folder/log.txt``, named on the
+    console); while it runs, the ``bar``'s postfix shows its latest progress line (step, epoch, metric, ETA).
+    Return the seconds it took; stop with the log's tail (and ``label``) if it fails."""
     folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "log.txt"
     cmd = [*(launcher or [sys.executable]), script, *flags, "--output_dir", str(folder), "--overwrite_output_dir",
            "true", "--disable_tqdm", "true"]
+    tqdm.write(f"  {label or folder}: running, log {log_path}")
     start = time.perf_counter()
-    with open(folder / "log.txt", "w") as log:
+    with open(log_path, "w") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                code = process.wait(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                if bar is not None:
+                    bar.set_postfix_str(f"{label}: {latest_progress(log_path)}", refresh=True)
+            except BaseException:  # Ctrl-C: the run ends with the runner
+                process.kill()
+                raise
     if code != 0 or not (folder / "metrics.json").is_file():
-        tail = (folder / "log.txt").read_text().splitlines()[-25:]
-        raise RuntimeError(
-            f"run {label or folder} failed (exit {code}); last lines of {folder / 'log.txt'}:\n" + "\n".join(tail)
-        )
+        tail = log_path.read_text().splitlines()[-25:]
+        raise RuntimeError(f"run {label or folder} failed (exit {code}); last lines of {log_path}:\n" + "\n".join(tail))
     return time.perf_counter() - start
+
+
+def latest_progress(log_path: Path) -> str:
+    """The newest progress line of a run's log (without its marker), or "starting" before the first."""
+    with open(log_path, "rb") as f:
+        f.seek(max(0, f.seek(0, 2) - 8192))
+        lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.startswith(PROGRESS)]
+    return lines[-1].removeprefix(PROGRESS).strip() if lines else "starting"
 
 
 def final_metric(folder: Path, metric: str) -> float:
@@ -153,7 +174,7 @@ def run_jobs(script: str, jobs: list[Job], seeds: list[int], out: Path, recipe_a
             (folder / "metrics.json").unlink(missing_ok=True)  # an --overwrite run is unfinished until it ends
             (folder / RUN_RECORD).write_text(json.dumps(records[folder], indent=2))
             seconds = run_one(script, folder, [*job.flags, "--seed", str(seed), *recipe_args], launcher,
-                              label=f"{job.name} seed {seed}")
+                              label=f"{job.name} seed {seed}", bar=bar)
             chance = json.loads((folder / "metrics.json").read_text()).get("chance", {})
             note = (f" — at chance level ({chance['metric']}); see {folder / 'log.txt'}" if chance.get("at_chance")
                     else "")

@@ -109,3 +109,29 @@ def test_a_repeated_seed_or_cell_is_refused_not_counted_twice(kind, flags, named
     with pytest.raises(SystemExit):
         RUNNERS[kind]([*command(kind, tmp_path / "o")[:-3], *flags, "--", "--model", "a"])
     assert named in capsys.readouterr().err
+
+
+def test_a_run_in_progress_shows_its_latest_progress_line_and_its_log(tmp_path, capsys):
+    """Newcomer's path, item 3: a comparison was silent for a whole run. The runner names each run's log and
+    shows the run's latest progress line (step, epoch, metric, ETA) while it runs."""
+    from types import SimpleNamespace
+
+    from hf_gaf.harness.metrics_json import progress_line
+    from hf_gaf.harness.runner import latest_progress, run_one
+
+    state = SimpleNamespace(global_step=50, max_steps=200, epoch=1.0, num_train_epochs=4)
+    line = progress_line(state, "accuracy", {"eval_accuracy": 0.8125}, 120.0)
+    assert line == "[hf_gaf progress] step 50/200, epoch 1.0/4 accuracy 0.8125, 2.0 min, ETA 6.0 min"
+    log = tmp_path / "log.txt"
+    log.write_text("noise\n" + line + "\nmore noise\n")
+    assert latest_progress(log) == "step 50/200, epoch 1.0/4 accuracy 0.8125, 2.0 min, ETA 6.0 min"
+    script = tmp_path / "slow.py"
+    script.write_text("import sys, time, pathlib\nprint('[hf_gaf progress] step 1/2', flush=True)\ntime.sleep(3)\n"
+                      "out = pathlib.Path(sys.argv[sys.argv.index('--output_dir') + 1])\n"
+                      "(out / 'metrics.json').write_text('{}')\n")
+    shown = []
+    bar = SimpleNamespace(set_postfix_str=lambda text, refresh: shown.append(text))
+    run_one(str(script), tmp_path / "run", [], label="sgd seed 0", bar=bar)
+    assert "sgd seed 0: step 1/2" in shown
+    captured = capsys.readouterr()
+    assert f"sgd seed 0: running, log {tmp_path / 'run' / 'log.txt'}" in captured.out + captured.err
