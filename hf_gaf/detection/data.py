@@ -66,6 +66,24 @@ class DetectionDataArguments:
             raise ValueError(f"--hflip {self.hflip}: a probability in [0, 1]")
 
 
+EVAL_FLAGS = ("data_format", "voc_root", "eval_years", "eval_split", "eval_json", "eval_images",
+              "skip_unknown_classes", "max_eval_samples")  # what the evaluation split is read from
+_PATH_FLAGS = ("voc_root", "eval_json", "eval_images")
+
+
+def evaluation_data(data: DetectionDataArguments) -> dict:
+    """The evaluation split's flags of ``data`` (:data:`EVAL_FLAGS`), paths made absolute: what a saved model
+    records so that ``hf-gaf evaluate`` can score it again without them."""
+    recorded = {k: os.path.abspath(getattr(data, k)) if k in _PATH_FLAGS and getattr(data, k) else getattr(data, k)
+                for k in EVAL_FLAGS}
+    return recorded | {"eval_years": "+".join(evaluation_years(data))}  # resolved: --years is not recorded
+
+
+def has_evaluation_source(data: DetectionDataArguments) -> bool:
+    """Whether the flags name evaluation data (a VOC root or a COCO JSON)."""
+    return bool(data.voc_root or data.eval_json)
+
+
 MIN_IMAGE_SIZE = 32  # the coarsest feature maps (stride 32) need at least one cell
 CLASS_SETS = {"voc": VOC_CLASSES, "shapes": SHAPE_CLASSES}
 

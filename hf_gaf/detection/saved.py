@@ -40,6 +40,7 @@ class DetectorInfo:
     resize_mode: str = "letterbox"
     category_ids: list[int] | None = None  # COCO category id of each label (COCO data only)
     build_kwargs: dict = field(default_factory=dict)  # Faster R-CNN: build_faster_rcnn's arguments
+    eval_data: dict | None = None  # the evaluation split's data flags of the training run (detection.data)
     format_version: int = 1  # absent in folders written before version 2 (module docstring); save writes 2
 
     def __post_init__(self) -> None:
@@ -60,6 +61,8 @@ class DetectorInfo:
             raise ValueError(f"category_ids must be null or one integer per class, got {self.category_ids!r}")
         if not isinstance(self.build_kwargs, dict):
             raise ValueError(f"build_kwargs must be an object, got {self.build_kwargs!r}")
+        if self.eval_data is not None and not isinstance(self.eval_data, dict):
+            raise ValueError(f"eval_data must be null or an object, got {self.eval_data!r}")
         if type(self.format_version) is not int or self.format_version not in (1, FORMAT_VERSION):
             raise ValueError(f"format_version must be 1 or {FORMAT_VERSION}, got {self.format_version!r}")
 

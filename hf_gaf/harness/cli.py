@@ -96,17 +96,15 @@ def _predict(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from ..detection.data import DetectionDataArguments
+    from ..detection.data import EVAL_FLAGS, DetectionDataArguments
     from ..metrics.detection import EvaluationArguments
     from .inference import evaluate_saved
 
-    data = DetectionDataArguments(**{name: getattr(args, name) for name in EVALUATE_DATA_FLAGS})
+    data = DetectionDataArguments(**{name: getattr(args, name) for name in EVAL_FLAGS})
     evaluation = EvaluationArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluationArguments)})
     evaluate_saved(args.model, data, evaluation, args.out, batch_size=args.batch_size, overwrite=args.overwrite)
 
 
-EVALUATE_DATA_FLAGS = ("data_format", "voc_root", "eval_years", "eval_split", "eval_json", "eval_images",
-                       "skip_unknown_classes", "max_eval_samples")
 EVALUATE_HELP = {  # the recipes' help names their training flags
     "data_format": "voc (a VOCdevkit tree: --voc_root) or coco (COCO JSON: --eval_json, --eval_images).",
     "eval_years": "VOC years to evaluate on: 2007, or several joined by + (default: 2007).",
@@ -121,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     from transformers import HfArgumentParser
     from transformers.hf_argparser import string_to_bool
 
-    from ..detection.data import DATA_FORMATS, DetectionDataArguments
+    from ..detection.data import DATA_FORMATS, EVAL_FLAGS, DetectionDataArguments
     from ..metrics.detection import EvaluationArguments
 
     parser = HfArgumentParser(prog="hf-gaf", description="Gradient Activation Functions for the HF stack.",
@@ -217,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         dataclass_types=(EvaluationArguments,),
     )
     fields = {f.name: f for f in dataclasses.fields(DetectionDataArguments)}
-    for name in EVALUATE_DATA_FLAGS:  # the evaluation split's flags only: the model fixes classes and canvas
+    for name in EVAL_FLAGS:  # the evaluation split's flags only: the model fixes classes and canvas
         f = fields[name]
         kind = {"bool": dict(type=string_to_bool, nargs="?", const=True), "int | None": dict(type=int)}.get(
             str(f.type), dict(type=str))

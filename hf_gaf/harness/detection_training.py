@@ -7,12 +7,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from transformers import TrainerCallback
 
 from ..detection.coco_json import coco_categories
-from ..detection.data import DetectionDataArguments, evaluation_years, load_splits, parse_years, resolve_classes
+from ..detection.data import (
+    DetectionDataArguments,
+    evaluation_data,
+    evaluation_years,
+    load_splits,
+    parse_years,
+    resolve_classes,
+)
 from ..detection.images import DetectionDataError
 from ..detection.saved import DetectorInfo, save_detector
 from ..detection.schema import detect, with_canvas_transform
@@ -163,8 +170,10 @@ def train_detector(
         postprocess=postprocess,
     )
 
+    recorded = replace(info, eval_data=evaluation_data(data_args))  # hf-gaf evaluate's default data
+
     def save(name: str, metrics: dict) -> None:
-        folder = save_detector(os.path.join(training_args.output_dir, name), trainer.model, info, processor)
+        folder = save_detector(os.path.join(training_args.output_dir, name), trainer.model, recorded, processor)
         write_model_card(folder, info, data_args, training_args, preset, metrics)
         with open(os.path.join(folder, SAVED_AT), "w") as f:
             json.dump(metrics, f, indent=2)

@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from ..detection.data import DetectionDataArguments, load_split
+from ..detection.data import DetectionDataArguments, has_evaluation_source, load_split
 from ..detection.saved import load_detector
 from ..detection.schema import EVAL_KEY, EvalTarget, detect, with_canvas_transform
 from ..detection.trainer import DetectionTrainer, detection_compute_metrics
@@ -288,6 +288,13 @@ def evaluate_saved(
     if os.path.isfile(os.path.join(out, EVAL_RESULTS)) and not overwrite:
         raise ValueError(f"--out {out} already holds {EVAL_RESULTS}; choose another folder or pass --overwrite")
     detector = load_detector(model_dir)
+    if not has_evaluation_source(data):  # no data flags: the evaluation data the training run recorded
+        if not detector.info.eval_data:
+            raise ValueError(f"no evaluation data given (--voc_root, or --data_format coco --eval_json "
+                             f"--eval_images) and {model_dir} records none")
+        data = DetectionDataArguments(**detector.info.eval_data)
+        shown = ", ".join(f"{k} {v}" for k, v in detector.info.eval_data.items() if v not in (None, False))
+        print(f"evaluating on the data recorded in {model_dir}: {shown}")
     names = detector.info.class_names
     images = load_split(data, names, "eval")
     transform = detector.info.eval_transform()

@@ -51,6 +51,12 @@ def coco_flags(root):
     ]
 
 
+def coco_eval_flags(root):
+    """The COCO flags of the evaluation split only (what ``hf-gaf evaluate`` takes)."""
+    flags = coco_flags(root)
+    return [flags[0], flags[1], *flags[6:]]
+
+
 @pytest.fixture(scope="module")
 def frcnn_run(voc, tmp_path_factory):
     out = tmp_path_factory.mktemp("frcnn")
@@ -80,10 +86,21 @@ def test_coco_training_saves_final_and_best_models_with_a_card(frcnn_run):
     assert info["family"] == "faster_rcnn" and info["category_ids"] == [1, 2, 3, 4]
 
 
+def test_evaluate_without_data_flags_uses_the_data_the_model_records(frcnn_run, tmp_path, capsys):
+    """Newcomer's path, item 5: evaluate on a COCO-trained model stopped with "--voc_root is required" though
+    the model folder records its evaluation data; now it evaluates there, saying so."""
+    final = json.loads((frcnn_run / "metrics.json").read_text())["final"]
+    assert hf_gaf(["evaluate", "--model", str(frcnn_run / "model"), "--out", str(tmp_path)]) == 0
+    assert "evaluating on the data recorded in" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "eval_results.json").read_text())["metrics"]
+    assert metrics["eval_voc07_map"] == pytest.approx(final["eval_voc07_map"], abs=1e-6)
+
+
 def test_evaluate_reproduces_the_final_map_of_training(frcnn_run, voc, tmp_path):
     final = json.loads((frcnn_run / "metrics.json").read_text())["final"]
     code = hf_gaf(
-        ["evaluate", "--model", str(frcnn_run / "model"), "--out", str(tmp_path), "--batch-size", "8", *coco_flags(voc)]
+        ["evaluate", "--model", str(frcnn_run / "model"), "--out", str(tmp_path), "--batch-size", "8",
+         *coco_eval_flags(voc)]
     )
     assert code == 0
     metrics = json.loads((tmp_path / "eval_results.json").read_text())["metrics"]
@@ -255,7 +272,7 @@ def test_predict_skips_and_lists_an_unreadable_image_unless_strict(frcnn_run, vo
 
 def test_evaluate_into_the_training_folder_keeps_its_metrics_json(frcnn_run, voc, capsys):
     record = (frcnn_run / "metrics.json").read_bytes()
-    args = ["evaluate", "--model", str(frcnn_run / "model"), "--out", str(frcnn_run), *coco_flags(voc)]
+    args = ["evaluate", "--model", str(frcnn_run / "model"), "--out", str(frcnn_run), *coco_eval_flags(voc)]
     assert hf_gaf(args) == 0
     assert (frcnn_run / "metrics.json").read_bytes() == record
     assert "eval_voc07_map" in json.loads((frcnn_run / "eval_results.json").read_text())["metrics"]
@@ -271,7 +288,7 @@ def test_evaluate_into_the_training_folder_keeps_its_metrics_json(frcnn_run, voc
                 str(frcnn_run),
                 "--batch-size",
                 "0",
-                *coco_flags(voc),
+                *coco_eval_flags(voc),
             ]
         )
         == 2
