@@ -115,7 +115,7 @@ DETR_TREES = --model_config tiny-rt-detr --learning_rate 1e-3 --backbone_lr 1e-3
 $(TREES)/HF_GAF_TREES: | $(STAMP)
 	$(VENV)/bin/hf-gaf make-trees $(TREES)
 
-bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, 3 seeds (FAST=1: CPU size, about 45 min on 2 cores)
+bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, 3 seeds (FAST=1: CPU size, about 50 min on 2 cores)
 	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain --also-vs sgd-gain --seeds $(TREE_SEEDS) \
 		--out $(RUNS)/bench-trees$(if $(FAST),-fast)/faster_rcnn --title "Faster R-CNN (timm resnet18, random init), \
 		tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
