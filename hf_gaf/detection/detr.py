@@ -146,3 +146,29 @@ def detr_postprocess(processor):
         return detections_to_original(results, labels)
 
     return postprocess
+
+
+def save_files(folder: str, model, info, processor) -> None:
+    """The DETR family's files of a saved folder (:mod:`~hf_gaf.detection.saved`): the transformers model and
+    the processor that makes the training canvas."""
+    model.save_pretrained(folder)
+    canvas_processor(processor, info.image_size, info.resize_mode).save_pretrained(folder)
+
+
+def load_files(folder: str, info):
+    """``(model, collator, postprocess, processor)`` of a saved DETR-family folder; a folder of format 1 is
+    refused with the reason."""
+    from .saved import FORMAT_VERSION
+
+    if info.format_version < FORMAT_VERSION:
+        raise ValueError(f"detector folder {folder}: saved by an earlier hf_gaf (format "
+                         f"{info.format_version}), whose DETR boxes are relative to a padded canvas its saved "
+                         "processor does not make; retrain it with this version (pipeline, predict and "
+                         "evaluation then agree on any image shape)")
+    try:
+        model = AutoModelForObjectDetection.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError) as err:  # safetensors' errors (a file cut short) are among these
+        raise ValueError(f"detector folder {folder}: the saved model cannot be loaded "
+                         f"({str(err).splitlines()[0]}); is {folder}/model.safetensors complete?") from None
+    processor = AutoImageProcessor.from_pretrained(folder)  # as saved: it makes the canvas, as in pipeline()
+    return model, DetrCollator(processor), detr_postprocess(processor), processor

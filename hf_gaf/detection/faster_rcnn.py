@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
 from collections import OrderedDict
 
 import torch
@@ -147,3 +149,24 @@ def faster_rcnn_postprocess(outputs: dict, labels: list[dict]) -> list[dict]:
     """``postprocess`` for :class:`~hf_gaf.detection.trainer.DetectionTrainer` (the model's labels are
     already data-set classes)."""
     return detections_to_original(outputs["detections"], labels)
+
+
+CONFIG = "faster_rcnn_config.json"  # build_faster_rcnn's arguments, in a saved folder
+
+
+def save_files(folder: str, model, info, processor=None) -> None:
+    """The Faster R-CNN files of a saved folder (:mod:`~hf_gaf.detection.saved`): the state dict as
+    ``model.safetensors`` and :func:`build_faster_rcnn`'s arguments."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+              os.path.join(folder, "model.safetensors"))
+    with open(os.path.join(folder, CONFIG), "w") as f:
+        json.dump(info.build_kwargs, f, indent=2)
+
+
+def load_files(folder: str, info):
+    """``(model, collator, postprocess, processor)`` of a saved Faster R-CNN folder (no processor)."""
+    model = build_faster_rcnn(**info.build_kwargs)
+    model.load_state_dict(load_state_dict_file(os.path.join(folder, "model.safetensors"), "detector weights"))
+    return model, FasterRCNNCollator(), faster_rcnn_postprocess, None

@@ -1,7 +1,8 @@
 """Saved detectors: what a trained detection model is written as, and how it is loaded back.
 
 A saved folder holds ``hf_gaf_detection.json`` (``family``, ``class_names``, ``category_ids`` when the data
-were COCO JSON, the canvas ``image_size`` and ``resize_mode``, ``format_version``) and the family's own files:
+were COCO JSON, the canvas ``image_size`` and ``resize_mode``, ``format_version``, the evaluation data) and the
+family's own files, which the family's module writes and reads (:mod:`~hf_gaf.detection.families`):
 
 - DETR family: a transformers folder (``config.json`` with ``id2label``, ``model.safetensors`` and the
   image processor), which ``AutoModelForObjectDetection.from_pretrained`` and
@@ -22,11 +23,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from .families import family
 from .transforms import MODES, DetectionTransform
 
 DETECTION_CONFIG = "hf_gaf_detection.json"
-FASTER_RCNN_CONFIG = "faster_rcnn_config.json"
-FAMILIES = ("detr", "faster_rcnn")
 FORMAT_VERSION = 2
 
 
@@ -45,8 +45,7 @@ class DetectorInfo:
 
     def __post_init__(self) -> None:
         """A hand-edited file is checked field by field (a ``ValueError`` naming the field)."""
-        if self.family not in FAMILIES:
-            raise ValueError(f"family {self.family!r}: expected one of {', '.join(FAMILIES)}")
+        family(self.family)  # the one "unknown family" error
         if (not isinstance(self.class_names, list) or not self.class_names
                 or not all(isinstance(n, str) for n in self.class_names)
                 or len(set(self.class_names)) != len(self.class_names)):
@@ -68,8 +67,8 @@ class DetectorInfo:
 
     @property
     def canvas_by_processor(self) -> bool:
-        """The model's image processor finishes the canvas (DETR family; see the transforms module)."""
-        return self.family == "detr"
+        """The model's image processor finishes the canvas (the family's rule; see the transforms module)."""
+        return family(self.family).canvas_by_processor
 
     def eval_transform(self) -> DetectionTransform:
         """The transform this detector's evaluation and prediction images go through (no augmentation)."""
@@ -94,22 +93,10 @@ class SavedDetector:
 
 def save_detector(folder: str, model: torch.nn.Module, info: DetectorInfo, processor=None) -> str:
     """Write ``model`` (module docstring) into ``folder`` (created; files of an earlier save are replaced)."""
-    if info.family not in FAMILIES:
-        raise ValueError(f"family {info.family!r}: expected one of {', '.join(FAMILIES)}")
+    family(info.family)
     os.makedirs(folder, exist_ok=True)
     info = replace(info, format_version=FORMAT_VERSION)
-    if info.family == "detr":
-        from .detr import canvas_processor
-
-        model.save_pretrained(folder)
-        canvas_processor(processor, info.image_size, info.resize_mode).save_pretrained(folder)
-    else:
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-                  os.path.join(folder, "model.safetensors"))
-        with open(os.path.join(folder, FASTER_RCNN_CONFIG), "w") as f:
-            json.dump(info.build_kwargs, f, indent=2)
+    family(info.family).implementation().save_files(folder, model, info, processor)
     with open(os.path.join(folder, DETECTION_CONFIG), "w") as f:
         json.dump(asdict(info), f, indent=2)
     return folder
@@ -132,29 +119,5 @@ def load_detector(folder: str) -> SavedDetector:
     weights = os.path.join(folder, "model.safetensors")
     if not os.path.isfile(weights):
         raise ValueError(f"detector folder {folder}: {weights} is missing; copy the whole saved folder")
-    if info.family == "detr":
-        from transformers import AutoImageProcessor, AutoModelForObjectDetection
-
-        from .detr import DetrCollator, detr_postprocess
-
-        if info.format_version < FORMAT_VERSION:
-            raise ValueError(f"detector folder {folder}: saved by an earlier hf_gaf (format "
-                             f"{info.format_version}), whose DETR boxes are relative to a padded canvas its saved "
-                             "processor does not make; retrain it with this version (pipeline, predict and "
-                             "evaluation then agree on any image shape)")
-        try:
-            model = AutoModelForObjectDetection.from_pretrained(folder)
-        except (OSError, ValueError, RuntimeError) as err:  # safetensors' errors (a file cut short) are among these
-            raise ValueError(f"detector folder {folder}: the saved model cannot be loaded "
-                             f"({str(err).splitlines()[0]}); is {weights} complete?") from None
-        processor = AutoImageProcessor.from_pretrained(folder)  # as saved: it makes the canvas, as in pipeline()
-        postprocess = detr_postprocess(processor)
-        return SavedDetector(info, model, DetrCollator(processor), postprocess, processor)
-    if info.family == "faster_rcnn":
-        from .faster_rcnn import FasterRCNNCollator, build_faster_rcnn, faster_rcnn_postprocess
-        from .weights import load_state_dict_file
-
-        model = build_faster_rcnn(**info.build_kwargs)
-        model.load_state_dict(load_state_dict_file(os.path.join(folder, "model.safetensors"), "detector weights"))
-        return SavedDetector(info, model, FasterRCNNCollator(), faster_rcnn_postprocess)
-    raise ValueError(f"{path}: family {info.family!r} is neither of {', '.join(FAMILIES)}")
+    model, collator, postprocess, processor = family(info.family).implementation().load_files(folder, info)
+    return SavedDetector(info, model, collator, postprocess, processor)

@@ -20,6 +20,7 @@ from ..detection.data import (
     parse_years,
     resolve_classes,
 )
+from ..detection.families import family
 from ..detection.images import DetectionDataError
 from ..detection.saved import DetectorInfo, save_detector
 from ..detection.schema import detect, with_canvas_transform
@@ -220,7 +221,7 @@ def write_model_card(
     ]
     lines = [
         "---",
-        "library_name: transformers" if info.family == "detr" else "library_name: pytorch",
+        f"library_name: {family(info.family).library_name}",
         "pipeline_tag: object-detection",
         "tags: [hf_gaf, gradient-activation-function]",
         "---",
@@ -243,7 +244,7 @@ def write_model_card(
         "",
         "Load: `hf-gaf predict --model THIS_FOLDER --images IMAGES --out OUT`, "
         "`hf-gaf evaluate --model THIS_FOLDER ...`"
-        + (', or `pipeline("object-detection", model=THIS_FOLDER)`.' if info.family == "detr" else "."),
+        + (', or `pipeline("object-detection", model=THIS_FOLDER)`.' if family(info.family).pipeline else "."),
     ]
     path = os.path.join(folder, "README.md")
     with open(path, "w") as f:

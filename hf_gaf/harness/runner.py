@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 
 RUN_RECORD = "run.json"
 PROGRESS = "[hf_gaf progress]"  # the start of the line a recipe prints after each evaluation (shown while it runs)
-DETECTION_SCRIPTS = ("train_detr.py", "train_faster_rcnn.py")
 
 
 @dataclass(frozen=True)
@@ -193,7 +192,10 @@ def check_references(names: list[str], **references: str | None) -> None:
 
 def default_metric(script: str) -> str:
     """The main metric of a recipe: VOC07 mAP for the detection recipes, top-1 accuracy otherwise."""
-    return "eval_voc07_map" if os.path.basename(script) in DETECTION_SCRIPTS else "eval_accuracy"
+    from ..detection.families import FAMILIES
+
+    detection = {f"{f.recipe}.py" for f in FAMILIES.values()}  # each family's recipe script
+    return "eval_voc07_map" if os.path.basename(script) in detection else "eval_accuracy"
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
