@@ -124,10 +124,12 @@ ADVICE = {
 }
 
 
-def chance_advice(family: str, preset: str) -> str:
-    """What to change when a run of ``family`` on ``preset`` stayed at chance: a run already on a from-scratch
-    preset is told about its length, not to take the preset it has."""
-    return ADVICE["detr-scratch" if family == "detr" and preset.startswith("scratch") else family]
+def chance_advice(family_name: str, preset: str) -> str:
+    """What to change when a run of family ``family_name`` on ``preset`` stayed at chance: a run already on a
+    from-scratch preset is told about its length, not to take the preset it has."""
+    scratch_detr = family_name == "detr" and preset.startswith("scratch")
+    return ADVICE.get("detr-scratch" if scratch_detr else family_name,
+                      "Train longer (--num_train_epochs) or check the learning rate.")
 
 
 def train_detector(
