@@ -47,6 +47,18 @@ def recorded_settings(args) -> dict:
     return settings
 
 
+def chance_check(final: dict, metric: str | None, chance_levels: dict[str, float]) -> dict | None:
+    """Whether the final ``metric`` (with or without ``eval_``) stayed at or below its level in
+    ``chance_levels`` (a run that learned nothing measurable; a non-finite value counts as at chance):
+    ``{"metric", "level", "at_chance"}``, or ``None`` for a metric without a chance level."""
+    name = (metric or "").removeprefix("eval_")
+    if name not in chance_levels:
+        return None
+    value = final.get(f"eval_{name}")
+    return {"metric": f"eval_{name}", "level": chance_levels[name],
+            "at_chance": isinstance(value, (int, float)) and not value > chance_levels[name]}
+
+
 def progress_line(state, metric: str | None, values: dict, elapsed_s: float) -> str:
     """One line after an evaluation: step and epoch of the total, the latest main metric, elapsed time and ETA."""
     name = f"eval_{(metric or 'loss').removeprefix('eval_')}"
@@ -83,11 +95,14 @@ class MetricsJsonCallback(TrainerCallback):
     also holds the records so far (:data:`PARTIAL_NAME`), so a run resumed from ``resume_from``
     continues the same epoch list; an epoch that was only partly trained in this process (a mid-epoch
     resume) gets ``"partial": <fraction>``; its images/s counts only the images it trained, and its
-    ``train_loss`` is the mean over the steps trained after the restart."""
+    ``train_loss`` is the mean over the steps trained after the restart. With ``chance_levels`` the report
+    records whether the final main metric stayed at chance level (:func:`chance_check`)."""
 
     def __init__(self, preset: str, n_train_images: int, extra: dict | None = None,
-                 resume_from: str | None = None, resume_settings: dict | None = None) -> None:
+                 resume_from: str | None = None, resume_settings: dict | None = None,
+                 chance_levels: dict[str, float] | None = None) -> None:
         self.preset = preset
+        self.chance_levels = chance_levels or {}
         self.resume_settings = resume_settings
         self.n_train_images = n_train_images
         self.extra = extra or {}
@@ -164,6 +179,9 @@ class MetricsJsonCallback(TrainerCallback):
                      for e in state.log_history if "gaf/amplified" in e]
         if telemetry:  # --gaf_log_stats: what GAF did on each logging step (hf_gaf.trainer.stats)
             report["gaf_stats"] = telemetry
+        chance = chance_check(report["final"], args.metric_for_best_model, self.chance_levels)
+        if chance is not None:  # read by the comparisons (hf_gaf.harness.compare)
+            report["chance"] = chance
         os.makedirs(args.output_dir, exist_ok=True)
         path = os.path.join(args.output_dir, "metrics.json")
         with open(path + ".tmp", "w") as f:  # whole or not at all: a crash mid-write leaves no half record

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .._outputs import check_writable
-from .metrics_json import PARTIAL_NAME, MetricsJsonCallback, resume_settings
+from .metrics_json import PARTIAL_NAME, MetricsJsonCallback, chance_check, resume_settings
 from .sample_rng import SampleRNG
 
 
@@ -169,13 +169,13 @@ def check_metric_for_best_model(args, metric_names: list[str]) -> None:
 
 
 def warn_at_chance_level(final: dict, metric: str | None, chance_levels: dict[str, float], advice: str) -> bool:
-    """Print a warning (stderr) when the final ``metric`` is at or below its chance level; True then."""
-    name = (metric or "").removeprefix("eval_")
-    value = final.get(f"eval_{name}")
-    if name not in chance_levels or not isinstance(value, (int, float)) or value > chance_levels[name]:
+    """Print a warning (stderr) when the final ``metric`` is at or below its chance level (:func:`chance_check`);
+    True then."""
+    chance = chance_check(final, metric, chance_levels)
+    if chance is None or not chance["at_chance"]:
         return False
-    print(f"warning: eval_{name} = {value:.4f} stayed at chance level (<= {chance_levels[name]:g}): this run learned "
-          f"nothing measurable. {advice}".rstrip(), file=sys.stderr)
+    print(f"warning: {chance['metric']} = {final[chance['metric']]:.4f} stayed at chance level "
+          f"(<= {chance['level']:g}): this run learned nothing measurable. {advice}".rstrip(), file=sys.stderr)
     return True
 
 
@@ -204,7 +204,8 @@ def run_training(
     if sample_rng is not None:
         trainer.add_callback(SampleRNGEpochCallback(sample_rng))
     trainer.add_callback(
-        MetricsJsonCallback(preset, n_train_images, extra, resume_from=checkpoint, resume_settings=settings)
+        MetricsJsonCallback(preset, n_train_images, extra, resume_from=checkpoint, resume_settings=settings,
+                            chance_levels=chance_levels)
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     path = os.path.join(trainer.args.output_dir, "metrics.json")
@@ -218,12 +219,7 @@ def run_training(
         if isinstance(v, float) and not k.endswith(("runtime", "_per_second"))
     )
     print(f"[{preset}] {final} | {report['train_images_per_s']:.3g} images/s | wrote {path}")
-    name = (trainer.args.metric_for_best_model or "").removeprefix("eval_")
-    if name in (chance_levels or {}):  # recorded for the comparisons that read this file
-        report["chance"] = {"metric": f"eval_{name}", "level": chance_levels[name],
-                            "at_chance": warn_at_chance_level(report["final"], name, chance_levels, advice)}
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2, default=str)
+    warn_at_chance_level(report["final"], trainer.args.metric_for_best_model, chance_levels or {}, advice)
     if report.get("gaf_stats"):
         from .plots import plot_gaf_stats
 
