@@ -117,7 +117,8 @@ def drawn_names(image_ids: list[object]) -> list[str]:
 
 def check_predict_out(out: str, sources: list[str], overwrite: bool) -> None:
     """Outputs never land on inputs: ``--out`` must not be (or lie inside) an ``--images`` folder nor be a
-    file, and an earlier prediction's ``detections.json`` there is kept unless ``overwrite``."""
+    file, and an earlier prediction's files there (``detections.json``, ``skipped.txt``, drawings: a finished
+    or an interrupted one) are kept unless ``overwrite``."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out} is a file, not a folder")
     target = os.path.realpath(out)
@@ -127,14 +128,17 @@ def check_predict_out(out: str, sources: list[str], overwrite: bool) -> None:
             if os.path.commonpath([folder, target]) == folder:
                 raise ValueError(f"--out {out} is inside --images {source}: outputs would be mixed with (and read "
                                  "back as) the images; choose an --out outside it")
-    if os.path.isfile(os.path.join(out, DETECTIONS)) and not overwrite:
-        raise ValueError(f"--out {out} already holds {DETECTIONS} from an earlier prediction; choose another "
-                         "folder or pass --overwrite")
+    earlier = [name for name in (DETECTIONS, SKIPPED) if os.path.isfile(os.path.join(out, name))]
+    if any(files for _, _, files in os.walk(os.path.join(out, DRAWN))):
+        earlier.append(f"{DRAWN}/")
+    if earlier and not overwrite:
+        raise ValueError(f"--out {out} already holds {', '.join(earlier)} from an earlier prediction; choose "
+                         "another folder or pass --overwrite")
 
 
 def clear_earlier_prediction(out: str) -> None:
-    """Remove what an earlier ``predict`` wrote in ``out`` (its JSON, ``skipped.txt``, the drawn PNGs and the
-    folders they leave empty), so an ``--overwrite`` leaves no stale file beside the new results; any other
+    """With ``--overwrite``: remove what an earlier ``predict`` wrote in ``out`` (its JSON, ``skipped.txt``, the
+    drawn PNGs and the folders they leave empty), so no stale file stays beside the new results; any other
     file is kept."""
     for name in (DETECTIONS, SKIPPED):
         if os.path.isfile(os.path.join(out, name)):
@@ -189,7 +193,8 @@ def predict(model_dir: str, sources: list[str], out: str, threshold: float = 0.5
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = detector.model.to(device).eval()
     transform = detector.info.eval_transform()
-    clear_earlier_prediction(out)
+    if overwrite:
+        clear_earlier_prediction(out)
     os.makedirs(os.path.join(out, DRAWN), exist_ok=True)
     results, skipped = [], []
 

@@ -521,3 +521,16 @@ def test_predict_overwrite_leaves_no_stale_file_and_bad_outs_are_one_line(frcnn_
     assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", images, "--images-json", str(twice),
                    "--out", str(tmp_path / "t")]) == 2
     assert "image id 1 is listed twice" in capsys.readouterr().err
+
+
+def test_an_interrupted_prediction_is_refused_without_overwrite_and_nothing_is_deleted(frcnn_run, voc, tmp_path,
+                                                                                        capsys):
+    """An --out that holds drawings but no detections.json (a prediction killed half-way, or someone's own
+    drawn/ folder) is an earlier prediction's output: refused without --overwrite, and nothing there removed."""
+    images = os.path.join(voc, "VOC2007", "JPEGImages")
+    out = tmp_path / "o"
+    (out / "drawn").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(out / "drawn" / "mine.png")
+    assert predict_cli(frcnn_run / "model", [os.path.join(images, sorted(os.listdir(images))[0])], out) == 2
+    assert "already holds drawn/ from an earlier prediction" in capsys.readouterr().err
+    assert (out / "drawn" / "mine.png").is_file()
