@@ -21,15 +21,23 @@ import tempfile
 from collections.abc import Iterable
 
 
-def check_writable(folder: str, what: str) -> None:
-    """Make ``folder`` (and its parents) and write a temporary file there; a ``SystemExit`` naming ``what`` (the
-    flag and value the folder came from) if either fails."""
+def unwritable(folder: str | os.PathLike) -> str | None:
+    """Make ``folder`` (and its parents) and write a temporary file there: ``None`` when both work, else why
+    not (the system's words)."""
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise SystemExit(f"error: {what} is not writable ({err.strerror}); results could not be saved") from None
+        return err.strerror
+    return None
+
+
+def check_writable(folder: str, what: str) -> None:
+    """:func:`unwritable` as a ``SystemExit`` naming ``what`` (the flag and value the folder came from)."""
+    why = unwritable(folder)
+    if why is not None:
+        raise SystemExit(f"error: {what} is not writable ({why}); results could not be saved")
 
 
 def claim_outputs(paths: Iterable[str | os.PathLike], overwrite: bool, flag: str = "--overwrite",

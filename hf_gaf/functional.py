@@ -144,8 +144,11 @@ def _foreach_apply(
         out = [t.copy_(gaf_kind(t)) if inplace else gaf_kind(t) for t in tensors]
     else:
         phi_ = kind_entry(gaf_kind).foreach_
-        out = tensors if inplace else torch._foreach_mul(tensors, 1.0)
-        torch._foreach_mul_(out, beta)
+        if inplace:
+            out = tensors
+            torch._foreach_mul_(out, beta)
+        else:
+            out = torch._foreach_mul(tensors, beta)  # one pass that also makes the new tensors
         phi_(out)
         torch._foreach_mul_(out, alpha)
     if guards is not None:

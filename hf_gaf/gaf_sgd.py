@@ -48,7 +48,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -92,10 +92,7 @@ class SGDSettings:
     @classmethod
     def from_group(cls, group: dict) -> SGDSettings:
         """The settings of a ``param_groups`` entry (a tensor learning rate is read as a number)."""
-        return cls(**{f.name: group[f.name] for f in fields(cls)}).with_lr(float(group["lr"]))
-
-    def with_lr(self, lr: float) -> SGDSettings:
-        return replace(self, lr=lr)
+        return cls(**{f.name: group[f.name] for f in fields(cls)} | {"lr": float(group["lr"])})
 
     @property
     def on_grad(self) -> bool:

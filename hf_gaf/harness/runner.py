@@ -20,12 +20,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from .._outputs import unwritable
 
 RUN_RECORD = "run.json"
 PROGRESS = "[hf_gaf progress]"  # the start of the line a recipe prints after each evaluation (shown while it runs)
@@ -159,11 +160,9 @@ def run_jobs(script: str, jobs: list[Job], seeds: list[int], out: Path, recipe_a
     todo = [(job, seed) for seed in seeds for job in jobs]
     records = {run_dir(out, job.name, seed): run_record(script, job, seed, recipe_args) for job, seed in todo}
     check_finished_runs(out, records, reuse, overwrite)
-    try:  # before the first run, not after it
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as err:
-        raise ValueError(f"--out {out} is not a writable folder ({err.strerror}); choose another --out") from None
+    why = unwritable(out)  # before the first run, not after it
+    if why is not None:
+        raise ValueError(f"--out {out} is not a writable folder ({why}); choose another --out")
     bar = tqdm(todo, desc=desc, unit="run")
     for job, seed in bar:
         folder = run_dir(out, job.name, seed)

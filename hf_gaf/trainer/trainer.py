@@ -174,11 +174,12 @@ class GAFTrainer(Trainer):
         :meth:`param_group_overrides`; groups without overrides first, then decayed before not decayed,
         parameters in model order."""
         decay = set(self.get_decay_parameter_names(model))
+        exclusions = self.gaf_exclude if self.elementwise_transform() is not None else []
         buckets: dict[tuple, list] = {}
         for name, p in model.named_parameters():
             if not p.requires_grad:
                 continue
-            excluded = self.elementwise_transform() is not None and is_excluded(name, self.gaf_exclude)
+            excluded = is_excluded(name, exclusions)
             key = (name in decay, excluded, tuple(sorted(self.param_group_overrides(name, p).items())), id(_mesh_of(p)))
             buckets.setdefault(key, []).append(p)
         groups = []
