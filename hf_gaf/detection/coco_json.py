@@ -62,16 +62,32 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def coco_images(path: str) -> list[tuple[object, str]]:
-    """``(image id, file_name)`` of every image of the JSON at ``path``, in file order."""
-    spec = _read(path)
-    out = []
+def _image_entries(spec: dict, path: str) -> list[dict]:
+    """The entries of ``images``, checked once for every reader: each an object with an integer or string
+    ``id`` and a ``file_name``; no id and no file listed twice (its boxes would be learned, scored or predicted
+    twice)."""
+    ids, files = set(), {}
     for i, img in enumerate(spec["images"]):
         if (not isinstance(img, dict) or not isinstance(img.get("id"), (int, str)) or isinstance(img["id"], bool)
                 or not isinstance(img.get("file_name"), str)):
             raise COCOFormatError(f"{path}: images[{i}] needs an integer or string 'id' and a 'file_name', got {img!r}")
-        out.append((img["id"], img["file_name"]))
-    return out
+        if img["id"] in ids:
+            raise COCOFormatError(f"{path}: image id {img['id']!r} appears twice in 'images'")
+        file = os.path.normpath(img["file_name"])
+        if file in files:
+            raise COCOFormatError(
+                f"{path}: file {img['file_name']!r} is listed twice in 'images' (ids {files[file]!r} "
+                f"and {img['id']!r}); merge their annotations under one id"
+            )
+        ids.add(img["id"])
+        files[file] = img["id"]
+    return spec["images"]
+
+
+def coco_images(path: str) -> list[tuple[object, str]]:
+    """``(image id, file_name)`` of every image of the JSON at ``path``, in file order (checked:
+    :func:`_image_entries`)."""
+    return [(img["id"], img["file_name"]) for img in _image_entries(_read(path), path)]
 
 
 def coco_categories(path: str) -> list[tuple[int, str]]:
@@ -109,24 +125,13 @@ def load_coco(path: str, images_dir: str, classes: Sequence[str] | None = None, 
             unknown.add(cat_id)
         else:
             raise COCOFormatError(f"{path}: category {name!r} (id {cat_id}) is not one of the classes {names}")
-    images, files = {}, {}
-    for i, img in enumerate(spec["images"]):
-        if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
-            raise COCOFormatError(f"{path}: images[{i}] needs 'id' and 'file_name', got {img!r}")
-        if img["id"] in images:
-            raise COCOFormatError(f"{path}: image id {img['id']!r} appears twice in 'images'")
+    images = {}
+    for i, img in enumerate(_image_entries(spec, path)):
         for key in ("width", "height"):
             if key in img and not _is_number(img[key]):
                 raise COCOFormatError(
                     f"{path}: images[{i}] (id {img['id']!r}): {key} must be a number, got {img[key]!r}"
                 )
-        file = os.path.normpath(img["file_name"])
-        if file in files:  # its boxes would be learned twice and scored as two images
-            raise COCOFormatError(
-                f"{path}: file {img['file_name']!r} is listed twice in 'images' (ids {files[file]!r} "
-                f"and {img['id']!r}); merge their annotations under one id"
-            )
-        files[file] = img["id"]
         images[img["id"]] = img
     objects = {
         image_id: {"bbox": [], "category": [], "difficult": [], "truncated": [], "area": []} for image_id in images

@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hf-gaf {args.command}: error: {shown}", file=sys.stderr)
         return 2
     except (KeyError, RuntimeError, ValueError) as err:  # user-facing errors
-        print(f"hf-gaf {args.command}: error: {str(err).strip(chr(39) + chr(34))}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err  # a KeyError's str() is quoted
+        print(f"hf-gaf {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -21,7 +21,6 @@ import os
 import re
 import sys
 import tempfile
-from collections import Counter
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -64,7 +63,7 @@ def image_files(sources: list[str]) -> list[tuple[str, str]]:
 def coco_image_files(json_path: str, sources: list[str]) -> list[tuple[str, object]]:
     """``(path, COCO image id)`` of every image a COCO JSON lists, under the one ``--images`` folder: the
     ids are the JSON's, so ``detections.json`` goes straight into pycocotools' ``loadRes``. A JSON that lists
-    no image, or one image id or file twice, is refused naming them (each would be predicted twice)."""
+    no image is refused, and one that lists an image id or file twice (the COCO reader's checks)."""
     from ..detection.coco_json import coco_images
 
     if len(sources) != 1 or not os.path.isdir(sources[0]):
@@ -72,10 +71,6 @@ def coco_image_files(json_path: str, sources: list[str]) -> list[tuple[str, obje
     listed = coco_images(json_path)
     if not listed:
         raise ValueError(f"--images-json {json_path} lists no images")
-    for what, values in (("image id", [i for i, _ in listed]), ("file", [os.path.normpath(n) for _, n in listed])):
-        twice = [value for value, count in Counter(values).items() if count > 1]
-        if twice:
-            raise ValueError(f"--images-json {json_path}: {what} {twice[0]!r} is listed twice in 'images'")
     return [(os.path.join(sources[0], name), image_id) for image_id, name in listed]
 
 

@@ -61,7 +61,7 @@ def run_sweep(
         jobs.insert(0, runner.Job(f"baseline-{baseline}", ("--preset", baseline)))
     if not summarize_only:
         runner.run_jobs(script, jobs, seeds, out, extra, reuse=reuse, overwrite=overwrite, launcher=launcher,
-                 metric=metric, desc="sweep")
+                        metric=metric, desc="sweep")
     runner.check_one_experiment([runner.run_dir(out, job.name, seed) for job in jobs for seed in seeds])
     return write_sweep(out, settings, cells)
 
@@ -79,11 +79,12 @@ def write_sweep(out: Path, settings: dict, cells: list[tuple]) -> dict:
 
 def summarize_sweep(out: Path, cells: list[tuple], seeds: list[int], metric: str, baseline: str | None) -> dict:
     greater_is_better = not metric.endswith("loss")
-    base = ([runner.final_metric(out / f"baseline-{baseline}" / f"seed-{s}", metric) for s in seeds]
+    base = ([runner.final_metric(runner.run_dir(out, f"baseline-{baseline}", s), metric) for s in seeds]
             if baseline else None)
     rows = []
     for alpha, beta, placement in cells:
-        finals = [runner.final_metric(out / cell_name(alpha, beta, placement) / f"seed-{s}", metric) for s in seeds]
+        finals = [runner.final_metric(runner.run_dir(out, cell_name(alpha, beta, placement), s), metric)
+                  for s in seeds]
         rows.append(
             {
                 "alpha": alpha,

@@ -520,7 +520,7 @@ def test_predict_overwrite_leaves_no_stale_file_and_bad_outs_are_one_line(frcnn_
                                  "annotations": [], "categories": []}))
     assert hf_gaf(["predict", "--model", str(frcnn_run / "model"), "--images", images, "--images-json", str(twice),
                    "--out", str(tmp_path / "t")]) == 2
-    assert "image id 1 is listed twice" in capsys.readouterr().err
+    assert "image id 1 appears twice in 'images'" in capsys.readouterr().err
 
 
 def test_an_interrupted_prediction_is_refused_without_overwrite_and_nothing_is_deleted(frcnn_run, voc, tmp_path,
