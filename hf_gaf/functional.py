@@ -92,15 +92,16 @@ def validate_gaf(kind: GAFKind | GAFSpec, alpha: float = 0.1, beta: float = 20.0
     a ``GAFSpec`` passed as ``kind`` is returned as it is (checked when it was made).
 
     Raises ``ValueError`` (naming the offending value) for an unknown kind or an α/β that is not
-    a finite number > 0. Warns when α·β <= 1 for a named kind: then f enlarges no gradient.
+    a finite number > 0. Warns when α·β < 1 for a named kind: then f shrinks every gradient (α·β = 1 is a pure
+    bound, e.g. clip-by-value v as ``clip`` with α = v, β = 1/v).
     """
     if isinstance(kind, GAFSpec):
         return kind
     spec = GAFSpec(kind, alpha, beta)
-    if warn and not callable(kind) and alpha * beta <= 1:
+    if warn and not callable(kind) and alpha * beta < 1:
         warnings.warn(
-            f"GAF gain alpha*beta = {alpha}*{beta} = {alpha * beta:g} <= 1: {kind} then enlarges no "
-            "gradient and only compresses large ones (the paper uses alpha*beta = 2, e.g. alpha=0.1, beta=20)",
+            f"GAF gain alpha*beta = {alpha}*{beta} = {alpha * beta:g} < 1: {kind} then shrinks every "
+            "gradient, tiny ones too (the paper uses alpha*beta = 2, e.g. alpha=0.1, beta=20)",
             stacklevel=2,
         )
     return spec

@@ -199,12 +199,12 @@ if triton is not None:
         g_ptr = _row_pointer(grad_ptrs, t, DTYPE, ALIGNED)
         b_ptr = _row_pointer(buf_ptrs, t, DTYPE, ALIGNED)
         mask = offs < n
-        if start + BLOCK_SIZE <= n:
-            _sgd_block(p_ptr, g_ptr, b_ptr, offs, mask, lr, momentum, dampening, weight_decay, alpha, beta,
-                       KIND, ON_UPDATE, HAS_MOMENTUM, FIRST_STEP, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, False)
-        else:
-            _sgd_block(p_ptr, g_ptr, b_ptr, offs, mask, lr, momentum, dampening, weight_decay, alpha, beta,
-                       KIND, ON_UPDATE, HAS_MOMENTUM, FIRST_STEP, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, True)
+        tail = start + BLOCK_SIZE > n
+        for MASKED in tl.static_range(2):  # unrolled: an unmasked copy for full blocks, a masked one for the tail
+            if tail == (MASKED == 1):
+                _sgd_block(p_ptr, g_ptr, b_ptr, offs, mask, lr, momentum, dampening, weight_decay, alpha, beta,
+                           KIND, ON_UPDATE, HAS_MOMENTUM, FIRST_STEP, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY,
+                           MASKED == 1)
 
     @triton.jit
     def _gaf_block(g_ptr, offs, mask, alpha, beta, scale_ptr, KIND: tl.constexpr, HAS_SCALE: tl.constexpr,
@@ -228,10 +228,10 @@ if triton is not None:
             t, start, n, offs = _program_block(block_tensor, block_start, numels, ALIGNED, BLOCK_SIZE)
             g_ptr = _row_pointer(grad_ptrs, t, DTYPE, ALIGNED)
             mask = offs < n
-            if start + BLOCK_SIZE <= n:
-                _gaf_block(g_ptr, offs, mask, alpha, beta, scale_ptr, KIND, HAS_SCALE, False)
-            else:
-                _gaf_block(g_ptr, offs, mask, alpha, beta, scale_ptr, KIND, HAS_SCALE, True)
+            tail = start + BLOCK_SIZE > n
+            for MASKED in tl.static_range(2):  # as in _gaf_sgd_kernel
+                if tail == (MASKED == 1):
+                    _gaf_block(g_ptr, offs, mask, alpha, beta, scale_ptr, KIND, HAS_SCALE, MASKED == 1)
 
 
 class TensorTable:

@@ -100,30 +100,34 @@ def check_correctness(device: str) -> list[dict]:
     return rows
 
 
-def check_hook_under_scaler(device: str) -> dict:
-    """Fused AdamW + attach_gaf: a GradScaler run (scale 2^12) against the unscaled run, 5 steps."""
+def check_hook_under_scaler(device: str, hook_path: bool | str | None = None, width: int = 256, steps: int = 5) -> dict:
+    """Fused AdamW + ``attach_gaf(fused=hook_path)``: a GradScaler run (scale 2^12) against the unscaled run.
+
+    Returns the largest weight difference after ``steps`` steps and each hook's call count (both must be
+    ``steps``). The test suite runs it on the CPU with the Triton interpreter (``hook_path="triton"``)."""
     torch.manual_seed(0)
-    make = lambda: torch.nn.Sequential(torch.nn.Linear(32, 256), torch.nn.Tanh(), torch.nn.Linear(256, 10))  # noqa: E731
-    m1 = make().to(device)
-    m2 = make().to(device)
-    m2.load_state_dict(m1.state_dict())
-    o1 = torch.optim.AdamW(m1.parameters(), lr=1e-3, fused=True)
-    o2 = torch.optim.AdamW(m2.parameters(), lr=1e-3, fused=True)
-    attach_gaf(o1)
-    attach_gaf(o2)
+    make = lambda: torch.nn.Sequential(torch.nn.Linear(32, width), torch.nn.Tanh(), torch.nn.Linear(width, 10))  # noqa: E731
+    models = [make().to(device), make().to(device)]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for m in models]
+    hooks = [attach_gaf(o, fused=hook_path) for o in optimizers]
     scaler = torch.amp.GradScaler(device, init_scale=2.0**12, growth_interval=1000)
     gen = torch.Generator().manual_seed(1)
-    for _ in range(5):
+    for _ in range(steps):
         x, y = torch.randn(64, 32, generator=gen).to(device), torch.randn(64, 10, generator=gen).to(device)
-        o1.zero_grad()
-        o2.zero_grad()
-        torch.nn.functional.mse_loss(m1(x), y).backward()
-        o1.step()
-        scaler.scale(torch.nn.functional.mse_loss(m2(x), y)).backward()
-        scaler.step(o2)
-        scaler.update()
-    err = max((a - b).abs().max().item() for a, b in zip(m1.parameters(), m2.parameters()))
-    return dict(check="attach_gaf on fused AdamW, GradScaler vs unscaled", setting="atan", max_rel_err=err)
+        for model, optimizer, scale in zip(models, optimizers, (False, True)):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            if scale:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+    err = max((a - b).abs().max().item() for a, b in zip(*(m.parameters() for m in models)))
+    return dict(check="attach_gaf on fused AdamW, GradScaler vs unscaled", setting="atan", max_rel_err=err,
+                calls=[h.calls for h in hooks])
 
 
 def time_training_step(device: str, optimizer_name: str, steps: int, batch: int, size: int, model_name: str) -> float:

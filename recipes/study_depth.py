@@ -11,7 +11,8 @@ clip-value: SGD momentum 0.9, weight decay 5e-4; GAF atan α=0.1, β=20; and the
 sgd at lr × α·β, and clip-gain, the piecewise-linear twin of gaf's atan) with ``--learning_rate`` (default
 0.05 for sgd, each preset's rate scaled alike: the presets' 0.1 is the paper's for batch-normalised ResNets;
 with momentum 0.9 it kills most plain networks here within the first epoch, for every preset), applied by the
-same objects the Trainer uses (``GAFSGD``, ``clip_grad_norm_``, clip-by-value as a step pre-hook on the gradient).
+same objects the Trainer uses (``GAFSGD``, ``clip_grad_norm_``; clip-by-value is ``GAFSGD``'s ``clip`` kind on the
+gradient).
 Each (network, preset) runs over ``--seeds`` (a seed fixes the initial weights and the batch order, shared by
 all presets, so runs pair by seed). Reported: test accuracy after ``--epochs``, mean and 95 % CI per cell,
 and the paired difference to sgd with its CI, p-value and verdict (:mod:`hf_gaf.harness.paired_stats`).
@@ -39,7 +40,6 @@ import torch
 
 from hf_gaf import GAFSGD
 from hf_gaf._outputs import claim_outputs
-from hf_gaf.harness.experiment_args import ClipByValue
 from hf_gaf.harness.paired_stats import mean_ci, paired_difference
 from hf_gaf.harness.presets import PRESETS
 
@@ -80,8 +80,8 @@ def build(arch: str, depth: int, activation: str) -> torch.nn.Module:
 
 def optimizer_for(preset: dict, params, lr: float | None = None) -> tuple[torch.optim.Optimizer, float]:
     """The optimizer a classification preset asks for (``lr`` replacing sgd's learning rate, each preset's scaled
-    alike, so sgd-gain keeps its factor alpha*beta; clip-by-value as the recipes run it, a step pre-hook where
-    GAF on the gradient would run), and its clip norm (0: off)."""
+    alike, so sgd-gain keeps its factor alpha*beta; clip-value is the ``clip`` kind on the gradient), and its clip
+    norm (0: off)."""
     params = list(params)
     momentum = float(preset["optim_args"].split("=")[1])
     gaf = preset["gaf"] if preset["gaf"] != "none" else None
@@ -90,8 +90,6 @@ def optimizer_for(preset: dict, params, lr: float | None = None) -> tuple[torch.
                        weight_decay=preset["weight_decay"],
                        gaf=gaf, alpha=preset.get("gaf_alpha", 0.1), beta=preset.get("gaf_beta", 20.0),
                        placement=preset.get("gaf_placement", "update"), fused=False)
-    if preset["clip_value"] > 0:
-        ClipByValue(optimizer, preset["clip_value"])
     return optimizer, preset["max_grad_norm"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..sample_limits import SampleLimitArguments
 from .coco_json import coco_categories, load_coco
 from .synthetic_voc import SHAPE_CLASSES
 from .transforms import MODES
@@ -18,7 +19,7 @@ DATA_FORMATS = ("voc", "coco")
 
 
 @dataclass
-class DetectionDataArguments:
+class DetectionDataArguments(SampleLimitArguments):
     """The data flags shared by the detection recipes and ``hf-gaf evaluate``."""
 
     data_format: str = field(default="voc", metadata={
@@ -48,14 +49,9 @@ class DetectionDataArguments:
     hflip: float = field(default=0.5)
     max_zoom_out: float = field(default=1.5, metadata={"help": "Scale jitter: zoom out up to this factor (1 = off)."})
     iou_crop: bool = field(default=False, metadata={"help": "Random IoU crop augmentation."})
-    max_train_samples: int | None = field(default=None)
-    max_eval_samples: int | None = field(default=None)
 
     def __post_init__(self):
-        for flag in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, flag)
-            if value is not None and value < 1:
-                raise ValueError(f"--{flag} {value}: need at least 1 (leave it out to use every image)")
+        super().__post_init__()
         if self.image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"--image_size {self.image_size}: the detectors need a canvas of at least "
                              f"{MIN_IMAGE_SIZE} px")

@@ -20,14 +20,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 _SGD = dict(optim="sgd", optim_args="momentum=0.9", learning_rate=0.1, weight_decay=5e-4, gaf="none",
-            max_grad_norm=0.0, clip_value=0.0)
+            max_grad_norm=0.0)
 _PAPER_GAF = dict(gaf="atan", gaf_alpha=0.1, gaf_beta=20.0)
 _FRCNN_SGD = dict(_SGD, learning_rate=0.02, weight_decay=1e-4, warmup_steps=0.05, lr_milestones=[0.67, 0.89])
 _DETR_ADAMW = dict(optim="adamw_torch", optim_args=None, learning_rate=1e-4, backbone_lr=1e-5, weight_decay=1e-4,
-                   max_grad_norm=0.1, gaf="none", clip_value=0.0)
+                   max_grad_norm=0.1, gaf="none")
 _ADAMW = dict(optim="adamw_torch", optim_args=None, learning_rate=1e-3, weight_decay=0.05, gaf="none",
-              max_grad_norm=0.0, clip_value=0.0)
+              max_grad_norm=0.0)
 
+
+
+def clip_by_value(value: float) -> dict:
+    """The paper's clip-by-value baseline, clamp(g, -v, v) on the gradient, as the ``clip`` kind:
+    α·clamp(β·g, -1, 1) with α = v, β = 1/v (so it runs where GAF runs, once per optimizer step, with GAF's
+    handling of non-finite gradients: ±inf gives NaN, never a plausible ±v)."""
+    return dict(gaf="clip", gaf_alpha=value, gaf_beta=1 / value, gaf_placement="grad")
 
 
 def gain_control(baseline: dict, gaf_preset: dict) -> dict:
@@ -52,7 +59,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "gaf": {**_SGD, **_PAPER_GAF, "gaf_placement": "update"},
         "gaf-grad": {**_SGD, **_PAPER_GAF, "gaf_placement": "grad"},
         "clip-norm": {**_SGD, "max_grad_norm": 1.0},
-        "clip-value": {**_SGD, "clip_value": 0.1},
+        "clip-value": {**_SGD, **clip_by_value(0.1)},
         "adamw": _ADAMW,
         "adamw-gaf": {**_ADAMW, **_PAPER_GAF, "gaf_placement": "grad"},
         "sgd-gain": gain_control(_SGD, _PAPER_GAF),
@@ -73,7 +80,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "gaf": {**_FRCNN_SGD, **_PAPER_GAF, "gaf_placement": "update"},
         "gaf-grad": {**_FRCNN_SGD, **_PAPER_GAF, "gaf_placement": "grad"},
         "clip-norm": {**_FRCNN_SGD, "max_grad_norm": 1.0},
-        "clip-value": {**_FRCNN_SGD, "clip_value": 0.1},
+        "clip-value": {**_FRCNN_SGD, **clip_by_value(0.1)},
         "sgd-gain": gain_control(_FRCNN_SGD, _PAPER_GAF),
         "clip-gain": clip_control({**_FRCNN_SGD, **_PAPER_GAF, "gaf_placement": "update"}),
     },

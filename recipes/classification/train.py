@@ -34,6 +34,7 @@ from hf_gaf.harness.sample_rng import SampleRNG
 from hf_gaf.harness.timm_classifier import TimmClassifier
 from hf_gaf.harness.training import prepare_run, recipe_defaults, run_training
 from hf_gaf.metrics import metric_path
+from hf_gaf.sample_limits import SampleLimitArguments
 
 
 @dataclass
@@ -52,7 +53,7 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(SampleLimitArguments):
     dataset: str = field(
         default="digits",
         metadata={
@@ -71,14 +72,9 @@ class DataArguments:
         default=None,
         metadata={"help": "Smallest RandomResizedCrop area fraction (default 0.08, timm's; 0.8 for digits)."},
     )
-    max_train_samples: int | None = field(default=None)
-    max_eval_samples: int | None = field(default=None)
 
     def __post_init__(self):
-        for flag in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, flag)
-            if value is not None and value < 1:
-                raise ValueError(f"--{flag} {value}: need at least 1 (leave it out to use every image)")
+        super().__post_init__()
         if self.image_size < 8:
             raise ValueError(f"--image_size {self.image_size}: need at least 8 px")
         if self.hflip is not None and not 0 <= self.hflip <= 1:

@@ -86,11 +86,12 @@ def test_bad_alpha_beta_raise_naming_value(name, value):
 def test_unknown_kind_and_low_gain_warning():
     with pytest.raises(ValueError, match="'sigmoid'"):
         validate_gaf("sigmoid", 0.1, 20.0)
-    with pytest.warns(UserWarning, match="enlarges no"):
+    with pytest.warns(UserWarning, match="shrinks every gradient"):
         validate_gaf("atan", 0.1, 5.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         validate_gaf("atan", 0.1, 20.0)
+        validate_gaf("clip", 0.05, 20.0)  # gain 1: clip-by-value, a pure bound
 
 
 def test_user_callable():

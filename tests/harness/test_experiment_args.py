@@ -1,24 +1,32 @@
-"""The experiment harness's flags on top of GAFTrainer (hf_gaf.harness.experiment_args): clip-by-value as a step
-pre-hook, the multi-step schedule, the backbone learning rate in the one optimizer construction."""
+"""The experiment harness's flags on top of GAFTrainer (hf_gaf.harness.experiment_args): the multi-step schedule,
+the backbone learning rate in the one optimizer construction; the clip-by-value preset as the ``clip`` kind."""
 
 import pytest
 import torch
 
 from hf_gaf import GAFSGD
+from hf_gaf.harness.presets import clip_by_value
 from tests.helpers.experiment import SequentialExperimentTrainer, experiment_args
 from tests.helpers.tiny import TinyData, TinyRegressor, params_of
 
 
-def test_clip_value_equals_torch_clip_grad_value(tmp_path):
+@pytest.mark.parametrize("optim", ["sgd", "adamw_torch"])
+def test_clip_by_value_as_the_clip_kind_equals_torch_clip_grad_value(tmp_path, optim):
+    """The clip-value preset is the ``clip`` kind (α = v, β = 1/v) on the gradient: GAFSGD's kind with --optim
+    sgd, the hook's with any other optimizer; both equal torch's clip_grad_value_ before the step."""
     model = TinyRegressor()
     trainer = SequentialExperimentTrainer(
         model=model,
         train_dataset=TinyData(64),
-        args=experiment_args(tmp_path, gaf="none", clip_value=0.05, weight_decay=0.0),
+        args=experiment_args(tmp_path, optim=optim, optim_args="momentum=0.9" if optim == "sgd" else None,
+                             learning_rate=0.05, weight_decay=0.0, **clip_by_value(0.05)),
     )
     trainer.train()
     ref = TinyRegressor()
-    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    if optim == "sgd":
+        opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    else:
+        opt = torch.optim.AdamW(ref.parameters(), lr=0.05, weight_decay=0.0)
     data = TinyData(64)
     for start in range(0, 64, 8):
         opt.zero_grad()
@@ -28,8 +36,6 @@ def test_clip_value_equals_torch_clip_grad_value(tmp_path):
         opt.step()
     for name, p in params_of(ref).items():
         torch.testing.assert_close(params_of(model)[name], p, rtol=1e-6, atol=1e-6, msg=name)
-    with pytest.raises(ValueError, match="cannot be combined"):
-        experiment_args(tmp_path, clip_value=0.1)
 
 
 def test_multistep_schedule_with_warmup(tmp_path):
@@ -81,13 +87,12 @@ def test_optimizer_built_once_with_decay_exclusion_and_backbone_groups(tmp_path)
     assert opt.param_groups[0]["lr"] == 0.05, "the first group (whose rate the Trainer logs) is not an override's"
 
 
-@pytest.mark.parametrize("flag, value", [("clip_value", float("nan")), ("clip_value", float("inf")),
-                                         ("lr_gamma", float("nan")), ("backbone_lr", float("inf")),
+@pytest.mark.parametrize("flag, value", [("lr_gamma", float("nan")), ("backbone_lr", float("inf")),
                                          ("learning_rate", float("nan")), ("max_grad_norm", float("nan")),
                                          ("weight_decay", float("inf"))])
 def test_a_value_that_means_nothing_is_refused_naming_the_flag(tmp_path, flag, value):
-    """Round 4, low: --clip_value nan passed (NaN compares false), attached no hook, kept max_grad_norm 1.0 and
-    recorded NaN in metrics.json; inf was a silent no-op. Every float flag of the harness is checked so."""
+    """Round 4, low: a NaN flag passed (NaN compares false) and was recorded in metrics.json; inf was a silent
+    no-op. Every float flag of the harness is checked so."""
     with pytest.raises(ValueError, match=f"--{flag} {value}"):
         experiment_args(tmp_path, gaf="none", **{flag: value})
 

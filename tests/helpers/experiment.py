@@ -5,8 +5,7 @@ from tests.helpers.tiny import SequentialGAFTrainer, tiny_args
 
 
 class SequentialExperimentTrainer(ExperimentTrainerMixin, SequentialGAFTrainer):
-    """:class:`~tests.helpers.tiny.SequentialGAFTrainer` with the harness's flags (clip_value, lr_milestones,
-    backbone_lr)."""
+    """:class:`~tests.helpers.tiny.SequentialGAFTrainer` with the harness's flags (lr_milestones, backbone_lr)."""
 
 
 def experiment_args(out_dir, **overrides) -> ExperimentArguments:
