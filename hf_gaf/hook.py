@@ -67,7 +67,12 @@ def unwrap_optimizer(optimizer) -> Optimizer:
 
 class GAFHook:
     """The handle returned by :func:`attach_gaf`: ``remove()`` detaches it; ``calls`` counts the
-    optimizer steps on which f ran; ``spec`` is the GAF setting."""
+    optimizer steps on which f ran; ``spec`` is the GAF setting.
+
+    A wrapper may call ``step()`` several times per optimizer step, each time on a part of the parameters
+    (DeepSpeed ZeRO 1/2 once per parameter group, ZeRO-3 once per sub-group, each call seeing other flat
+    tensors): a call begins a new optimizer step when it holds a tensor the current step has already held
+    (:meth:`begins_step`), so ``calls`` counts optimizer steps under DDP, FSDP and ZeRO alike."""
 
     def __init__(self, optimizer: Optimizer, spec: GAFSpec, params: Iterable[Tensor] | None, fused=None) -> None:
         check_fused(fused)
@@ -77,6 +82,8 @@ class GAFHook:
         self.param_ids = None if params is None else {id(p) for p in params}
         self._params_checked = False
         self._calls = 0
+        self._step_tensors: set[int] = set()  # ids of the tensors the calls of the current optimizer step held
+        self._ran_this_step = False
         self._skips_on_device: Tensor | None = None  # overflow steps the Triton kernel skipped on the device
         self._tables = None  # hf_gaf.triton_kernels.TableCache, made on the first Triton launch
         self.compiled = CompiledStep()  # the compiled pass and its CPU schedule
@@ -120,12 +127,34 @@ class GAFHook:
             )
         self._params_checked = True
 
+    def begins_step(self, optimizer: Optimizer) -> bool:
+        """Record this ``step()`` call; True when it begins a new optimizer step (see the class docstring)."""
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if not held:
+            return False
+        new = not self._step_tensors or not held.isdisjoint(self._step_tensors)
+        self._step_tensors = held if new else self._step_tensors | held
+        return new
+
+    def _count_step(self, found_inf: Tensor | None = None) -> None:
+        """Count the current optimizer step once, however many calls apply f in it (a Triton launch under a
+        fused GradScaler step counts when its overflow flag, read later on the device, is 0)."""
+        if self._ran_this_step:
+            return
+        self._ran_this_step = True
+        self._calls += 1
+        if found_inf is not None:
+            skipped = (found_inf != 0).sum()
+            self._skips_on_device = skipped if self._skips_on_device is None else self._skips_on_device + skipped
+
     def gradients(self) -> list[Tensor]:
         """The gradients f applies to on the next step."""
         return [p.grad for p in self.selected()]
 
     def __call__(self, optimizer: Optimizer, args, kwargs) -> None:
         check_not_applied_twice(optimizer)
+        if self.begins_step(optimizer):
+            self._ran_this_step = False
         params = self.selected()
         if not params:
             return
@@ -140,10 +169,7 @@ class GAFHook:
                            can_compile=grad_scale is None and not compiled.failed,
                            step=optimizer_step_count(optimizer, params[0]), schedule=compiled.schedule)
         if path.fused == "triton" and self._triton_apply(params, grads, grad_scale, found_inf):
-            self._calls += 1
-            if found_inf is not None:
-                skipped = (found_inf != 0).sum()
-                self._skips_on_device = skipped if self._skips_on_device is None else self._skips_on_device + skipped
+            self._count_step(found_inf)
             return
         if found_inf is not None and bool(found_inf.item()):
             return  # the fused optimizer skips this step; leave the scaled gradients alone
@@ -161,7 +187,7 @@ class GAFHook:
             foreach_gaf_(grads, spec.kind, spec.alpha, spec.beta, nan_on_inf=True)
             for g in grads:
                 g.mul_(grad_scale.to(g.device))
-        self._calls += 1
+        self._count_step()
 
     def _triton_apply(self, params: list[Tensor], grads: list[Tensor], grad_scale: Tensor | None,
                       found_inf: Tensor | None) -> bool:

@@ -39,11 +39,13 @@ SETTING_KEYS = ("optim", "optim_args", "learning_rate", "weight_decay", "max_gra
 
 
 def recorded_settings(args) -> dict:
-    """The run's :data:`SETTING_KEYS` as they ran: with ``lr_milestones`` the schedule is the multi-step one
-    (:mod:`~hf_gaf.harness.experiment_args`), whatever ``lr_scheduler_type`` says."""
+    """The run's :data:`SETTING_KEYS` as they ran, plus the number of processes: with ``lr_milestones`` the
+    schedule is the multi-step one (:mod:`~hf_gaf.harness.experiment_args`), whatever ``lr_scheduler_type``
+    says."""
     settings = {k: getattr(args, k, None) for k in SETTING_KEYS}
     if settings.get("lr_milestones"):
         settings["lr_scheduler_type"] = "multistep"
+    settings["world_size"] = getattr(args, "world_size", None)
     return settings
 
 

@@ -203,6 +203,8 @@ def run_training(
         check_resumable(checkpoint, settings)
     if sample_rng is not None:
         trainer.add_callback(SampleRNGEpochCallback(sample_rng))
+    deepspeed = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    extra = {**(extra or {}), "zero_stage": None if deepspeed is None else deepspeed.zero_stage}  # None: no DeepSpeed
     trainer.add_callback(
         MetricsJsonCallback(preset, n_train_images, extra, resume_from=checkpoint, resume_settings=settings,
                             chance_levels=chance_levels)

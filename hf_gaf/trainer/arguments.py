@@ -106,6 +106,9 @@ class GAFTrainingArguments(TrainingArguments):
                 self.gaf_spec.gain,
             )
         super().__post_init__()
+        if self.gaf_spec is not None and getattr(self, "hf_deepspeed_config", None) is not None:
+            check_deepspeed_config(self.hf_deepspeed_config.config, f"--deepspeed {self.deepspeed}"
+                                   if isinstance(self.deepspeed, str) else "--deepspeed")
 
     def gaf_config(self) -> dict:
         """The GAF settings as written into each checkpoint (``gaf_config.json``)."""
@@ -115,4 +118,23 @@ class GAFTrainingArguments(TrainingArguments):
             gaf_beta=self.gaf_beta,
             gaf_placement=self.gaf_placement,
             gaf_exclude=list(self.gaf_exclude),
+        )
+
+
+def check_deepspeed_config(config: dict, source: str) -> None:
+    """GAF runs in the optimizer the Trainer builds (GAFSGD, or any other with the GAF hook), which DeepSpeed
+    steps as its client optimizer after its cross-rank reduce on each rank's flat partition. A ``ValueError``
+    naming ``source`` when the DeepSpeed config would bypass it: an ``"optimizer"`` section (DeepSpeed builds its
+    own optimizer) or optimizer offload (the step runs in DeepSpeed's CPU optimizer; not tested with GAF)."""
+    if "optimizer" in config:
+        raise ValueError(
+            f"{source}: the DeepSpeed config has its own \"optimizer\" section, so DeepSpeed would build an optimizer "
+            "GAF does not run in; remove that section: GAFTrainer builds the optimizer from --optim (GAFSGD for sgd, "
+            "any other with the GAF hook) and DeepSpeed steps it"
+        )
+    offload = (config.get("zero_optimization") or {}).get("offload_optimizer") or {}
+    if str(offload.get("device", "none")).lower() != "none":
+        raise ValueError(
+            f"{source}: zero_optimization.offload_optimizer.device is {offload['device']!r}; GAF with an offloaded "
+            "optimizer step is not supported (not tested): set it to \"none\", or run with --gaf none"
         )

@@ -4,9 +4,12 @@ Logged keys (all over the coordinates GAF transforms, on the exact tensors f see
 gradients for placement ``grad``, the momentum update for placement ``update``):
 
 - ``gaf/norm_before``, ``gaf/norm_after``: the L2 norm of x and of f(x);
-- ``gaf/amplified``: fraction of coordinates with |f(x)| > |x|;
+- ``gaf/amplified``: fraction of the nonzero coordinates with |f(x)| > |x|;
 - ``gaf/compressed``: fraction with |f(x)| < |x|;
 - ``gaf/saturated``: fraction with |f(x)| > 0.9·bound (0 for the unbounded ``log``).
+
+A zero coordinate stays zero and is not counted: so DeepSpeed ZeRO's padding of its flat partitions does not
+change the fractions, which then equal those of the same run under DDP.
 
 Nothing is computed on other steps, so they pay no extra work and no host sync.
 """
@@ -24,12 +27,16 @@ from ..functional import GAFSpec, foreach_gaf
 from ..gaf_sgd import GAFSGD
 from ..hook import attached_gaf, unwrap_optimizer
 
+_KEYS = ("sq_before", "sq_after", "n", "amplified", "compressed", "saturated")
+
 
 @torch.no_grad()
-def gaf_stats(groups: list[tuple[list[Tensor], GAFSpec]], grad_scale: Tensor | None = None) -> dict[str, float]:
-    """The statistics above for ``(tensors, spec)`` pairs; ``grad_scale`` divides scaled gradients first."""
-    sq_before = sq_after = 0.0
-    n = amplified = compressed = saturated = 0
+def gaf_stat_sums(groups: list[tuple[list[Tensor], GAFSpec]], grad_scale: Tensor | None = None) -> Tensor:
+    """The sums behind the statistics (squared norms before and after f, the number of nonzero coordinates, and
+    how many are amplified, compressed, saturated), float64 on the CPU, for ``(tensors, spec)`` pairs; ``grad_scale``
+    divides scaled gradients first. Sums add: over the calls of one optimizer step, and over the ranks that
+    each hold one partition (DeepSpeed ZeRO)."""
+    sums = torch.zeros(len(_KEYS), dtype=torch.float64)
     for tensors, spec in groups:
         if not tensors:
             continue
@@ -38,15 +45,24 @@ def gaf_stats(groups: list[tuple[list[Tensor], GAFSpec]], grad_scale: Tensor | N
         threshold = 0.9 * spec.bound
         for x, fx in zip(xs, fs):
             ax, af = x.abs(), fx.abs()
-            sq_before += float(x.double().square().sum())
-            sq_after += float(fx.double().square().sum())
-            amplified += int((af > ax).sum())
-            compressed += int((af < ax).sum())
-            saturated += int((af > threshold).sum()) if math.isfinite(threshold) else 0
-            n += x.numel()
-    n = max(n, 1)
+            saturated = float((af > threshold).sum()) if math.isfinite(threshold) else 0.0
+            sums += torch.tensor([float(x.double().square().sum()), float(fx.double().square().sum()),
+                                  float((x != 0).sum()),
+                                  float((af > ax).sum()), float((af < ax).sum()), saturated], dtype=torch.float64)
+    return sums
+
+
+def stats_of_sums(sums: Tensor) -> dict[str, float]:
+    """The logged statistics (module docstring) of :func:`gaf_stat_sums`'s sums."""
+    sq_before, sq_after, n, amplified, compressed, saturated = sums.tolist()
+    n = max(n, 1.0)
     return {"gaf/norm_before": math.sqrt(sq_before), "gaf/norm_after": math.sqrt(sq_after),
             "gaf/amplified": amplified / n, "gaf/compressed": compressed / n, "gaf/saturated": saturated / n}
+
+
+def gaf_stats(groups: list[tuple[list[Tensor], GAFSpec]], grad_scale: Tensor | None = None) -> dict[str, float]:
+    """The statistics above for ``(tensors, spec)`` pairs; ``grad_scale`` divides scaled gradients first."""
+    return stats_of_sums(gaf_stat_sums(groups, grad_scale))
 
 
 def gaf_inputs(optimizer) -> list[tuple[list[Tensor], GAFSpec]]:
@@ -69,12 +85,17 @@ class GAFStatsCallback(TrainerCallback):
     """Collects :func:`gaf_stats` on logging steps; :class:`~hf_gaf.GAFTrainer` adds them to its logs.
 
     The measurement runs in a step pre-hook on the innermost optimizer, registered ahead of the GAF
-    hook, so it sees the final, unscaled gradients before f changes them.
+    hook, so it sees the final, unscaled gradients before f changes them. It adds up every ``step()`` call
+    of the optimizer step (DeepSpeed ZeRO calls it once per parameter group), and with ``partitioned=True``
+    (each rank holds a partition: DeepSpeed ZeRO) it adds the ranks' sums, so the numbers are the whole
+    model's, as under DDP.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, partitioned: bool = False) -> None:
+        self.partitioned = partitioned
         self.active = False
         self.pending: dict[str, float] = {}
+        self._sums: Tensor | None = None
         self._handle = None
 
     def register(self, optimizer) -> None:
@@ -88,8 +109,8 @@ class GAFStatsCallback(TrainerCallback):
         found_inf = getattr(optimizer, "found_inf", None)
         if found_inf is not None and bool(found_inf.item()):
             return
-        self.pending = gaf_stats(gaf_inputs(optimizer), getattr(optimizer, "grad_scale", None))
-        self.active = False
+        sums = gaf_stat_sums(gaf_inputs(optimizer), getattr(optimizer, "grad_scale", None))
+        self._sums = sums if self._sums is None else self._sums + sums
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         if optimizer is not None:
@@ -97,6 +118,20 @@ class GAFStatsCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.active = is_logging_step(args, state.global_step + 1)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.active:
+            return
+        self.active = False
+        sums = self._sums if self._sums is not None else torch.zeros(len(_KEYS), dtype=torch.float64)
+        self._sums = None
+        if self.partitioned and torch.distributed.is_initialized():  # every rank is on the same logging step
+            on_gpu = torch.distributed.get_backend() == "nccl"
+            sums = sums.cuda() if on_gpu else sums
+            torch.distributed.all_reduce(sums)
+            sums = sums.cpu()
+        if sums[2] > 0:
+            self.pending = stats_of_sums(sums)
 
     def pop_stats(self) -> dict[str, float]:
         """The statistics measured since the last call (empty if none)."""

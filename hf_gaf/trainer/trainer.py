@@ -7,8 +7,12 @@ that are accumulated over micro-batches, averaged across ranks and unscaled, onc
   momentum, dampening and nesterov come from ``--optim_args "momentum=0.9,nesterov=true"``.
 - any other ``--optim`` (AdamW, Adafactor, ...): the Trainer's optimizer with :func:`~hf_gaf.attach_gaf`
   (placement ``grad``); ``update`` needs SGD and is refused before training starts.
-- an optimizer built elsewhere (a DeepSpeed config with its own "optimizer" section, or one passed
-  in ``optimizers=``): a callback attaches the hook at ``on_train_begin``.
+- an optimizer passed in ``optimizers=``: checked against the arguments, and given the hook at
+  ``on_train_begin`` when it has none.
+- DeepSpeed (``--deepspeed`` or an accelerate config): DeepSpeed steps the optimizer built here after its
+  cross-rank reduce, on each rank's flat partition; parameters ``--gaf_exclude`` names are in their own groups
+  (which survive the flattening). A config with its own ``"optimizer"`` section or optimizer offload is refused
+  (:func:`~hf_gaf.trainer.arguments.check_deepspeed_config`).
 
 The optimizer is built once: parameter groups first (decay / no decay by the Trainer's own
 ``get_decay_parameter_names``, × ``--gaf_exclude``, × :meth:`GAFTrainer.param_group_overrides`), then
@@ -51,7 +55,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..functional import GAFSpec
 from ..gaf_sgd import GAFSGD
 from ..hook import NO_GAF, attach_gaf, attached_gaf, unwrap_optimizer
-from .arguments import GAFTrainingArguments
+from .arguments import GAFTrainingArguments, check_deepspeed_config
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +78,8 @@ def _mesh_of(param) -> object:
 
 
 class GAFAttachCallback(TrainerCallback):
-    """Fallback for optimizers the Trainer did not build through ``create_optimizer`` (a DeepSpeed
-    config with its own optimizer, ``optimizers=`` passed in): attach GAF at ``on_train_begin``."""
+    """Fallback for an optimizer the Trainer did not build through ``create_optimizer`` (``optimizers=``
+    passed in): attach GAF at ``on_train_begin``."""
 
     def __init__(self, trainer: GAFTrainer) -> None:
         self.trainer = trainer
@@ -102,11 +106,15 @@ class GAFTrainer(Trainer):
             self.check_given_optimizer(self.optimizer)
         if self.elementwise_transform() is not None:
             self.add_callback(GAFAttachCallback(self))
+            if self.is_deepspeed_enabled and self.args.deepspeed is None:  # DeepSpeed from the accelerate config
+                check_deepspeed_config(self.accelerator.state.deepspeed_plugin.deepspeed_config,
+                                       "the accelerate config's DeepSpeed settings")
         self.gaf_stats = None
         if self.gaf_args is not None and self.gaf_args.gaf_log_stats and self.gaf_args.gaf_spec is not None:
             from .stats import GAFStatsCallback
 
-            self.gaf_stats = GAFStatsCallback()
+            plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
+            self.gaf_stats = GAFStatsCallback(partitioned=plugin is not None and (plugin.zero_stage or 0) >= 1)
             self.add_callback(self.gaf_stats)
 
     # --- what runs, and where ------------------------------------------------------------------------

@@ -282,3 +282,33 @@ def test_params_that_are_not_the_optimizers_at_its_first_step_are_an_error_not_a
     opt.param_groups[0]["params"][0].grad = torch.ones(6)
     with pytest.raises(RuntimeError, match=r"1 of the 1 parameters given are not among the 1 tensors .*no_gaf=True"):
         opt.step()
+
+
+@pytest.mark.parametrize("wrapper", ["one group per call", "one sub-group per call"])
+def test_a_wrapper_that_steps_part_of_the_groups_per_call_is_counted_once_per_optimizer_step(wrapper):
+    """Issue "GAF under DeepSpeed", item 2: ZeRO 1/2 call the client's step() once per parameter group (param_groups
+    holding that group only), ZeRO-3 once per sub-group (every group present, one holding its flat tensor); the
+    hook counted calls (16 after 8 steps of the Trainer's two groups). It counts optimizer steps, and f runs on
+    every part, as one call over all groups would do."""
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(5)) for _ in range(2)]
+    reference = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    opt = torch.optim.AdamW([{"params": [weights[0]]}, {"params": [weights[1]], "weight_decay": 0.0}], lr=0.1)
+    ref = torch.optim.AdamW([{"params": [reference[0]]}, {"params": [reference[1]], "weight_decay": 0.0}], lr=0.1)
+    hook, ref_hook = attach_gaf(opt, fused=False), attach_gaf(ref, fused=False)
+    for step in range(3):
+        for w, r in zip(weights, reference):
+            w.grad = torch.full((5,), 0.01 * (step + 1))
+            r.grad = w.grad.clone()
+        ref.step()
+        groups = opt.param_groups
+        for k, group in enumerate(groups):
+            if wrapper == "one group per call":
+                opt.param_groups = [group]
+            else:  # every group present, only the k-th holds its tensor
+                opt.param_groups = [dict(g, params=g["params"] if i == k else []) for i, g in enumerate(groups)]
+            opt.step()
+            opt.param_groups = groups
+    assert hook.calls == ref_hook.calls == 3
+    for w, r in zip(weights, reference):
+        torch.testing.assert_close(w, r, rtol=0, atol=0)

@@ -12,7 +12,8 @@ from transformers import HfArgumentParser, TrainerCallback
 
 from hf_gaf import GAFSGD, GAFTrainingArguments, attached_gaf, unwrap_optimizer
 from hf_gaf.functional import GAFSpec
-from hf_gaf.trainer.stats import gaf_stats
+from hf_gaf.trainer.arguments import check_deepspeed_config
+from hf_gaf.trainer.stats import gaf_stat_sums, gaf_stats, stats_of_sums
 from tests.helpers.tiny import (
     SequentialGAFTrainer,
     TinyData,
@@ -229,11 +230,31 @@ def test_stats_equal_hand_computed_values():
     stats = gaf_stats([([g[:2], g[2:]], spec)])
     assert stats["gaf/norm_before"] == pytest.approx(g.norm().item(), rel=1e-6)
     assert stats["gaf/norm_after"] == pytest.approx(f.norm().item(), rel=1e-6)
-    # |f| > |g| for 0.001, -0.002, 0.05 (gain 2 near 0); |f| < |g| for -1 and 3; equal at 0
-    assert stats["gaf/amplified"] == pytest.approx(3 / 6)
-    assert stats["gaf/compressed"] == pytest.approx(2 / 6)
-    assert stats["gaf/saturated"] == pytest.approx(2 / 6)  # 0.1*atan(20) and 0.1*atan(60) exceed 0.9*bound
+    # |f| > |g| for 0.001, -0.002, 0.05 (gain 2 near 0); |f| < |g| for -1 and 3; the 0 stays 0 and is not counted
+    assert stats["gaf/amplified"] == pytest.approx(3 / 5)
+    assert stats["gaf/compressed"] == pytest.approx(2 / 5)
+    assert stats["gaf/saturated"] == pytest.approx(2 / 5)  # 0.1*atan(20) and 0.1*atan(60) exceed 0.9*bound
     assert (f.abs() > 0.9 * bound).sum().item() == 2
+
+
+def test_stats_of_partitions_padded_with_zeros_add_up_to_the_whole():
+    """DeepSpeed ZeRO gives each rank a flat partition, padded with zeros: the ranks' sums add up to the
+    statistics of the whole gradient (the callback all-reduces them), the padding counting for nothing."""
+    g = torch.tensor([0.001, -0.002, 0.05, -1.0, 3.0, 0.3, -0.04])
+    spec = GAFSpec("atan", 0.1, 20.0)
+    partitions = [g[:4], torch.cat([g[4:], torch.zeros(1)])]  # 7 coordinates over 2 ranks, one padding zero
+    summed = stats_of_sums(sum(gaf_stat_sums([([part], spec)]) for part in partitions))
+    whole = gaf_stats([([g], spec)])
+    assert summed == pytest.approx(whole, rel=1e-12)
+
+
+def test_a_deepspeed_config_that_would_bypass_gafs_optimizer_is_refused_naming_it():
+    no_offload = {"stage": 2, "offload_optimizer": {"device": "none"}}
+    check_deepspeed_config({"zero_optimization": no_offload}, "--deepspeed x")
+    with pytest.raises(ValueError, match=r'--deepspeed ds\.json: .*own "optimizer" section'):
+        check_deepspeed_config({"optimizer": {"type": "AdamW"}, "zero_optimization": no_offload}, "--deepspeed ds.json")
+    with pytest.raises(ValueError, match=r"offload_optimizer.device is 'cpu'"):
+        check_deepspeed_config({"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}, "--deepspeed")
 
 
 def test_stats_logged_on_logging_steps_only(tmp_path):
