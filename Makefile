@@ -34,7 +34,7 @@ gpu-check:  ## GPU: paths vs float64, step/training-step/hook ratios, detection 
 bench-optim: install  ## optimizer-step benchmark on resnet50 and resnet10t parameters: GAFSGD vs torch SGD, AdamW+attach_gaf vs AdamW, hot and cold caches, the default schedule cold and warm (about 31 min on 2 cores)
 	$(PY) recipes/bench_optimizer_step.py --out $(RUNS)/bench_optim.json $(OVERWRITE_FLAG)
 
-study-depth: install  ## CPU: plain MLP/CNN (no normalisation) depth 4-16 on digits, 7 presets (with the sgd-gain and clip-gain controls) x 5 seeds, CIs (about 16 min on 2 cores)
+study-depth: install  ## CPU: plain MLP/CNN (no normalisation) depth 4-16 on digits, 10 presets (the sgd-gain and clip-gain controls, the agc/zclip/gc treatments) x 5 seeds, CIs (16 min with 7 presets on 2 cores)
 	$(PY) recipes/study_depth.py --out $(RUNS)/study-depth $(OVERWRITE_FLAG)
 
 bench-map: install  ## mAP speed: voc_eval vs torchmetrics on 5,000 images x 100 detections x 20 classes
@@ -115,12 +115,12 @@ DETR_TREES = --model_config tiny-rt-detr --learning_rate 1e-3 --backbone_lr 1e-3
 $(TREES)/HF_GAF_TREES: | $(STAMP)
 	$(VENV)/bin/hf-gaf make-trees $(TREES)
 
-bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, 3 seeds (FAST=1: CPU size, about 50 min on 2 cores)
-	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain --also-vs sgd-gain --seeds $(TREE_SEEDS) \
+bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, the agc/zclip/gc treatments, 3 seeds (FAST=1: CPU size; 73 min without the treatments on 2 cores)
+	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain agc zclip gc --also-vs sgd-gain --seeds $(TREE_SEEDS) \
 		--out $(RUNS)/bench-trees$(if $(FAST),-fast)/faster_rcnn --title "Faster R-CNN (timm resnet18, random init), \
 		tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(FRCNN_TREES)
-	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(DETR) --presets adamw adamw-gaf adamw-gain adamw-clip-gain --also-vs adamw-gain \
+	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(DETR) --presets adamw adamw-gaf adamw-gain adamw-clip-gain adamw-agc adamw-zclip adamw-gc --also-vs adamw-gain \
 		--seeds $(TREE_SEEDS) --out $(RUNS)/bench-trees$(if $(FAST),-fast)/detr --title "tiny RT-DETR (random \
 		init), tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(DETR_TREES)

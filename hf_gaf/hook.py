@@ -47,7 +47,8 @@ from .compiled_step import CompiledStep
 from .functional import GAFKind, GAFSpec, foreach_gaf_, validate_gaf
 from .step_path import check_fused, choose_path
 
-_HANDLE_ATTR = "_hf_gaf_hook"
+_HANDLE_ATTR = "_hf_gaf_hook"  # where an optimizer keeps its GAFHook
+_TREATMENT_ATTR = "_hf_gaf_treatment"  # ... and its TreatmentHook (hf_gaf.treatments); one of the two at a time
 NO_GAF = "no_gaf"  # a parameter group with no_gaf=True is left alone by the hook (it survives flattening wrappers)
 
 
@@ -65,39 +66,38 @@ def unwrap_optimizer(optimizer) -> Optimizer:
     return found
 
 
-class GAFHook:
-    """The handle returned by :func:`attach_gaf`: ``remove()`` detaches it; ``calls`` counts the
-    optimizer steps on which f ran; ``spec`` is the GAF setting.
+class StepPreHook:
+    """What every gradient hook of hf_gaf shares (:class:`GAFHook`, :class:`~hf_gaf.treatments.TreatmentHook`): a
+    step pre-hook on the innermost optimizer, the parameters it treats (:meth:`selected`), and its count of
+    optimizer steps (``calls``). ``remove()`` detaches it.
 
     A wrapper may call ``step()`` several times per optimizer step, each time on a part of the parameters
     (DeepSpeed ZeRO 1/2 once per parameter group, ZeRO-3 once per sub-group, each call seeing other flat
     tensors): a call begins a new optimizer step when it holds a tensor the current step has already held
-    (:meth:`begins_step`), so ``calls`` counts optimizer steps under DDP, FSDP and ZeRO alike."""
+    (:meth:`begins_step`), so ``calls`` counts optimizer steps under DDP, FSDP and ZeRO alike. The tensors the
+    optimizer held when the hook was attached are remembered: :meth:`flattened` tells whether a wrapper steps
+    others (flat partitions) in their place."""
 
-    def __init__(self, optimizer: Optimizer, spec: GAFSpec, params: Iterable[Tensor] | None, fused=None) -> None:
-        check_fused(fused)
+    def __init__(self, optimizer: Optimizer, params: Iterable[Tensor] | None) -> None:
         self.optimizer = optimizer
-        self.spec = spec
-        self.fused = fused
         self.param_ids = None if params is None else {id(p) for p in params}
+        self._attached_ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
         self._params_checked = False
         self._calls = 0
         self._step_tensors: set[int] = set()  # ids of the tensors the calls of the current optimizer step held
         self._ran_this_step = False
-        self._skips_on_device: Tensor | None = None  # overflow steps the Triton kernel skipped on the device
-        self._tables = None  # hf_gaf.triton_kernels.TableCache, made on the first Triton launch
-        self.compiled = CompiledStep()  # the compiled pass and its CPU schedule
+        self._skips_on_device: Tensor | None = None  # overflow steps a device kernel skipped, read lazily
         self._handle = optimizer.register_step_pre_hook(self)
 
     @property
     def calls(self) -> int:
-        """Optimizer steps on which f ran (reading it waits for the device when the Triton path ran)."""
+        """Optimizer steps on which the hook ran (reading it waits for the device when a kernel counted skips)."""
         if self._skips_on_device is None:
             return self._calls
         return self._calls - int(self._skips_on_device.item())
 
     def selected(self) -> list[Tensor]:
-        """The parameters f applies to on the next step: those with a gradient in the groups without
+        """The parameters the hook treats on the next step: those with a gradient in the groups without
         ``no_gaf=True``, and among ``params=`` when it was given."""
         self._check_params_present()
         return [
@@ -106,6 +106,11 @@ class GAFHook:
             for p in group["params"]
             if p.grad is not None and (self.param_ids is None or id(p) in self.param_ids)
         ]
+
+    def flattened(self, params: list[Tensor]) -> bool:
+        """True when ``params`` are not the tensors the optimizer held at attach time: a wrapper (DeepSpeed ZeRO,
+        FSDP1 without ``use_orig_params``) steps flat partitions of them, with no parameter shapes."""
+        return any(id(p) not in self._attached_ids for p in params)
 
     def _check_params_present(self) -> None:
         """``params=`` names tensors by identity: a wrapper that flattens or re-creates the parameters (DeepSpeed
@@ -120,10 +125,10 @@ class GAFHook:
         missing = len(self.param_ids - set(present))
         if missing:
             raise RuntimeError(
-                f"attach_gaf(params=...): {missing} of the {len(self.param_ids)} parameters given are not among the "
+                f"params=...: {missing} of the {len(self.param_ids)} parameters given are not among the "
                 f"{len(present)} tensors this {type(self.optimizer).__name__} steps (a wrapper that flattens or "
                 f"re-creates parameters, e.g. DeepSpeed ZeRO or FSDP1 without use_orig_params); put the parameters "
-                f"GAF must skip in their own parameter group with {NO_GAF}=True instead of passing params="
+                f"to leave alone in their own parameter group with {NO_GAF}=True instead of passing params="
             )
         self._params_checked = True
 
@@ -148,8 +153,29 @@ class GAFHook:
             self._skips_on_device = skipped if self._skips_on_device is None else self._skips_on_device + skipped
 
     def gradients(self) -> list[Tensor]:
-        """The gradients f applies to on the next step."""
+        """The gradients the hook treats on the next step."""
         return [p.grad for p in self.selected()]
+
+    handle_attr = _HANDLE_ATTR  # the optimizer attribute that names this hook
+
+    def remove(self) -> None:
+        """Detach the hook: the optimizer behaves as if it had never been attached."""
+        self._handle.remove()
+        if getattr(self.optimizer, self.handle_attr, None) is self:
+            delattr(self.optimizer, self.handle_attr)
+
+
+class GAFHook(StepPreHook):
+    """The handle returned by :func:`attach_gaf`: ``remove()`` detaches it; ``calls`` counts the
+    optimizer steps on which f ran (:class:`StepPreHook`); ``spec`` is the GAF setting."""
+
+    def __init__(self, optimizer: Optimizer, spec: GAFSpec, params: Iterable[Tensor] | None, fused=None) -> None:
+        check_fused(fused)
+        self.spec = spec
+        self.fused = fused
+        self._tables = None  # hf_gaf.triton_kernels.TableCache, made on the first Triton launch
+        self.compiled = CompiledStep()  # the compiled pass and its CPU schedule
+        super().__init__(optimizer, params)
 
     def __call__(self, optimizer: Optimizer, args, kwargs) -> None:
         check_not_applied_twice(optimizer)
@@ -214,11 +240,6 @@ class GAFHook:
                                       grad_scale=grad_scale, found_inf=found_inf)
         return True
 
-    def remove(self) -> None:
-        """Detach the hook: the optimizer behaves as if GAF had never been attached."""
-        self._handle.remove()
-        if getattr(self.optimizer, _HANDLE_ATTR, None) is self:
-            delattr(self.optimizer, _HANDLE_ATTR)
 
 
 def check_not_applied_twice(optimizer: Optimizer) -> None:
@@ -275,6 +296,9 @@ def attach_gaf(
             f"GAF is already attached to this {type(inner).__name__}; call .remove() on the first handle "
             "before attaching again (two hooks would apply f twice)"
         )
+    if getattr(inner, _TREATMENT_ATTR, None) is not None:
+        raise RuntimeError(f"a gradient treatment is attached to this {type(inner).__name__}: one gradient transform "
+                           "at a time, so that a comparison compares one thing; remove it first")
     check_not_applied_twice(inner)
     params = None if params is None else list(params)
     selected = params if params is not None else [p for g in inner.param_groups for p in g["params"]]

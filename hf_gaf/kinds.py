@@ -61,20 +61,22 @@ _KINDS: dict[str, Kind] = {}
 
 
 class KindNames:
-    """The registered kind names after ``extra`` ones (``"none"`` for a flag), read live (iteration, ``in``,
-    ``len``): an argparse ``choices`` built from it takes and shows a kind registered later too."""
+    """The names of a registry (``table``: the GAF kinds by default; :data:`hf_gaf.treatments.TREATMENTS`) after
+    ``extra`` ones (``"none"`` for a flag), read live (iteration, ``in``, ``len``): an argparse ``choices`` built
+    from it takes and shows an entry registered later too."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, table: dict | None = None) -> None:
         self.extra = extra
+        self.table = _KINDS if table is None else table
 
     def __iter__(self) -> Iterator[str]:
-        return iter([*self.extra, *_KINDS])
+        return iter([*self.extra, *self.table])
 
     def __contains__(self, name: object) -> bool:
-        return name in self.extra or name in _KINDS
+        return name in self.extra or name in self.table
 
     def __len__(self) -> int:
-        return len(self.extra) + len(_KINDS)
+        return len(self.extra) + len(self.table)
 
     def __repr__(self) -> str:
         return repr(tuple(self))

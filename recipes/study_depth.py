@@ -8,11 +8,12 @@ the 15-minute budget), depth 4 to 16; data: scikit-learn's bundled digits (1,797
 fixed stratified 80/20 split).
 Presets: the classification presets of :mod:`hf_gaf.harness.presets` (sgd, gaf, gaf-grad, clip-norm,
 clip-value: SGD momentum 0.9, weight decay 5e-4; GAF atan α=0.1, β=20; and the learning-rate controls sgd-gain,
-sgd at lr × α·β, and clip-gain, the piecewise-linear twin of gaf's atan) with ``--learning_rate`` (default
+sgd at lr × α·β, and clip-gain, the piecewise-linear twin of gaf's atan; the gradient treatments agc, zclip and
+gc of :mod:`hf_gaf.treatments` on sgd) with ``--learning_rate`` (default
 0.05 for sgd, each preset's rate scaled alike: the presets' 0.1 is the paper's for batch-normalised ResNets;
 with momentum 0.9 it kills most plain networks here within the first epoch, for every preset), applied by the
-same objects the Trainer uses (``GAFSGD``, ``clip_grad_norm_``; clip-by-value is ``GAFSGD``'s ``clip`` kind on the
-gradient).
+same objects the Trainer uses (``GAFSGD``, ``clip_grad_norm_``, ``attach_treatment``; clip-by-value is ``GAFSGD``'s
+``clip`` kind on the gradient).
 Each (network, preset) runs over ``--seeds`` (a seed fixes the initial weights and the batch order, shared by
 all presets, so runs pair by seed). Reported: test accuracy after ``--epochs``, mean and 95 % CI per cell,
 and the paired difference to sgd with its CI, p-value and verdict (:mod:`hf_gaf.harness.paired_stats`).
@@ -42,8 +43,9 @@ from hf_gaf import GAFSGD
 from hf_gaf._outputs import claim_outputs
 from hf_gaf.harness.paired_stats import mean_ci, paired_difference
 from hf_gaf.harness.presets import PRESETS
+from hf_gaf.treatments import attach_treatment, parse_treatment_args
 
-PRESET_NAMES = ("sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "sgd-gain", "clip-gain")
+PRESET_NAMES = ("sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "sgd-gain", "clip-gain", "agc", "zclip", "gc")
 GAIN = "sgd-gain"  # the learning-rate control: GAF's gain alpha*beta as a plain learning-rate factor
 ACTIVATIONS = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 GRID = {"mlp": ("sigmoid", "tanh", "relu"), "cnn": ("tanh", "relu")}  # activations per network (docstring)
@@ -90,6 +92,9 @@ def optimizer_for(preset: dict, params, lr: float | None = None) -> tuple[torch.
                        weight_decay=preset["weight_decay"],
                        gaf=gaf, alpha=preset.get("gaf_alpha", 0.1), beta=preset.get("gaf_beta", 20.0),
                        placement=preset.get("gaf_placement", "update"), fused=False)
+    name = preset.get("grad_treatment", "none")
+    if name != "none":
+        attach_treatment(optimizer, name, **parse_treatment_args(name, preset.get("grad_treatment_args")))
     return optimizer, preset["max_grad_norm"]
 
 

@@ -37,6 +37,12 @@ def clip_by_value(value: float) -> dict:
     return dict(gaf="clip", gaf_alpha=value, gaf_beta=1 / value, gaf_placement="grad")
 
 
+def treated(baseline: dict, name: str, args: str | None = None) -> dict:
+    """The baseline with gradient treatment ``name`` (:mod:`hf_gaf.treatments`) where GAF would run, at the
+    settings of its paper (timm's for agc) unless ``args``, and no norm clipping before it."""
+    return {**baseline, "gaf": "none", "grad_treatment": name, "grad_treatment_args": args, "max_grad_norm": 0.0}
+
+
 def gain_control(baseline: dict, gaf_preset: dict) -> dict:
     """``sgd-gain``: the baseline with its learning rate multiplied by the GAF preset's gain α·β, which is what
     GAF does to tiny updates (f(u) ≈ α·β·u near 0), without the bound or the curve."""
@@ -64,6 +70,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "adamw-gaf": {**_ADAMW, **_PAPER_GAF, "gaf_placement": "grad"},
         "sgd-gain": gain_control(_SGD, _PAPER_GAF),
         "clip-gain": clip_control({**_SGD, **_PAPER_GAF, "gaf_placement": "update"}),
+        "agc": treated(_SGD, "agc"),
+        "zclip": treated(_SGD, "zclip"),
+        "gc": treated(_SGD, "gc"),
     },
     # DETR's recipe: AdamW 1e-4 (backbone 1e-5), wd 1e-4, clip 0.1; "adamw-gaf" replaces the clipping by GAF
     "detr": {
@@ -83,6 +92,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "clip-value": {**_FRCNN_SGD, **clip_by_value(0.1)},
         "sgd-gain": gain_control(_FRCNN_SGD, _PAPER_GAF),
         "clip-gain": clip_control({**_FRCNN_SGD, **_PAPER_GAF, "gaf_placement": "update"}),
+        "agc": treated(_FRCNN_SGD, "agc"),
+        "zclip": treated(_FRCNN_SGD, "zclip"),
+        "gc": treated(_FRCNN_SGD, "gc"),
     },
 }
 # DETR's GAF preset is AdamW with GAF on the gradient. AdamW divides by the gradient's running scale, so a
@@ -94,13 +106,17 @@ _DETR.update({
     "clip-gain": clip_control(_DETR["gaf"]),
     "adamw-gain": {**_DETR["adamw-gaf"], "gaf": "none", "max_grad_norm": 0.0},
     "adamw-clip-gain": clip_control(_DETR["adamw-gaf"]),
+    # the treatments replace DETR's norm clipping 0.1, as adamw-gaf does
+    "adamw-agc": treated(_DETR["adamw"], "agc"),
+    "adamw-zclip": treated(_DETR["adamw"], "zclip"),
+    "adamw-gc": treated(_DETR["adamw"], "gc"),
 })
 # The adamw presets are DETR's own settings: fine-tuning a checkpoint (--model_name_or_path), or a full-size
 # model trained for hundreds of epochs. A small DETR from random init (the CPU configs, own data without a
 # checkpoint) learns nothing in tens of epochs at lr 1e-4 (VOC07 mAP 0.0006 after 2 epochs on 200 synthetic
 # images); its "scratch-" twins train every part at lr 1e-3, the rest unchanged.
 _DETR.update({f"scratch-{name}": {**_DETR[name], "learning_rate": 1e-3, "backbone_lr": 1e-3}
-              for name in ("adamw", "adamw-gaf", "adamw-gain", "adamw-clip-gain")})
+              for name in ("adamw", "adamw-gaf", "adamw-gain", "adamw-clip-gain", "adamw-agc", "adamw-zclip", "adamw-gc")})
 
 
 @dataclass

@@ -22,6 +22,7 @@ from ..functional import GAFSpec, validate_gaf
 from ..gaf_sgd import PLACEMENTS, check_placement
 from ..kinds import KindNames
 from ..step_path import fused_default
+from ..treatments import TREATMENTS, parse_treatment_args
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,12 @@ class GAFTrainingArguments(TrainingArguments):
                 "Default: update with --optim sgd, grad otherwise.", "choices": list(PLACEMENTS)})
     gaf_exclude: list[str] = field(default_factory=list, metadata={
         "help": "Regular expressions; parameters whose name matches one are left untransformed (e.g. bias norm head)."})
+    grad_treatment: str = field(default="none", metadata={
+        "help": "A gradient treatment of hf_gaf.treatments (agc, gc, zclip) at GAF's place in the step, instead of "
+                "GAF (--gaf none); none: off.", "choices": KindNames("none", table=TREATMENTS)})
+    grad_treatment_args: str | None = field(default=None, metadata={
+        "help": "Its settings, e.g. clip_factor=0.01,eps=1e-3 (agc), z_thresh=2.5,alpha=0.97,warmup_steps=25 "
+                "(zclip); default: the values of its paper (timm's for agc)."})
     gaf_log_stats: bool = field(
         default=False,
         metadata={
@@ -76,6 +83,12 @@ class GAFTrainingArguments(TrainingArguments):
                                self.gaf_placement, "momentum update" if is_sgd else "gradient", self.optim)
         check_placement(self.gaf_placement)
         self.gaf_spec: GAFSpec | None = None
+        self.treatment_settings: dict | None = None
+        if self.grad_treatment != "none":
+            if self.gaf != "none":
+                raise ValueError(f"--grad_treatment {self.grad_treatment} and --gaf {self.gaf}: one gradient transform "
+                                 "at a time (a comparison compares one thing); set --gaf none")
+            self.treatment_settings = parse_treatment_args(self.grad_treatment, self.grad_treatment_args)
         if self.gaf != "none":
             self.gaf_spec = validate_gaf(self.gaf, self.gaf_alpha, self.gaf_beta)
             if self.gaf_placement == "update" and not is_sgd:
@@ -93,8 +106,8 @@ class GAFTrainingArguments(TrainingArguments):
             if value is not None and not 0 <= value < math.inf:
                 raise ValueError(f"--{flag} {value}: need a finite number >= 0")
         fused_default()  # a bad HF_GAF_FUSED stops the run here, before data and model loading
-        if self.max_grad_norm is None:
-            self.max_grad_norm = 0.0 if self.gaf_spec is not None else 1.0
+        if self.max_grad_norm is None:  # a treatment is a clipping scheme of its own: no norm clipping before it
+            self.max_grad_norm = 0.0 if self.gaf_spec is not None or self.treatment_settings is not None else 1.0
         elif self.gaf_spec is not None and self.max_grad_norm > 0:
             logger.warning(
                 "GAF (%s) and --max_grad_norm %s are both on: gradients are clipped to norm %s FIRST, which shrinks "
@@ -118,6 +131,8 @@ class GAFTrainingArguments(TrainingArguments):
             gaf_beta=self.gaf_beta,
             gaf_placement=self.gaf_placement,
             gaf_exclude=list(self.gaf_exclude),
+            grad_treatment=self.grad_treatment,
+            grad_treatment_args=self.treatment_settings,
         )
 
 

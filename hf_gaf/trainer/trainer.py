@@ -55,6 +55,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..functional import GAFSpec
 from ..gaf_sgd import GAFSGD
 from ..hook import NO_GAF, attach_gaf, attached_gaf, unwrap_optimizer
+from ..treatments import attach_treatment, attached_treatment
 from .arguments import GAFTrainingArguments, check_deepspeed_config
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class GAFTrainer(Trainer):
         self.gaf_args = self.args if isinstance(self.args, GAFTrainingArguments) else None
         if self.optimizer is not None:  # passed in with optimizers=(...): what it runs must be what is recorded
             self.check_given_optimizer(self.optimizer)
-        if self.elementwise_transform() is not None:
+        if self.elementwise_transform() is not None or self.treatment is not None:
             self.add_callback(GAFAttachCallback(self))
             if self.is_deepspeed_enabled and self.args.deepspeed is None:  # DeepSpeed from the accelerate config
                 check_deepspeed_config(self.accelerator.state.deepspeed_plugin.deepspeed_config,
@@ -121,6 +122,13 @@ class GAFTrainer(Trainer):
     def elementwise_transform(self) -> GAFSpec | None:
         """The elementwise function applied where GAF runs: the arguments' GAF spec (``None``: GAF off)."""
         return self.gaf_args.gaf_spec if self.gaf_args is not None else None
+
+    @property
+    def treatment(self) -> tuple[str, dict] | None:
+        """``--grad_treatment`` and its settings (:mod:`hf_gaf.treatments`), or ``None``."""
+        args = self.gaf_args
+        return None if args is None or args.treatment_settings is None else (args.grad_treatment,
+                                                                             args.treatment_settings)
 
     @property
     def gaf_placement(self) -> str:
@@ -182,7 +190,8 @@ class GAFTrainer(Trainer):
         :meth:`param_group_overrides`; groups without overrides first, then decayed before not decayed,
         parameters in model order."""
         decay = set(self.get_decay_parameter_names(model))
-        exclusions = self.gaf_exclude if self.elementwise_transform() is not None else []
+        transformed = self.elementwise_transform() is not None or self.treatment is not None
+        exclusions = self.gaf_exclude if transformed else []
         buckets: dict[tuple, list] = {}
         for name, p in model.named_parameters():
             if not p.requires_grad:
@@ -225,13 +234,18 @@ class GAFTrainer(Trainer):
         if isinstance(unwrap_optimizer(self.optimizer), GAFSGD):
             if self.gaf_stats is not None:
                 self.gaf_stats.register(self.optimizer)
-        elif spec is not None:
+        elif spec is not None or self.treatment is not None:
             self._ensure_gaf(self.optimizer, model)
         return self.optimizer
 
     def _ensure_gaf(self, optimizer, model=None) -> None:
-        """Attach the GAF hook unless the transform already runs in ``optimizer`` (GAFSGD or a hook)."""
+        """Attach the GAF hook (or the ``--grad_treatment`` hook) unless it already runs in ``optimizer``."""
         inner = unwrap_optimizer(optimizer)
+        if self.treatment is not None:
+            if attached_treatment(inner) is None:
+                name, settings = self.treatment
+                attach_treatment(inner, name, params=self._transformed_params(inner, model), **settings)
+            return
         if isinstance(inner, GAFSGD) or attached_gaf(inner) is not None:
             return
         if self.gaf_placement == "update":
@@ -241,18 +255,21 @@ class GAFTrainer(Trainer):
             )
         if self.gaf_stats is not None:
             self.gaf_stats.register(inner)  # ahead of the GAF hook, so it measures the raw gradients
-        model = model if model is not None else self.model
         spec = self.elementwise_transform()
-        if not self.gaf_exclude or any(NO_GAF in g for g in inner.param_groups):
-            attach_gaf(inner, gaf=spec)  # exclusions, if any, are the no_gaf groups this trainer built
-        else:  # an optimizer built elsewhere: the excluded parameters by identity (checked at the first step)
-            gaf_ids = {
-                id(p) for n, p in model.named_parameters() if p.requires_grad and not is_excluded(n, self.gaf_exclude)
-            }
-            all_params = [p for g in inner.param_groups for p in g["params"]]
-            selected = [p for p in all_params if id(p) in gaf_ids]
-            attach_gaf(inner, gaf=spec, params=None if len(selected) == len(all_params) else selected)
+        attach_gaf(inner, gaf=spec, params=self._transformed_params(inner, model))
         logger.info("%s attached to %s", spec, type(inner).__name__)
+
+    def _transformed_params(self, inner, model=None) -> list | None:
+        """``params=`` for the hook: ``None`` (all, but the ``no_gaf`` groups this trainer built for
+        ``--gaf_exclude``), or, for an optimizer built elsewhere, the parameters ``--gaf_exclude`` leaves in, by
+        identity (checked at the first step)."""
+        if not self.gaf_exclude or any(NO_GAF in g for g in inner.param_groups):
+            return None
+        model = model if model is not None else self.model
+        kept = {id(p) for n, p in model.named_parameters() if p.requires_grad and not is_excluded(n, self.gaf_exclude)}
+        all_params = [p for g in inner.param_groups for p in g["params"]]
+        selected = [p for p in all_params if id(p) in kept]
+        return None if len(selected) == len(all_params) else selected
 
     # --- checkpoints ------------------------------------------------------------------------------
     def gaf_config(self) -> dict | None:

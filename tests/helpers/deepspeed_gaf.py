@@ -6,7 +6,9 @@ accumulated micro-batches of 4 per rank, under torch DDP and under DeepSpeed ZeR
 - ``gafsgd``: GAFSGD, placement ``update`` (on ZeRO's flat partitions), momentum 0.9.
 
 Prints on rank 0 one line per case and engine: ``<case> <engine> <max |weights - DDP's|> <hook steps>``, and
-for ``attach_gaf(params=...)`` under ZeRO-2 ``params-error <message>`` (it must refuse, not apply f to nothing).
+under ZeRO-2 ``params-error <message>`` for ``attach_gaf(params=...)`` (it must refuse, not apply f to nothing)
+and ``agc-error <message>`` for AGC (flat partitions have no unit shapes: it must refuse, not follow another
+rule).
 """
 
 import os
@@ -21,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from hf_gaf import GAFSGD, attach_gaf, attached_gaf
 from hf_gaf.hook import NO_GAF
+from hf_gaf.treatments import attach_treatment
 from tests.helpers.tiny import TinyData, TinyRegressor
 
 STEPS, MICRO, BATCH = 6, 2, 4
@@ -42,7 +45,10 @@ def optimizer_for(model, case):
         return GAFSGD(groups(model, case), lr=0.05, momentum=0.9, gaf="atan", alpha=0.1, beta=20.0,
                       placement="update", fused=False)
     optimizer = torch.optim.AdamW(groups(model, case), lr=1e-2)
-    attach_gaf(optimizer, fused=False)
+    if case == "agc":
+        attach_treatment(optimizer, "agc")
+    else:
+        attach_gaf(optimizer, fused=False)
     return optimizer
 
 
@@ -87,16 +93,16 @@ def train_zero(case, rank, stage, params=None):
 
 deepspeed.init_distributed(dist_backend="gloo")
 rank = dist.get_rank()
-cases = sys.argv[1:] or ["adamw", "exclude", "gafsgd", "params"]
+cases = sys.argv[1:] or ["adamw", "exclude", "gafsgd", "params", "agc"]
 for case in cases:
-    if case == "params":
+    if case in ("params", "agc"):  # attach_gaf(params=...) by identity; AGC, which needs the parameters' shapes
         try:
-            train_zero("adamw", rank, 2, params=True)
+            train_zero("adamw" if case == "params" else "agc", rank, 2, params=True if case == "params" else None)
             message = "no error"
         except RuntimeError as err:
             message = str(err).replace("\n", " ")
         if rank == 0:
-            print("params-error", message, flush=True)
+            print(f"{case}-error", message, flush=True)
         continue
     reference, ddp_optimizer = train_ddp(case, rank)
     hook = attached_gaf(ddp_optimizer)

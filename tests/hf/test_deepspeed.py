@@ -35,10 +35,12 @@ def torchrun(port, script, *args) -> str:
 def test_plain_deepspeed_zero_1_2_3_equal_ddp_and_params_by_identity_is_refused(free_port):
     """deepspeed.initialize(model, optimizer=client) with AdamW + attach_gaf, with no_gaf groups, and with GAFSGD;
     accumulation 2; the hook's step count is the number of optimizer steps, not of ZeRO's per-group calls."""
-    rows, refusal = {}, None
+    rows, refusal, agc = {}, None, None
     for line in torchrun(free_port, HELPERS / "deepspeed_gaf.py").splitlines():
         if line.startswith("params-error "):
             refusal = line
+        elif line.startswith("agc-error "):
+            agc = line
         elif line.split(" ")[0] in ("adamw", "exclude", "gafsgd"):
             case, engine, error, steps = line.split()
             rows[(case, engine)] = (float(error), steps)
@@ -50,6 +52,7 @@ def test_plain_deepspeed_zero_1_2_3_equal_ddp_and_params_by_identity_is_refused(
                 assert steps == rows[(case, "ddp")][1] == "6", (case, stage, steps)
     # attach_gaf(params=...) names tensors ZeRO does not step: an error at the first step, not f on nothing
     assert refusal is not None and "not among" in refusal and "no_gaf=True" in refusal, refusal
+    assert agc is not None and "gradient treatment agc" in agc and "flat partitions" in agc, agc
 
 
 def trainer_run(port, out, zero, *flags) -> dict:

@@ -14,6 +14,7 @@ from hf_gaf import GAFSGD, GAFTrainingArguments, attached_gaf, unwrap_optimizer
 from hf_gaf.functional import GAFSpec
 from hf_gaf.trainer.arguments import check_deepspeed_config
 from hf_gaf.trainer.stats import gaf_stat_sums, gaf_stats, stats_of_sums
+from hf_gaf.treatments import TREATMENTS
 from tests.helpers.tiny import (
     SequentialGAFTrainer,
     TinyData,
@@ -196,6 +197,45 @@ def test_resume_from_checkpoint_is_exact(tmp_path):
         assert torch.equal(p, params_of(model_b)[name]), name
 
 
+def test_a_grad_treatment_runs_where_gaf_runs_and_zclip_resumes_exactly(tmp_path):
+    """--grad_treatment agc through the Trainer equals SGD after timm's adaptive_clip_grad; zclip's state (in the
+    optimizer's state_dict, so in optimizer.pt) makes a resumed run equal the whole one."""
+    from timm.utils import adaptive_clip_grad
+
+    model = TinyRegressor()
+    args = tiny_args(tmp_path / "agc", gaf="none", grad_treatment="agc", grad_treatment_args="clip_factor=0.05",
+                     weight_decay=0.0)
+    assert args.max_grad_norm == 0.0  # a treatment is clipping of its own: no norm clipping before it
+    SequentialGAFTrainer(model=model, args=args, train_dataset=TinyData(64)).train()
+    ref = TinyRegressor()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    data = TinyData(64)
+    for start in range(0, 64, 8):
+        opt.zero_grad()
+        batch = data[start : start + 8]
+        ref(batch["x"], batch["labels"])["loss"].backward()
+        adaptive_clip_grad(ref.parameters(), clip_factor=0.05, eps=1e-3)
+        opt.step()
+    for name, p in params_of(ref).items():
+        torch.testing.assert_close(params_of(model)[name], p, rtol=1e-6, atol=1e-7, msg=name)
+
+    def make(out):
+        model = TinyRegressor()
+        args = tiny_args(out, gaf="none", grad_treatment="zclip", grad_treatment_args="warmup_steps=2,z_thresh=0.5",
+                         save_strategy="steps", save_steps=2, optim="adamw_torch", optim_args=None, learning_rate=0.01)
+        return model, SequentialGAFTrainer(model=model, args=args, train_dataset=TinyData(64))
+
+    model_a, trainer_a = make(tmp_path / "full")
+    trainer_a.train()
+    model_b, trainer_b = make(tmp_path / "resumed")
+    trainer_b.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))  # warm-up done, spike at 3
+    for name, p in params_of(model_a).items():
+        assert torch.equal(p, params_of(model_b)[name]), name
+    assert unwrap_optimizer(trainer_b.optimizer).state["hf_gaf.zclip"]["clipped_steps"] >= 1
+    with pytest.raises(ValueError, match="one gradient transform at a time"):
+        tiny_args(tmp_path, gaf="atan", grad_treatment="gc")
+
+
 def test_resume_with_other_gaf_settings_warns_and_uses_the_run_settings(tmp_path):
     model = TinyRegressor()
     args = tiny_args(tmp_path / "a", save_strategy="steps", save_steps=3, max_steps=3)
@@ -255,6 +295,18 @@ def test_a_deepspeed_config_that_would_bypass_gafs_optimizer_is_refused_naming_i
         check_deepspeed_config({"optimizer": {"type": "AdamW"}, "zero_optimization": no_offload}, "--deepspeed ds.json")
     with pytest.raises(ValueError, match=r"offload_optimizer.device is 'cpu'"):
         check_deepspeed_config({"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}, "--deepspeed")
+
+
+def test_grad_norm_is_logged_with_clipping_off(tmp_path):
+    """GAF and the treatments turn norm clipping off (max_grad_norm 0); the Trainer's grad_norm, the norm of the
+    raw gradient before GAF, stays in the logs."""
+    for overrides in ({"gaf": "atan"}, {"gaf": "none", "grad_treatment": "agc"}):
+        trainer = SequentialGAFTrainer(model=TinyRegressor(), train_dataset=TinyData(32),
+                                       args=tiny_args(tmp_path, logging_steps=1, **overrides))
+        assert trainer.args.max_grad_norm == 0.0
+        trainer.train()
+        norms = [e["grad_norm"] for e in trainer.state.log_history if "loss" in e]
+        assert len(norms) == 4 and all(0 < n < math.inf for n in norms), overrides
 
 
 def test_stats_logged_on_logging_steps_only(tmp_path):
@@ -389,9 +441,11 @@ def test_fsdp2_sharded_gaf_equals_unsharded_on_two_cpu_processes(free_port):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    errors = dict(line.split() for line in proc.stdout.splitlines() if line.startswith(("gafsgd", "attach_gaf")))
-    assert set(errors) == {"gafsgd", "attach_gaf"}, proc.stdout
-    assert all(float(e) < 1e-6 for e in errors.values()), errors
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()
+            if line.startswith(("gafsgd", "attach_gaf", *TREATMENTS))}
+    assert set(rows) == {"gafsgd", "attach_gaf", *TREATMENTS}, proc.stdout
+    assert all(float(error) < 1e-6 for error, _ in rows.values()), rows  # the treatments' norms: the full ones
+    assert int(rows["zclip"][1]) >= 1, rows  # zclip clipped at least once, so its global norm was tested
 
 
 def test_gaf_alone_picks_the_placement_from_the_optimizer(tmp_path, caplog):
