@@ -21,8 +21,6 @@ import dataclasses
 import os
 import sys
 
-from ..kinds import GAF_KINDS
-from .demo import TASKS as DEMO_TASKS
 from .runner import HelpFormatter, split_recipe_args
 
 
@@ -113,46 +111,26 @@ EVALUATE_HELP = {  # the recipes' help names their training flags
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every command in one argparse tree (``HfArgumentParser`` parsers: ``evaluate`` takes the recipes' data
-    dataclasses as flags, and every ``--help`` shows the defaults)."""
-    from transformers import HfArgumentParser
-    from transformers.hf_argparser import string_to_bool
+def _args_make_voc(p: argparse.ArgumentParser) -> None:
+    from ..detection.data import DATA_FORMATS
 
-    from ..detection.data import DATA_FORMATS, EVAL_FLAGS, DetectionDataArguments
-    from ..metrics.detection import EvaluationArguments
-
-    parser = HfArgumentParser(prog="hf-gaf", description="Gradient Activation Functions for the HF stack.",
-                              formatter_class=HelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, **kwargs):
-        return sub.add_parser(name, formatter_class=HelpFormatter, **kwargs)
-
-    p = command("make-voc", help="write a synthetic VOC-format data set of shapes")
     p.add_argument("out", help="output folder (VOCdevkit/VOC2007 is created inside)")
     p.add_argument("--n-train", type=int, default=400, help="trainval images")
     p.add_argument("--n-test", type=int, default=100, help="test images")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", default=None, help="comma-separated subset of circle,square,triangle,cross")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="write into a non-empty folder, replacing its VOCdevkit/VOC2007 (refused without it)",
-    )
-    p.add_argument(
-        "--format",
-        choices=list(DATA_FORMATS),
-        default="voc",
-        help="coco: also write VOC2007/coco/{trainval,test}.json (COCO JSON over the same JPEGs)",
-    )
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder, replacing its VOCdevkit/VOC2007 (refused without it)")
+    p.add_argument("--format", choices=list(DATA_FORMATS), default="voc",
+                   help="coco: also write VOC2007/coco/{trainval,test}.json (COCO JSON over the same JPEGs)")
     p.set_defaults(func=_make_voc)
 
-    p = command("make-trees", help="write real aerial tree crowns (NEON, from the deepforest wheel) as VOC",
-                       description="Real tree-crown boxes on NEON aerial images, read from the pinned deepforest "
-                       "wheel (fetched with pip download, SHA-256 checked, never installed), tiled, split by site "
-                       "(train YELL, test OSBS and SOAP). See hf_gaf.detection.trees.")
+
+def _args_make_trees(p: argparse.ArgumentParser) -> None:
+    p.description = ("Real tree-crown boxes on NEON aerial images, read from the pinned deepforest wheel (fetched "
+                     "with pip download, SHA-256 checked, never installed), tiled, split by site (train YELL, test "
+                     "OSBS and SOAP). See hf_gaf.detection.trees.")
     p.add_argument("out", help="output folder (VOCdevkit/VOC2007 is created inside)")
     p.add_argument("--wheel", default=None, help="a local deepforest-2.1.0-py3-none-any.whl (default: downloaded "
                    "once into ~/.cache/hf_gaf)")
@@ -161,28 +139,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write into a non-empty folder, replacing its VOCdevkit/VOC2007 (refused without it)")
     p.set_defaults(func=_make_trees)
 
-    p = command("plot-gaf", help="plot f and f' of a GAF against identity and clip-by-value")
+
+def _args_plot_gaf(p: argparse.ArgumentParser) -> None:
+    from ..kinds import GAF_KINDS
+
     p.add_argument("--kind", default="atan", choices=GAF_KINDS)
     p.add_argument("--alpha", type=float, default=0.1)
     p.add_argument("--beta", type=float, default=20.0)
     p.add_argument("--out", default="gaf.png")
     p.set_defaults(func=_plot_gaf)
 
-    from . import compare, sweep
 
-    p = command("compare", help="run a recipe over presets x seeds; table and curves",
-                       description=compare.DESCRIPTION)
+def _args_compare(p: argparse.ArgumentParser) -> None:
+    from . import compare
+
+    p.description = compare.DESCRIPTION
     compare.add_arguments(p).set_defaults(func=compare.run, takes_recipe_args=True)
 
-    p = command("sweep", help="run a recipe over a grid of GAF alpha x beta; heatmap, table, JSON",
-                       description=sweep.DESCRIPTION)
+
+def _args_sweep(p: argparse.ArgumentParser) -> None:
+    from . import sweep
+
+    p.description = sweep.DESCRIPTION
     sweep.add_arguments(p).set_defaults(func=sweep.run, takes_recipe_args=True)
 
-    p = command("demo", help="the CPU demo: digits, synthetic VOC and real tree crowns; GAF, baseline and "
-                       "the learning-rate controls; plots, summary")
+
+def _args_demo(p: argparse.ArgumentParser) -> None:
+    from .demo import TASKS
+
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--fast", action="store_true", help="a reduced demo (about 2 minutes), as the tests run it")
-    p.add_argument("--task", nargs="+", choices=list(DEMO_TASKS), default=None,
+    p.add_argument("--task", nargs="+", choices=list(TASKS), default=None,
                    help="run these comparisons (default: digits detr trees; with --fast: digits detr faster_rcnn)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs of every task run, with --fast too; by default each task's own")
@@ -190,52 +177,76 @@ def build_parser() -> argparse.ArgumentParser:
                    "finished (without it, they stop the demo before anything runs)")
     p.set_defaults(func=_demo)
 
-    p = command("predict", help="run a saved detector on images: detections.json and drawn PNGs")
-    p.add_argument(
-        "--model", required=True, help="a folder saved by a detection recipe (OUTPUT_DIR/model or best-model)"
-    )
+
+def _args_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="a folder saved by a detection recipe (OUTPUT_DIR/model or best-model)")
     p.add_argument("--images", required=True, nargs="+", help="image files and/or folders of images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=0.5, help="keep detections with at least this score")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="stop at the first unreadable image (default: skip it and list it in OUT/skipped.txt)",
-    )
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable image (default: skip it and list it in OUT/skipped.txt)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction in --out")
     p.add_argument("--images-json", default=None, help="a COCO JSON of the images under the --images folder: "
                    "predict on its images and write its image ids (pycocotools loadRes reads the result)")
     p.set_defaults(func=_predict)
 
-    p = command(
-        "evaluate",
-        help="score a saved detector on a labelled split (VOC or COCO flags as the "
-        "recipes take them, e.g. --voc_root DIR --eval_split test): eval_results.json",
-        dataclass_types=(EvaluationArguments,),
-    )
-    fields = {f.name: f for f in dataclasses.fields(DetectionDataArguments)}
-    for name in EVAL_FLAGS:  # the evaluation split's flags only: the model fixes classes and canvas
-        f = fields[name]
+
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    """The evaluation split's flags of the recipes' data dataclass (the model fixes classes and canvas) and the
+    evaluator's flags, from their dataclass fields."""
+    from transformers.hf_argparser import string_to_bool
+
+    from ..detection.data import EVAL_FLAGS, DetectionDataArguments
+    from ..metrics.detection import EvaluationArguments
+
+    data_fields = {f.name: f for f in dataclasses.fields(DetectionDataArguments)}
+    for f in [data_fields[name] for name in EVAL_FLAGS] + list(dataclasses.fields(EvaluationArguments)):
         kind = {"bool": dict(type=string_to_bool, nargs="?", const=True), "int | None": dict(type=int)}.get(
             str(f.type), dict(type=str))
-        p.add_argument(f"--{name}", default=f.default, help=EVALUATE_HELP.get(name, f.metadata.get("help")),
+        p.add_argument(f"--{f.name}", default=f.default, help=EVALUATE_HELP.get(f.name, f.metadata.get("help")),
                        choices=f.metadata.get("choices"), **kind)
     p.add_argument("--model", required=True, help="a folder saved by a detection recipe")
-    p.add_argument(
-        "--out",
-        required=True,
-        help="output folder for eval_results.json (may be the training run's: its metrics.json is left alone)",
-    )
+    p.add_argument("--out", required=True,
+                   help="output folder for eval_results.json (may be the training run's: its metrics.json is left "
+                   "alone)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier eval_results.json in --out")
     p.set_defaults(func=_evaluate)
+
+
+COMMANDS = {  # name: (its line in ``hf-gaf --help``, what adds its flags: imported only for the command run)
+    "make-voc": ("write a synthetic VOC-format data set of shapes", _args_make_voc),
+    "make-trees": ("write real aerial tree crowns (NEON, from the deepforest wheel) as VOC", _args_make_trees),
+    "plot-gaf": ("plot f and f' of a GAF against identity and clip-by-value", _args_plot_gaf),
+    "compare": ("run a recipe over presets x seeds; table and curves", _args_compare),
+    "sweep": ("run a recipe over a grid of GAF alpha x beta; heatmap, table, JSON", _args_sweep),
+    "demo": ("the CPU demo: digits, synthetic VOC and real tree crowns; GAF, baseline and the learning-rate "
+             "controls; plots, summary", _args_demo),
+    "predict": ("run a saved detector on images: detections.json and drawn PNGs", _args_predict),
+    "evaluate": ("score a saved detector on a labelled split (VOC or COCO flags as the recipes take them, e.g. "
+                 "--voc_root DIR --eval_split test): eval_results.json", _args_evaluate),
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Every command in one argparse tree; only the command named in ``argv`` gets its flags (and imports what
+    they need), so ``hf-gaf --help`` starts at once. ``argv=None``: every command's flags."""
+    named = None if argv is None else next((a for a in argv if a in COMMANDS), None)
+    parser = argparse.ArgumentParser(prog="hf-gaf", description="Gradient Activation Functions for the HF stack.",
+                                     formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_flags) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, formatter_class=HelpFormatter)
+        if argv is None or name == named:
+            add_flags(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv, recipe_args = split_recipe_args(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     if recipe_args and not getattr(args, "takes_recipe_args", False):
         print(f"hf-gaf {args.command}: error: unexpected arguments after --: {' '.join(recipe_args)}", file=sys.stderr)
         return 2

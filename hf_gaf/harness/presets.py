@@ -116,7 +116,8 @@ _DETR.update({
 # checkpoint) learns nothing in tens of epochs at lr 1e-4 (VOC07 mAP 0.0006 after 2 epochs on 200 synthetic
 # images); its "scratch-" twins train every part at lr 1e-3, the rest unchanged.
 _DETR.update({f"scratch-{name}": {**_DETR[name], "learning_rate": 1e-3, "backbone_lr": 1e-3}
-              for name in ("adamw", "adamw-gaf", "adamw-gain", "adamw-clip-gain", "adamw-agc", "adamw-zclip", "adamw-gc")})
+              for name in ("adamw", "adamw-gaf", "adamw-gain", "adamw-clip-gain", "adamw-agc", "adamw-zclip",
+                           "adamw-gc")})
 
 
 @dataclass

@@ -149,7 +149,8 @@ def test_an_optimizer_passed_in_that_agrees_trains_and_a_hooked_one_is_compared(
                              train_dataset=TinyData(16), optimizers=(adamw, None))
 
 
-CLASSIFICATION_PRESETS = ["sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "adamw", "adamw-gaf", "agc", "zclip", "gc"]
+CLASSIFICATION_PRESETS = ["sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "adamw", "adamw-gaf", "agc", "zclip",
+                          "gc"]
 
 
 @pytest.mark.parametrize("preset", CLASSIFICATION_PRESETS)

@@ -136,3 +136,15 @@ def test_make_voc_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     (tmp_path / "file").write_text("x")
     proc = run("make-voc", str(tmp_path / "file"))
     assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hf_gaf_help_starts_without_importing_the_training_stack():
+    """Issue "newcomer's path", item 8: `hf-gaf --help` imported torch, transformers, datasets, scipy and
+    matplotlib (6 s); the top-level help needs none of them (a command's own flags load what they need)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom hf_gaf.harness.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'scipy', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "make-voc" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
