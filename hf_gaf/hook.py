@@ -78,6 +78,8 @@ class StepPreHook:
     optimizer held when the hook was attached are remembered: :meth:`flattened` tells whether a wrapper steps
     others (flat partitions) in their place."""
 
+    handle_attr = _HANDLE_ATTR  # the optimizer attribute that names this hook
+
     def __init__(self, optimizer: Optimizer, params: Iterable[Tensor] | None) -> None:
         self.optimizer = optimizer
         self.param_ids = None if params is None else {id(p) for p in params}
@@ -109,7 +111,8 @@ class StepPreHook:
 
     def flattened(self, params: list[Tensor]) -> bool:
         """True when ``params`` are not the tensors the optimizer held at attach time: a wrapper (DeepSpeed ZeRO,
-        FSDP1 without ``use_orig_params``) steps flat partitions of them, with no parameter shapes."""
+        FSDP1 without ``use_orig_params``) steps flat partitions of them, with no parameter shapes (a parameter
+        added with ``add_param_group`` after attaching counts too: attach after adding)."""
         return any(id(p) not in self._attached_ids for p in params)
 
     def _check_params_present(self) -> None:
@@ -139,6 +142,8 @@ class StepPreHook:
             return False
         new = not self._step_tensors or not held.isdisjoint(self._step_tensors)
         self._step_tensors = held if new else self._step_tensors | held
+        if new:
+            self._ran_this_step = False
         return new
 
     def _count_step(self, found_inf: Tensor | None = None) -> None:
@@ -155,8 +160,6 @@ class StepPreHook:
     def gradients(self) -> list[Tensor]:
         """The gradients the hook treats on the next step."""
         return [p.grad for p in self.selected()]
-
-    handle_attr = _HANDLE_ATTR  # the optimizer attribute that names this hook
 
     def remove(self) -> None:
         """Detach the hook: the optimizer behaves as if it had never been attached."""
@@ -179,8 +182,7 @@ class GAFHook(StepPreHook):
 
     def __call__(self, optimizer: Optimizer, args, kwargs) -> None:
         check_not_applied_twice(optimizer)
-        if self.begins_step(optimizer):
-            self._ran_this_step = False
+        self.begins_step(optimizer)
         params = self.selected()
         if not params:
             return

@@ -189,8 +189,7 @@ class TreatmentHook(StepPreHook):
         return self.optimizer.state.setdefault(self.state_key, {}) if self.entry.stateful else None
 
     def __call__(self, optimizer: Optimizer, args, kwargs) -> None:
-        if self.begins_step(optimizer):
-            self._ran_this_step = False
+        self.begins_step(optimizer)
         params = self.selected()
         if not params:
             return
@@ -203,7 +202,8 @@ class TreatmentHook(StepPreHook):
                 "parameters (DeepSpeed ZeRO, FSDP1 without use_orig_params), which have no "
                 + ("unit shapes" if self.entry.needs_shapes else "global norm within one step() call")
                 + f"; {self.entry.name} would silently follow another rule there. Use DDP or FSDP2 (fully_shard), "
-                "or a treatment that is elementwise (the GAF kinds, clip-by-value as the clip kind)"
+                "or a treatment that is elementwise (the GAF kinds, clip-by-value as the clip kind). (Parameters "
+                "added with add_param_group after attaching look the same: attach after adding them.)"
             )
         grads = [p.grad for p in params]
         grad_scale = getattr(optimizer, "grad_scale", None)

@@ -1,4 +1,4 @@
-"""``hf-gaf demo`` / ``make demo``: GAF against its baseline and the two learning-rate controls, on the CPU.
+"""``hf-gaf demo`` / ``make demo``: GAF against its baseline and its learning-rate control, on the CPU.
 
 Side-by-side comparisons (one seed each), each through :func:`hf_gaf.harness.compare.compare`:
 
@@ -10,10 +10,10 @@ Side-by-side comparisons (one seed each), each through :func:`hf_gaf.harness.com
 4. ``faster_rcnn`` (``--task faster_rcnn``, and in the reduced demo instead of ``trees``): the same detector
    on the synthetic set.
 
-Beside each GAF preset run its controls (:mod:`hf_gaf.harness.presets`): ``sgd-gain`` (the baseline at
-lr × α·β, GAF's gain alone) and ``clip-gain`` (the piecewise-linear twin of atan), or for AdamW
-``scratch-adamw-gain`` and ``scratch-adamw-clip-gain``. ``make demo-detr`` and ``make demo-frcnn`` run one
-task each with a longer schedule (``--task``, ``--epochs``).
+Beside each GAF preset runs its learning-rate control (:mod:`hf_gaf.harness.presets`): ``sgd-gain`` (the
+baseline at lr × α·β, GAF's gain alone), or for AdamW ``scratch-adamw-gain``; sized so that the whole demo takes
+about 8 minutes on 2 cores. ``make demo-detr`` and ``make demo-frcnn`` run one task each with a longer schedule
+(``--task``, ``--epochs``); ``hf-gaf compare`` runs any preset, the piecewise-linear twin ``clip-gain`` among them.
 
 It writes ``OUT/<task>/`` (results.md, results.json, curves.png, per-run metrics.json and predictions.png),
 ``OUT/gaf_function.png`` and ``OUT/results.md`` (the summary), prints the summary table and where the
@@ -50,7 +50,7 @@ class DemoTask:
     script: str
     baseline: str
     gaf: str
-    controls: tuple[str, str]
+    controls: tuple[str, ...]
     metric: str
     flags: str
     epochs: int
@@ -58,18 +58,18 @@ class DemoTask:
 
 
 TASKS = {
-    "digits": DemoTask("classification/train.py", "sgd", "gaf", ("sgd-gain", "clip-gain"), "eval_accuracy",
+    "digits": DemoTask("classification/train.py", "sgd", "gaf", ("sgd-gain",), "eval_accuracy",
                        "--dataset digits --model resnet10t", 4,
                        "--max_train_samples 256 --max_eval_samples 100"),
     "detr": DemoTask("detection/train_detr.py", "scratch-adamw", "scratch-adamw-gaf",
-                     ("scratch-adamw-gain", "scratch-adamw-clip-gain"), "eval_voc07_map",
+                     ("scratch-adamw-gain",), "eval_voc07_map",
                      "--voc_root {voc} --classes shapes --model_config tiny-rt-detr --image_size 96 "
-                     "--per_device_train_batch_size 16", 16, "--max_eval_samples 8"),
-    "trees": DemoTask("detection/train_faster_rcnn.py", "sgd", "gaf", ("sgd-gain", "clip-gain"), "eval_voc07_map",
+                     "--per_device_train_batch_size 16", 8, "--max_eval_samples 8"),
+    "trees": DemoTask("detection/train_faster_rcnn.py", "sgd", "gaf", ("sgd-gain",), "eval_voc07_map",
                       "--voc_root {trees} --classes tree --backbone timm:resnet18 --image_size 256 "
                       "--anchor_sizes 8 16 32 64 128 --timm_out_indices 1 2 3 4 --fpn_channels 64 --max_zoom_out 1.0 "
-                      "--rpn_pre_nms_top_n 1000 --rpn_post_nms_top_n 500 --per_device_train_batch_size 4", 6, ""),
-    "faster_rcnn": DemoTask("detection/train_faster_rcnn.py", "sgd", "gaf", ("sgd-gain", "clip-gain"),
+                      "--rpn_pre_nms_top_n 1000 --rpn_post_nms_top_n 500 --per_device_train_batch_size 4", 3, ""),
+    "faster_rcnn": DemoTask("detection/train_faster_rcnn.py", "sgd", "gaf", ("sgd-gain",),
                             "eval_voc07_map",
                             "--voc_root {voc} --classes shapes --backbone timm:resnet18 --image_size 96 "
                             "--anchor_sizes 16 32 64 --timm_out_indices 2 3 --fpn_channels 64 --rpn_pre_nms_top_n 300 "
@@ -101,7 +101,7 @@ def _summary_row(name: str, result: dict, task: DemoTask) -> dict:
 
 def summary_markdown(rows: list[dict], seconds: float, fast: bool) -> str:
     lines = [
-        "## hf_gaf demo: GAF against its baseline and the learning-rate controls (CPU, one seed)"
+        "## hf_gaf demo: GAF against its baseline and its learning-rate control (CPU, one seed)"
         + (" [FAST]" if fast else ""),
         "",
         "| task | metric | baseline | value | GAF preset | value | Δ (GAF − baseline) | verdict | controls "
@@ -120,10 +120,9 @@ def summary_markdown(rows: list[dict], seconds: float, fast: bool) -> str:
         "",
         "One seed per preset, so each Δ includes seed-to-seed noise and no difference can be shown "
         "(`make bench-digits` and `make bench-trees` run 3 seeds and report confidence intervals and paired "
-        "tests). The controls separate GAF from a larger learning rate: `sgd-gain` is the baseline at lr × α·β "
-        "(GAF's gain on tiny updates), `clip-gain` the piecewise-linear twin of atan (same gain, same bound); "
-        "for AdamW, whose normalisation cancels a uniform gain, `adamw-gain` is AdamW without the norm "
-        "clipping that adamw-gaf drops. images/s ratios on a shared 2-core machine swing by about ±10 %.",
+        "tests). The control separates GAF from a larger learning rate: `sgd-gain` is the baseline at lr × α·β "
+        "(GAF's gain on tiny updates); for AdamW, whose normalisation cancels a uniform gain, `adamw-gain` is "
+        "AdamW without the norm clipping that adamw-gaf drops. images/s ratios on a shared 2-core machine swing by about ±10 %.",
         f"Total time {seconds / 60:.1f} min.",
     ]
     return "\n".join(lines) + "\n"
