@@ -122,7 +122,8 @@ def summary_markdown(rows: list[dict], seconds: float, fast: bool) -> str:
         "(`make bench-digits` and `make bench-trees` run 3 seeds and report confidence intervals and paired "
         "tests). The control separates GAF from a larger learning rate: `sgd-gain` is the baseline at lr × α·β "
         "(GAF's gain on tiny updates); for AdamW, whose normalisation cancels a uniform gain, `adamw-gain` is "
-        "AdamW without the norm clipping that adamw-gaf drops. images/s ratios on a shared 2-core machine swing by about ±10 %.",
+        "AdamW without the norm clipping that adamw-gaf drops. images/s ratios on a shared 2-core machine swing "
+        "by about ±10 %.",
         f"Total time {seconds / 60:.1f} min.",
     ]
     return "\n".join(lines) + "\n"

@@ -144,7 +144,8 @@ def test_hf_gaf_help_starts_without_importing_the_training_stack():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom hf_gaf.harness.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'scipy', 'matplotlib') if m in sys.modules))")
+    heavy = "('torch', 'transformers', 'datasets', 'scipy', 'matplotlib')"
+    code = ("import sys\nfrom hf_gaf.harness.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+            f"    pass\nprint(sorted(m for m in {heavy} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "make-voc" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
