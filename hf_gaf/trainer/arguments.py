@@ -119,7 +119,8 @@ class GAFTrainingArguments(TrainingArguments):
                 self.gaf_spec.gain,
             )
         super().__post_init__()
-        if self.gaf_spec is not None and getattr(self, "hf_deepspeed_config", None) is not None:
+        transformed = self.gaf_spec is not None or self.treatment_settings is not None
+        if transformed and getattr(self, "hf_deepspeed_config", None) is not None:
             check_deepspeed_config(self.hf_deepspeed_config.config, f"--deepspeed {self.deepspeed}"
                                    if isinstance(self.deepspeed, str) else "--deepspeed")
 
@@ -140,7 +141,8 @@ def check_deepspeed_config(config: dict, source: str) -> None:
     """GAF runs in the optimizer the Trainer builds (GAFSGD, or any other with the GAF hook), which DeepSpeed
     steps as its client optimizer after its cross-rank reduce on each rank's flat partition. A ``ValueError``
     naming ``source`` when the DeepSpeed config would bypass it: an ``"optimizer"`` section (DeepSpeed builds its
-    own optimizer) or optimizer offload (the step runs in DeepSpeed's CPU optimizer; not tested with GAF)."""
+    own optimizer) or optimizer offload (the step runs in DeepSpeed's CPU optimizer; not tested with GAF). The
+    same holds for a ``--grad_treatment``, which runs where GAF runs."""
     if "optimizer" in config:
         raise ValueError(
             f"{source}: the DeepSpeed config has its own \"optimizer\" section, so DeepSpeed would build an optimizer "

@@ -135,6 +135,7 @@ def test_the_arguments_refuse_a_deepspeed_config_with_its_own_optimizer_before_t
     config = tmp_path / "ds.json"
     config.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
                                   "zero_optimization": {"stage": 2}}))
-    with pytest.raises(ValueError, match=f"--deepspeed {config}: .*own \"optimizer\" section"):
-        tiny_args(tmp_path, optim="adamw_torch", optim_args=None, use_cpu=False, deepspeed=str(config))
+    for transform in ({}, {"gaf": "none", "grad_treatment": "agc"}):  # GAF, or a treatment where GAF runs
+        with pytest.raises(ValueError, match=f"--deepspeed {config}: .*own \"optimizer\" section"):
+            tiny_args(tmp_path, optim="adamw_torch", optim_args=None, use_cpu=False, deepspeed=str(config), **transform)
     tiny_args(tmp_path, gaf="none", optim="adamw_torch", optim_args=None, use_cpu=False, deepspeed=str(config))
