@@ -1,7 +1,8 @@
 """Under torchrun with 2 CPU processes (gloo): a model sharded with torch's FSDP2 (``fully_shard``) trained
 with GAFSGD (placement update), with AdamW + attach_gaf, and with AdamW + each gradient treatment of
-hf_gaf.treatments, each rank on half of every batch, against the same model unsharded on whole batches in each
-process. Prints one line per optimizer on rank 0: ``<name> <max |sharded - unsharded|> <zclip's clipped steps>``."""
+hf_gaf.treatments (and each treatment under DDP too), each rank on half of every batch, against the same model
+unsharded on whole batches in each process. Prints one line per optimizer on rank 0:
+``<name> <max |sharded - unsharded|> <zclip's clipped steps>``."""
 
 import os
 import sys
@@ -9,6 +10,7 @@ import sys
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from hf_gaf import GAFSGD, attach_gaf
@@ -42,17 +44,23 @@ def optimizer_for(name, params):
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
-for name in ("gafsgd", "attach_gaf", *TREATMENTS):
+for name in ("gafsgd", "attach_gaf", *TREATMENTS, *(f"ddp-{t}" for t in TREATMENTS)):
+    ddp = name.startswith("ddp-")
+    name = name.removeprefix("ddp-")
     reference, sharded = make_model(), make_model()
-    for layer in (sharded[0], sharded[2], sharded):
-        fully_shard(layer)
+    if ddp:  # the same treatment under DDP: each rank holds the whole averaged gradient
+        sharded = DistributedDataParallel(sharded)
+    else:
+        for layer in (sharded[0], sharded[2], sharded):
+            fully_shard(layer)
     ref_optimizer = optimizer_for(name, reference.parameters())
     train(reference, ref_optimizer)
     train(sharded, optimizer_for(name, sharded.parameters()), rank, world)
-    full = {k: v.full_tensor() for k, v in sharded.state_dict().items()}
+    full = ({k: v for k, v in sharded.module.state_dict().items()} if ddp else
+            {k: v.full_tensor() for k, v in sharded.state_dict().items()})
     error = max((full[k] - v).abs().max().item() for k, v in reference.state_dict().items())
     clipped = ref_optimizer.state.get("hf_gaf.zclip", {}).get("clipped_steps", 0)  # zclip: did it act?
     if rank == 0:
-        print(name, error, clipped, flush=True)
+        print(f"ddp-{name}" if ddp else name, error, clipped, flush=True)
 dist.barrier()  # both ranks done before gloo tears down: without it rank 1 could abort at exit (a flake)
 dist.destroy_process_group()

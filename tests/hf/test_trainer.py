@@ -441,11 +441,11 @@ def test_fsdp2_sharded_gaf_equals_unsharded_on_two_cpu_processes(free_port):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()
-            if line.startswith(("gafsgd", "attach_gaf", *TREATMENTS))}
-    assert set(rows) == {"gafsgd", "attach_gaf", *TREATMENTS}, proc.stdout
+    names = {"gafsgd", "attach_gaf", *TREATMENTS, *(f"ddp-{t}" for t in TREATMENTS)}
+    rows = {parts[0]: parts[1:] for parts in map(str.split, proc.stdout.splitlines()) if parts and parts[0] in names}
+    assert set(rows) == names, proc.stdout
     assert all(float(error) < 1e-6 for error, _ in rows.values()), rows  # the treatments' norms: the full ones
-    assert int(rows["zclip"][1]) >= 1, rows  # zclip clipped at least once, so its global norm was tested
+    assert int(rows["zclip"][1]) >= 1 and int(rows["ddp-zclip"][1]) >= 1, rows  # zclip clipped: its norm was tested
 
 
 def test_gaf_alone_picks_the_placement_from_the_optimizer(tmp_path, caplog):
