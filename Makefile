@@ -126,5 +126,5 @@ bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection 
 		--report_to none --save_models false $(DETR_TREES)
 
 # --- the newcomer's demo --------------------------------------------------------------------------------
-demo: install  ## CPU: digits, synthetic VOC (RT-DETR) and real tree crowns (Faster R-CNN), GAF vs baseline and the gain control, plots, summary (7.3 min on 2 cores)
+demo: install  ## CPU: digits, synthetic VOC (RT-DETR) and real tree crowns (Faster R-CNN), GAF vs baseline and the gain control, plots, summary (9.2 min on 2 cores from a fresh clone)
 	$(VENV)/bin/hf-gaf demo $(OVERWRITE_FLAG) --out $(RUNS)/demo

@@ -12,7 +12,7 @@ Side-by-side comparisons (one seed each), each through :func:`hf_gaf.harness.com
 
 Beside each GAF preset runs its learning-rate control (:mod:`hf_gaf.harness.presets`): ``sgd-gain`` (the
 baseline at lr × α·β, GAF's gain alone), or for AdamW ``scratch-adamw-gain``; sized so that the whole demo takes
-about 8 minutes on 2 cores. ``make demo-detr`` and ``make demo-frcnn`` run one task each with a longer schedule
+7–9 minutes on 2 cores. ``make demo-detr`` and ``make demo-frcnn`` run one task each with a longer schedule
 (``--task``, ``--epochs``); ``hf-gaf compare`` runs any preset, the piecewise-linear twin ``clip-gain`` among them.
 
 It writes ``OUT/<task>/`` (results.md, results.json, curves.png, per-run metrics.json and predictions.png),
