@@ -534,3 +534,16 @@ def test_an_interrupted_prediction_is_refused_without_overwrite_and_nothing_is_d
     assert predict_cli(frcnn_run / "model", [os.path.join(images, sorted(os.listdir(images))[0])], out) == 2
     assert "already holds drawn/ from an earlier prediction" in capsys.readouterr().err
     assert (out / "drawn" / "mine.png").is_file()
+
+
+@pytest.mark.parametrize("recipe, preset", [(train_detr, "scratch-adamw-agc"), (train_detr, "adamw-zclip"),
+                                            (train_faster_rcnn, "gc")])
+def test_the_treatment_presets_train_both_detectors(voc, tmp_path, recipe, preset):
+    """The treatments' presets run through each detection recipe (a DETR's embeddings and 1-dim parameters, the
+    frozen parts of a Faster R-CNN) and record what ran."""
+    flags = DETR if recipe is train_detr else FRCNN
+    recipe.main(["--voc_root", voc, "--classes", "auto", "--output_dir", str(tmp_path), "--preset", preset,
+                 "--save_strategy", "no", *STEPS, *flags])
+    settings = json.loads((tmp_path / "metrics.json").read_text())["settings"]
+    assert settings["grad_treatment"] == preset.split("-")[-1] and settings["gaf"] == "none"
+    assert settings["max_grad_norm"] == 0.0
