@@ -449,19 +449,20 @@ class GAFSGD(Optimizer):
         return loss
 
     @torch.no_grad()
-    def gaf_inputs(self) -> list[tuple[list[Tensor], GAFSpec]]:
-        """What f will be applied to on the next ``step()``, per group with GAF on, computed without
-        changing any state (:func:`momentum_direction` on a copy of each buffer): the gradient
-        (placement ``grad``) or the momentum update (``update``)."""
+    def gaf_inputs(self) -> list[tuple[list[Tensor], list[Tensor], GAFSpec]]:
+        """What f will be applied to on the next ``step()``, per group with GAF on, as ``(params, inputs, spec)``,
+        computed without changing any state (:func:`momentum_direction` on a copy of each buffer): the gradient
+        (placement ``grad``) or the momentum update (``update``) of each parameter."""
         out = []
         for group in self.param_groups:
             if group["gaf"] is None:
                 continue
             spec = GAFSpec(group["gaf"], group["alpha"], group["beta"])
-            inputs = []
+            params, inputs = [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                params.append(p)
                 if group["placement"] == "grad":
                     inputs.append(-p.grad if group["maximize"] else p.grad)
                     continue
@@ -469,5 +470,5 @@ class GAFSGD(Optimizer):
                 d, _ = momentum_direction(p, p.grad, None if buf is None else buf.clone(),
                                           SGDSettings.from_group(group))
                 inputs.append(d)
-            out.append((inputs, spec))
+            out.append((params, inputs, spec))
         return out

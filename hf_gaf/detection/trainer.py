@@ -16,6 +16,7 @@ import torch
 
 from ..metrics import DetectionEvaluator, make_compute_metrics
 from ..trainer import GAFTrainer
+from .module_groups import module_group
 from .schema import eval_target, pack_detections, pack_ground_truth, unpack
 
 
@@ -31,6 +32,10 @@ class DetectionTrainer(GAFTrainer):
     def __init__(self, *args, postprocess: Callable, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.postprocess = postprocess
+
+    def module_group(self, name: str) -> str:
+        """The detector part of parameter ``name`` (:func:`~hf_gaf.detection.module_groups.module_group`)."""
+        return module_group(name)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -65,13 +65,17 @@ def gaf_stats(groups: list[tuple[list[Tensor], GAFSpec]], grad_scale: Tensor | N
     return stats_of_sums(gaf_stat_sums(groups, grad_scale))
 
 
-def gaf_inputs(optimizer) -> list[tuple[list[Tensor], GAFSpec]]:
-    """What GAF will transform on the next step of ``optimizer`` (a GAFSGD, or one with a hook)."""
+def gaf_inputs(optimizer) -> list[tuple[list[Tensor], list[Tensor], GAFSpec]]:
+    """What GAF will transform on the next step of ``optimizer`` (a GAFSGD, or one with a hook), as
+    ``(params, inputs, spec)``."""
     inner = unwrap_optimizer(optimizer)
     if isinstance(inner, GAFSGD):
         return inner.gaf_inputs()
     hook = attached_gaf(inner)
-    return [] if hook is None else [(hook.gradients(), hook.spec)]
+    if hook is None:
+        return []
+    params = hook.selected()
+    return [(params, [p.grad for p in params], hook.spec)]
 
 
 def is_logging_step(args, global_step: int) -> bool:
@@ -88,14 +92,17 @@ class GAFStatsCallback(TrainerCallback):
     hook, so it sees the final, unscaled gradients before f changes them. It adds up every ``step()`` call
     of the optimizer step (DeepSpeed ZeRO calls it once per parameter group), and with ``partitioned=True``
     (each rank holds a partition: DeepSpeed ZeRO) it adds the ranks' sums, so the numbers are the whole
-    model's, as under DDP.
+    model's, as under DDP. With ``groups`` (parameter id -> a group name, e.g. the parts of a detector of
+    :mod:`hf_gaf.detection.module_groups`) it also logs each group's statistics as ``gaf/<group>/<key>``
+    (not under ZeRO, whose flat partitions mix the groups).
     """
 
-    def __init__(self, partitioned: bool = False) -> None:
+    def __init__(self, partitioned: bool = False, groups: dict[int, str] | None = None) -> None:
         self.partitioned = partitioned
+        self.groups = groups or {}
         self.active = False
         self.pending: dict[str, float] = {}
-        self._sums: Tensor | None = None
+        self._sums: dict[str, Tensor] = {}  # group name ("" without groups) -> its sums over this step
         self._handle = None
 
     def register(self, optimizer) -> None:
@@ -109,8 +116,14 @@ class GAFStatsCallback(TrainerCallback):
         found_inf = getattr(optimizer, "found_inf", None)
         if found_inf is not None and bool(found_inf.item()):
             return
-        sums = gaf_stat_sums(gaf_inputs(optimizer), getattr(optimizer, "grad_scale", None))
-        self._sums = sums if self._sums is None else self._sums + sums
+        grad_scale = getattr(optimizer, "grad_scale", None)
+        for params, inputs, spec in gaf_inputs(optimizer):
+            by_group: dict[str, list[Tensor]] = {}
+            for p, x in zip(params, inputs):
+                by_group.setdefault(self.groups.get(id(p), "other") if self.groups else "", []).append(x)
+            for name, tensors in by_group.items():
+                sums = gaf_stat_sums([(tensors, spec)], grad_scale)
+                self._sums[name] = self._sums[name] + sums if name in self._sums else sums
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         if optimizer is not None:
@@ -123,8 +136,8 @@ class GAFStatsCallback(TrainerCallback):
         if not self.active:
             return
         self.active = False
-        sums = self._sums if self._sums is not None else torch.zeros(len(_KEYS), dtype=torch.float64)
-        self._sums = None
+        per_group, self._sums = self._sums, {}
+        sums = sum(per_group.values(), torch.zeros(len(_KEYS), dtype=torch.float64))
         if self.partitioned and torch.distributed.is_initialized():  # every rank is on the same logging step
             on_gpu = torch.distributed.get_backend() == "nccl"
             sums = sums.cuda() if on_gpu else sums
@@ -132,6 +145,10 @@ class GAFStatsCallback(TrainerCallback):
             sums = sums.cpu()
         if sums[2] > 0:
             self.pending = stats_of_sums(sums)
+            if self.groups and not self.partitioned:
+                for name, group_sums in sorted(per_group.items()):
+                    self.pending.update({f"gaf/{name}/{k.removeprefix('gaf/')}": v
+                                         for k, v in stats_of_sums(group_sums).items()})
 
     def pop_stats(self) -> dict[str, float]:
         """The statistics measured since the last call (empty if none)."""

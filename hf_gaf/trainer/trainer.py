@@ -95,8 +95,9 @@ class GAFTrainer(Trainer):
 
     With ``GAFTrainingArguments`` the GAF settings are written to ``gaf_config.json`` in every
     checkpoint; resuming with other settings warns loudly, and the current run's settings are used.
-    Subclasses extend two points: :meth:`elementwise_transform` (what runs where GAF runs) and
-    :meth:`param_group_overrides` (per-parameter optimizer settings such as a backbone learning rate).
+    Subclasses extend three points: :meth:`elementwise_transform` (what runs where GAF runs),
+    :meth:`param_group_overrides` (per-parameter optimizer settings such as a backbone learning rate) and
+    :meth:`module_group` (the model's parts, for per-part statistics).
     """
 
     def __init__(self, *args, **kwargs):
@@ -115,7 +116,9 @@ class GAFTrainer(Trainer):
             from .stats import GAFStatsCallback
 
             plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
-            self.gaf_stats = GAFStatsCallback(partitioned=plugin is not None and (plugin.zero_stage or 0) >= 1)
+            groups = {id(p): g for n, p in self.model.named_parameters() if (g := self.module_group(n)) is not None}
+            self.gaf_stats = GAFStatsCallback(partitioned=plugin is not None and (plugin.zero_stage or 0) >= 1,
+                                              groups=groups)
             self.add_callback(self.gaf_stats)
 
     # --- what runs, and where ------------------------------------------------------------------------
@@ -142,6 +145,11 @@ class GAFTrainer(Trainer):
     def param_group_overrides(self, name: str, param: torch.nn.Parameter) -> dict:
         """Optimizer settings that parameter ``name`` needs on top of the defaults (none here)."""
         return {}
+
+    def module_group(self, name: str) -> str | None:
+        """The part of the model parameter ``name`` belongs to, for per-part GAF statistics (``--gaf_log_stats``
+        logs ``gaf/<part>/<key>`` beside the totals); ``None`` here: totals only."""
+        return None
 
     def check_given_optimizer(self, optimizer) -> None:
         """An optimizer passed in ``optimizers=`` must run what the arguments say, since ``gaf_config.json`` and

@@ -547,3 +547,24 @@ def test_the_treatment_presets_train_both_detectors(voc, tmp_path, recipe, prese
     settings = json.loads((tmp_path / "metrics.json").read_text())["settings"]
     assert settings["grad_treatment"] == preset.split("-")[-1] and settings["gaf"] == "none"
     assert settings["max_grad_norm"] == 0.0
+
+
+@pytest.mark.parametrize("recipe, preset, parts", [
+    (train_detr, "scratch-adamw-gaf", {"backbone", "neck", "decoder", "class_head", "box_head", "queries"}),
+    (train_faster_rcnn, "gaf", {"backbone", "neck", "rpn", "decoder", "class_head", "box_head"}),
+])
+def test_gaf_statistics_are_logged_per_detector_part(voc, tmp_path, recipe, preset, parts):
+    """--gaf_log_stats on a detector logs, beside the totals, every part's statistics (gaf/<part>/<key>), finite,
+    and the parts' coordinates add up to the whole."""
+    flags = DETR if recipe is train_detr else FRCNN
+    recipe.main(["--voc_root", voc, "--classes", "auto", "--output_dir", str(tmp_path), "--preset", preset,
+                 "--save_strategy", "no", "--gaf_log_stats", "true", "--logging_strategy", "steps",
+                 "--logging_steps", "1", *STEPS, *flags])
+    entries = json.loads((tmp_path / "metrics.json").read_text())["gaf_stats"]
+    assert len(entries) == 2
+    for entry in entries:
+        logged = {key.split("/")[1] for key in entry if key.count("/") == 2}
+        assert parts <= logged and logged <= parts | {"other"}, logged
+        assert all(math.isfinite(v) for k, v in entry.items() if k != "step")
+        squares = sum(entry[f"gaf/{part}/norm_before"] ** 2 for part in logged)
+        assert squares == pytest.approx(entry["gaf/norm_before"] ** 2, rel=1e-9)
