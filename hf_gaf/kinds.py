@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Kind", "KindNames", "GAF_KINDS", "kind", "register_kind", "unregister_kind", "compiled_phi", "atan_f32"]
+__all__ = ["Kind", "KindNames", "Registry", "GAF_KINDS", "kind", "register_kind", "unregister_kind", "compiled_phi",
+           "atan_f32"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,31 @@ class Kind:
     triton_code: int | None = None
 
 
-_KINDS: dict[str, Kind] = {}
+class Registry(dict):
+    """Named entries of one sort (the GAF kinds here, the gradient treatments of :mod:`hf_gaf.treatments`):
+    :meth:`register` refuses a name taken already, :meth:`lookup` raises the one "unknown" error."""
+
+    def __init__(self, what: str, alternative: str = "") -> None:
+        super().__init__()
+        self.what, self.alternative = what, alternative
+
+    def register(self, entry):
+        """Add ``entry`` under ``entry.name`` (a ``ValueError`` if the name is taken); returns it."""
+        if entry.name in self:
+            raise ValueError(f"{self.what} {entry.name!r} is registered already")
+        self[entry.name] = entry
+        return entry
+
+    def lookup(self, name: str):
+        """The entry ``name``; a ``ValueError`` naming it and the registered names otherwise."""
+        try:
+            return self[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown {self.what} {name!r}: expected one of {', '.join(self)}"
+                             f"{self.alternative}") from None
+
+
+_KINDS: Registry = Registry("GAF kind", " or a callable")
 
 
 class KindNames:
@@ -87,10 +112,7 @@ GAF_KINDS = KindNames()
 
 def register_kind(entry: Kind) -> Kind:
     """Add ``entry`` to the table (a ``ValueError`` if its name is taken); returns it."""
-    if entry.name in _KINDS:
-        raise ValueError(f"GAF kind {entry.name!r} is registered already")
-    _KINDS[entry.name] = entry
-    return entry
+    return _KINDS.register(entry)
 
 
 def unregister_kind(name: str) -> None:
@@ -100,10 +122,7 @@ def unregister_kind(name: str) -> None:
 
 def kind(name: str) -> Kind:
     """The entry of kind ``name``; the one "unknown kind" error otherwise."""
-    try:
-        return _KINDS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown GAF kind {name!r}: expected one of {', '.join(_KINDS)} or a callable") from None
+    return _KINDS.lookup(name)
 
 
 def compiled_phi(name: str) -> Callable[[Tensor], Tensor]:

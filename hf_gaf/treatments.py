@@ -45,6 +45,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .hook import _HANDLE_ATTR, _TREATMENT_ATTR, StepPreHook, unwrap_optimizer
+from .kinds import Registry
 
 __all__ = ["Treatment", "TREATMENTS", "treatment", "register_treatment", "attach_treatment", "attached_treatment",
            "parse_treatment_args", "TreatmentHook"]
@@ -66,22 +67,9 @@ class Treatment:
     stateful: bool = False
 
 
-TREATMENTS: dict[str, Treatment] = {}
-
-
-def register_treatment(entry: Treatment) -> Treatment:
-    """Add ``entry`` to the table (a name registered twice is an error)."""
-    if entry.name in TREATMENTS:
-        raise ValueError(f"gradient treatment {entry.name!r} is already registered")
-    TREATMENTS[entry.name] = entry
-    return entry
-
-
-def treatment(name: str) -> Treatment:
-    """The table's entry for ``name``; the one "unknown treatment" error otherwise."""
-    if name not in TREATMENTS:
-        raise ValueError(f"unknown gradient treatment {name!r}: expected one of {', '.join(TREATMENTS)}")
-    return TREATMENTS[name]
+TREATMENTS = Registry("gradient treatment")
+register_treatment = TREATMENTS.register  # add an entry (a name registered twice is an error)
+treatment = TREATMENTS.lookup  # the entry for a name; the one "unknown gradient treatment" error otherwise
 
 
 def parse_treatment_args(name: str, text: str | dict | None) -> dict[str, float]:

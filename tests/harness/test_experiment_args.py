@@ -7,7 +7,7 @@ import torch
 from hf_gaf import GAFSGD
 from hf_gaf.harness.presets import clip_by_value
 from tests.helpers.experiment import SequentialExperimentTrainer, experiment_args
-from tests.helpers.tiny import TinyData, TinyRegressor, params_of
+from tests.helpers.tiny import TinyData, TinyRegressor, hand_written_run, params_of
 
 
 @pytest.mark.parametrize("optim", ["sgd", "adamw_torch"])
@@ -22,19 +22,13 @@ def test_clip_by_value_as_the_clip_kind_equals_torch_clip_grad_value(tmp_path, o
                              learning_rate=0.05, weight_decay=0.0, **clip_by_value(0.05)),
     )
     trainer.train()
-    ref = TinyRegressor()
-    if optim == "sgd":
-        opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
-    else:
-        opt = torch.optim.AdamW(ref.parameters(), lr=0.05, weight_decay=0.0)
-    data = TinyData(64)
-    for start in range(0, 64, 8):
-        opt.zero_grad()
-        batch = data[start : start + 8]
-        ref(batch["x"], batch["labels"])["loss"].backward()
-        torch.nn.utils.clip_grad_value_(ref.parameters(), 0.05)
-        opt.step()
-    for name, p in params_of(ref).items():
+    def make_optimizer(params):
+        if optim == "sgd":
+            return torch.optim.SGD(params, lr=0.05, momentum=0.9)
+        return torch.optim.AdamW(params, lr=0.05, weight_decay=0.0)
+
+    reference = hand_written_run(make_optimizer, lambda params: torch.nn.utils.clip_grad_value_(params, 0.05))
+    for name, p in reference.items():
         torch.testing.assert_close(params_of(model)[name], p, rtol=1e-6, atol=1e-6, msg=name)
 
 

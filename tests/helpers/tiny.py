@@ -55,3 +55,18 @@ def tiny_args(out_dir, args_cls=GAFTrainingArguments, **overrides) -> GAFTrainin
 
 def params_of(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def hand_written_run(make_optimizer, treat_gradients, n: int = 64, batch: int = 8) -> dict[str, torch.Tensor]:
+    """TinyRegressor trained by hand on ``TinyData(n)`` in data-set order (the batches SequentialGAFTrainer
+    sees), ``treat_gradients(parameters)`` between backward and step: the reference a Trainer run must equal."""
+    model = TinyRegressor()
+    optimizer = make_optimizer(model.parameters())
+    data = TinyData(n)
+    for start in range(0, n, batch):
+        optimizer.zero_grad()
+        chunk = data[start : start + batch]
+        model(chunk["x"], chunk["labels"])["loss"].backward()
+        treat_gradients(model.parameters())
+        optimizer.step()
+    return params_of(model)

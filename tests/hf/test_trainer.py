@@ -19,6 +19,7 @@ from tests.helpers.tiny import (
     SequentialGAFTrainer,
     TinyData,
     TinyRegressor,
+    hand_written_run,
     params_of,
     tiny_args,
 )
@@ -207,16 +208,9 @@ def test_a_grad_treatment_runs_where_gaf_runs_and_zclip_resumes_exactly(tmp_path
                      weight_decay=0.0)
     assert args.max_grad_norm == 0.0  # a treatment is clipping of its own: no norm clipping before it
     SequentialGAFTrainer(model=model, args=args, train_dataset=TinyData(64)).train()
-    ref = TinyRegressor()
-    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
-    data = TinyData(64)
-    for start in range(0, 64, 8):
-        opt.zero_grad()
-        batch = data[start : start + 8]
-        ref(batch["x"], batch["labels"])["loss"].backward()
-        adaptive_clip_grad(ref.parameters(), clip_factor=0.05, eps=1e-3)
-        opt.step()
-    for name, p in params_of(ref).items():
+    reference = hand_written_run(lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+                                 lambda params: adaptive_clip_grad(params, clip_factor=0.05, eps=1e-3))
+    for name, p in reference.items():
         torch.testing.assert_close(params_of(model)[name], p, rtol=1e-6, atol=1e-7, msg=name)
 
     def make(out):
