@@ -244,18 +244,19 @@ class GAFHook(StepPreHook):
 
 
 
-def check_not_applied_twice(optimizer: Optimizer) -> None:
+def check_not_applied_twice(optimizer: Optimizer, hook: str = "attach_gaf's hook",
+                            effect: str = "f would run twice") -> None:
     """A ``RuntimeError`` when ``optimizer`` applies GAF in its own step (a :class:`~hf_gaf.GAFSGD` with a group
-    whose ``gaf`` is set): the hook would apply f a second time. Checked at every step, since a group can gain
-    a GAF setting after the hook is attached (``load_state_dict``, ``add_param_group``, an edited group)."""
+    whose ``gaf`` is set) while ``hook`` transforms its gradients too. Checked at every step, since a group can
+    gain a GAF setting after the hook is attached (``load_state_dict``, ``add_param_group``, an edited group)."""
     from .gaf_sgd import GAFSGD
 
     if isinstance(optimizer, GAFSGD):
         kinds = [group.get("gaf") for group in optimizer.param_groups if group.get("gaf") is not None]
         if kinds:
             raise RuntimeError(
-                f"this GAFSGD applies GAF in its step (a group has gaf={kinds[0]!r}) and attach_gaf's hook is "
-                "attached too: f would run twice; set the groups' gaf to None, or remove the hook"
+                f"this GAFSGD applies GAF in its step (a group has gaf={kinds[0]!r}) and {hook} is attached too: "
+                f"{effect}; set the groups' gaf to None, or remove the hook"
             )
 
 

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .hook import _HANDLE_ATTR, _TREATMENT_ATTR, StepPreHook, unwrap_optimizer
+from .hook import _HANDLE_ATTR, _TREATMENT_ATTR, StepPreHook, check_not_applied_twice, unwrap_optimizer
 from .kinds import Registry
 
 __all__ = ["Treatment", "TREATMENTS", "treatment", "register_treatment", "attach_treatment", "attached_treatment",
@@ -177,6 +177,7 @@ class TreatmentHook(StepPreHook):
         return self.optimizer.state.setdefault(self.state_key, {}) if self.entry.stateful else None
 
     def __call__(self, optimizer: Optimizer, args, kwargs) -> None:
+        check_not_applied_twice(optimizer, f"the {self.entry.name} treatment", "two transforms would run")
         self.begins_step(optimizer)
         params = self.selected()
         if not params:
@@ -206,17 +207,15 @@ class TreatmentHook(StepPreHook):
 def attach_treatment(optimizer, name: str, *, params: Iterable[Tensor] | None = None, **settings) -> TreatmentHook:
     """Run treatment ``name`` (:data:`TREATMENTS`) on the final gradients inside every ``optimizer.step()``
     (where :func:`~hf_gaf.attach_gaf` runs f), with ``settings`` over its defaults. One gradient transform per
-    optimizer: GAF (hook or a GAFSGD with ``gaf`` set) and a treatment together are refused."""
-    from .gaf_sgd import GAFSGD
-
-    entry = treatment(name)
+    optimizer: GAF (hook or a GAFSGD with ``gaf`` set, checked at every step too) and a treatment together are
+    refused."""
     values = parse_treatment_args(name, settings)
     inner = unwrap_optimizer(optimizer)
-    if getattr(inner, _TREATMENT_ATTR, None) is not None or getattr(inner, _HANDLE_ATTR, None) is not None or (
-            isinstance(inner, GAFSGD) and any(g.get("gaf") is not None for g in inner.param_groups)):
+    if getattr(inner, _TREATMENT_ATTR, None) is not None or getattr(inner, _HANDLE_ATTR, None) is not None:
         raise RuntimeError(f"this {type(inner).__name__} already transforms its gradients (GAF or a treatment): "
                            f"one at a time, so that a comparison compares one thing; remove the other first")
-    hook = TreatmentHook(inner, entry, values, None if params is None else list(params))
+    check_not_applied_twice(inner, f"the {name} treatment", "two transforms would run")
+    hook = TreatmentHook(inner, treatment(name), values, None if params is None else list(params))
     setattr(inner, _TREATMENT_ATTR, hook)
     return hook
 

@@ -184,3 +184,18 @@ def test_settings_are_checked_naming_the_treatment_and_the_value():
         parse_treatment_args("agc", "clip_factor=nan")
     with pytest.raises(ValueError, match="unknown gradient treatment 'agcc'"):
         parse_treatment_args("agcc", None)
+
+
+def test_a_gafsgd_that_applies_gaf_is_refused_beside_a_treatment_at_attach_and_at_every_step():
+    from hf_gaf import GAFSGD
+
+    params = shaped_params(torch.float32)
+    with pytest.raises(RuntimeError, match="applies GAF in its step .* the gc treatment is attached too"):
+        attach_treatment(GAFSGD(params, lr=0.1, gaf="atan"), "gc")
+    opt = GAFSGD(params, lr=0.1, gaf=None)
+    attach_treatment(opt, "gc")
+    opt.param_groups[0]["gaf"] = "atan"  # as load_state_dict of a GAF checkpoint would
+    for p in params:
+        p.grad = torch.ones_like(p)
+    with pytest.raises(RuntimeError, match="two transforms would run"):
+        opt.step()
