@@ -1,6 +1,6 @@
 """What only experiments need on top of the library: the multi-step schedule of torchvision's detection
-reference and DETR's separate backbone learning rate. (The paper's clip-by-value baseline is the ``clip`` GAF
-kind: :func:`hf_gaf.harness.presets.clip_by_value`.)
+reference, DETR's separate backbone learning rate and the spike test's injected gradient spikes. (The paper's
+clip-by-value baseline is the ``clip`` GAF kind: :func:`hf_gaf.harness.presets.clip_by_value`.)
 
 :class:`ExperimentArguments` adds those flags to :class:`~hf_gaf.trainer.GAFTrainingArguments`;
 :class:`ExperimentTrainerMixin` acts on them through :class:`~hf_gaf.trainer.GAFTrainer`'s
@@ -39,6 +39,15 @@ class ExperimentArguments(GAFTrainingArguments):
         },
     )
     backbone_pattern: str = field(default=r"backbone", metadata={"help": "Regular expression for --backbone_lr."})
+    grad_spike_steps: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "Spike test: the optimizer steps (counted from 1) whose gradient is multiplied by "
+            "--grad_spike_scale where the loss is made, before clipping, GAF or a treatment sees it (the logged "
+            "loss keeps its value)."
+        },
+    )
+    grad_spike_scale: float = field(default=100.0, metadata={"help": "Factor of the --grad_spike_steps spikes."})
 
     def __post_init__(self):
         if not 0 < self.lr_gamma < math.inf:
@@ -47,6 +56,11 @@ class ExperimentArguments(GAFTrainingArguments):
             raise ValueError(f"--backbone_lr {self.backbone_lr}: need a finite learning rate >= 0")
         if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"--lr_milestones {self.lr_milestones}: need increasing fractions of training in (0, 1)")
+        if any(step < 1 for step in self.grad_spike_steps) or len(set(self.grad_spike_steps)) != len(
+                self.grad_spike_steps):
+            raise ValueError(f"--grad_spike_steps {self.grad_spike_steps}: need distinct optimizer steps >= 1")
+        if not 0 < self.grad_spike_scale < math.inf:
+            raise ValueError(f"--grad_spike_scale {self.grad_spike_scale}: need a finite factor > 0")
         try:
             re.compile(self.backbone_pattern)
         except re.error as err:
@@ -66,6 +80,11 @@ def multistep_with_warmup(optimizer, num_training_steps: int, warmup_steps: int,
         return gamma ** sum(step >= s for s in steps)
 
     return LambdaLR(optimizer, factor)
+
+
+def spiked(loss, scale: float):
+    """``loss`` with its value kept and its gradient multiplied by ``scale``: s·L − (s − 1)·stop_gradient(L)."""
+    return loss * scale - loss.detach() * (scale - 1)
 
 
 class ExperimentTrainerMixin:
@@ -91,6 +110,15 @@ class ExperimentTrainerMixin:
             self._created_lr_scheduler = True
             return self.lr_scheduler
         return super().create_scheduler(num_training_steps, optimizer)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        if not (model.training and self.state.global_step + 1 in self.args.grad_spike_steps):
+            return result
+        if return_outputs:
+            return spiked(result[0], self.args.grad_spike_scale), result[1]
+        return spiked(result, self.args.grad_spike_scale)
 
 
 class ExperimentTrainer(ExperimentTrainerMixin, GAFTrainer):

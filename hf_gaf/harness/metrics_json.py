@@ -36,7 +36,7 @@ from .runner import PROGRESS
 SETTING_KEYS = ("optim", "optim_args", "learning_rate", "weight_decay", "max_grad_norm", "gaf",
                 "gaf_alpha", "gaf_beta", "gaf_placement", "num_train_epochs", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "lr_scheduler_type", "lr_milestones", "seed", "grad_treatment",
-                "grad_treatment_args")
+                "grad_treatment_args", "grad_spike_steps", "grad_spike_scale")
 
 
 def recorded_settings(args) -> dict:

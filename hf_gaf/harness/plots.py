@@ -6,6 +6,7 @@ All figures are written with matplotlib's Agg backend (no display needed).
 from __future__ import annotations
 
 import math
+import re
 
 import matplotlib
 import matplotlib.colors
@@ -54,8 +55,9 @@ def plot_curves(curves: dict[str, dict[str, list[list[float]]]], metric: str, pa
     plt.close(fig)
 
 
-GAF_FRACTIONS = {"gaf/amplified": "amplified |f(x)| > |x|", "gaf/compressed": "compressed |f(x)| < |x|",
-                 "gaf/saturated": "saturated |f(x)| > 0.9 bound"}
+GAF_FRACTIONS = {"amplified": "amplified |f(x)| > |x|", "compressed": "compressed |f(x)| < |x|",
+                 "saturated": "saturated |f(x)| > 0.9 bound"}
+PART_KEY = re.compile(r"^gaf/([^/]+)/amplified$")  # a per-part statistic (hf_gaf.trainer.stats)
 
 
 def _mean_by_step(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -65,20 +67,21 @@ def _mean_by_step(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndar
     return np.array(steps), np.array([np.mean(v) for v in values])
 
 
-def plot_gaf_stats(telemetry: dict[str, list[list[dict]]], path: str, title: str = "") -> None:
+def plot_gaf_stats(telemetry: dict[str, list[list[dict]]], path: str, title: str = "", prefixes=None) -> None:
     """GAF telemetry (``metrics.json``'s ``gaf_stats``: one list of logging-step entries per run), one line
     per label averaged over its runs: the fractions of coordinates amplified, compressed and saturated,
-    and the gradient norm before and after f. Everything saturated means β is too large (GAF acts as
+    and the gradient norm before and after f, read from the keys ``<prefix>amplified`` ... (``prefixes``: one
+    per label; ``gaf/`` by default, the totals). Everything saturated means β is too large (GAF acts as
     sign-SGD); nothing amplified means β is too small (GAF is the identity times α·β)."""
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     for i, (label, runs) in enumerate(telemetry.items()):
-        colour = f"C{i}"
+        colour, prefix = f"C{i}", (prefixes or {}).get(label, "gaf/")
         for ax, key in zip(axes[:3], GAF_FRACTIONS):
-            steps, values = _mean_by_step(runs, key)
+            steps, values = _mean_by_step(runs, prefix + key)
             ax.plot(steps, values, color=colour, marker=".", label=f"{label} (n={len(runs)})")
-        for key, style in (("gaf/norm_before", "--"), ("gaf/norm_after", "-")):
-            steps, values = _mean_by_step(runs, key)
-            axes[3].plot(steps, values, color=colour, ls=style, label=f"{label}: {key.removeprefix('gaf/norm_')} f")
+        for key, style in (("norm_before", "--"), ("norm_after", "-")):
+            steps, values = _mean_by_step(runs, prefix + key)
+            axes[3].plot(steps, values, color=colour, ls=style, label=f"{label}: {key.removeprefix('norm_')} f")
     for ax, key in zip(axes[:3], GAF_FRACTIONS):
         ax.set_title(GAF_FRACTIONS[key], fontsize=10)
         ax.set_ylim(-0.02, 1.02)
@@ -94,6 +97,18 @@ def plot_gaf_stats(telemetry: dict[str, list[list[dict]]], path: str, title: str
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def telemetry_parts(entries: list[dict]) -> list[str]:
+    """The model parts whose statistics ``entries`` (one run's ``gaf_stats``) hold, in order of appearance."""
+    return list(dict.fromkeys(m.group(1) for e in entries for k in e if (m := PART_KEY.match(k))))
+
+
+def plot_gaf_stats_by_part(entries: list[dict], path: str, title: str = "") -> None:
+    """One run's GAF telemetry split by model part (``gaf/<part>/<key>``), one line per part."""
+    parts = telemetry_parts(entries)
+    plot_gaf_stats({p: [entries] for p in parts}, path, title or "GAF telemetry per model part",
+                   prefixes={p: f"gaf/{p}/" for p in parts})
 
 
 def plot_sweep_heatmap(summary: dict, path: str) -> None:

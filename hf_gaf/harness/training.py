@@ -223,9 +223,13 @@ def run_training(
     print(f"[{preset}] {final} | {report['train_images_per_s']:.3g} images/s | wrote {path}")
     warn_at_chance_level(report["final"], trainer.args.metric_for_best_model, chance_levels or {}, advice)
     if report.get("gaf_stats"):
-        from .plots import plot_gaf_stats
+        from .plots import plot_gaf_stats, plot_gaf_stats_by_part, telemetry_parts
 
         png = os.path.join(trainer.args.output_dir, "gaf_stats.png")
         plot_gaf_stats({preset: [report["gaf_stats"]]}, png, title=f"GAF telemetry of this run ({preset})")
         print(f"[{preset}] GAF telemetry: {png}")
+        if telemetry_parts(report["gaf_stats"]):  # a detector: the same per model part
+            png = os.path.join(trainer.args.output_dir, "gaf_stats_by_part.png")
+            plot_gaf_stats_by_part(report["gaf_stats"], png, title=f"GAF telemetry per model part ({preset})")
+            print(f"[{preset}] GAF telemetry per model part: {png}")
     return report

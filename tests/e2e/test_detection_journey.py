@@ -555,7 +555,7 @@ def test_the_treatment_presets_train_both_detectors(voc, tmp_path, recipe, prese
 ])
 def test_gaf_statistics_are_logged_per_detector_part(voc, tmp_path, recipe, preset, parts):
     """--gaf_log_stats on a detector logs, beside the totals, every part's statistics (gaf/<part>/<key>), finite,
-    and the parts' coordinates add up to the whole."""
+    and the parts' coordinates add up to the whole; the recipe draws them per part."""
     flags = DETR if recipe is train_detr else FRCNN
     recipe.main(["--voc_root", voc, "--classes", "auto", "--output_dir", str(tmp_path), "--preset", preset,
                  "--save_strategy", "no", "--gaf_log_stats", "true", "--logging_strategy", "steps",
@@ -568,3 +568,5 @@ def test_gaf_statistics_are_logged_per_detector_part(voc, tmp_path, recipe, pres
         assert all(math.isfinite(v) for k, v in entry.items() if k != "step")
         squares = sum(entry[f"gaf/{part}/norm_before"] ** 2 for part in logged)
         assert squares == pytest.approx(entry["gaf/norm_before"] ** 2, rel=1e-9)
+    with Image.open(tmp_path / "gaf_stats_by_part.png") as png:
+        assert png.format == "PNG" and png.size[0] > 800

@@ -196,3 +196,35 @@ def test_bench_optim_times_cold_caches_beside_hot_ones_and_rates_them_against_co
     assert ratios["hook_on_adamw"] == pytest.approx(cold["AdamW + attach_gaf"] / cold["AdamW"])
     text = bench_optim.table(report)
     assert f"x {fastest_sgd}, cold" in text and "steady state, cold caches: GAFSGD/torch SGD = " in text
+
+
+def test_bench_spikes_counts_divergences_and_pairs_by_seed(tmp_path):
+    """The spike benchmark's table from written runs: a non-finite loss or a last epoch above the first is a
+    divergence; mAP pairs by seed against the spiked baseline and the clean one."""
+    from hf_gaf.harness import runner
+    from hf_gaf.recipes import bench_spikes
+
+    jobs = bench_spikes.jobs_for(["sgd", "gaf"], ["--grad_spike_steps", "3"])
+    assert [j.name for j in jobs] == ["clean", "sgd", "gaf"] and jobs[0].flags == ("--preset", "sgd")
+    runs = {  # job: per seed (epoch losses, final mAP)
+        "clean": [([2.0, 1.5], 0.30), ([2.0, 1.4], 0.32)],
+        "sgd": [([2.0, float("nan")], 0.0), ([2.0, 2.5], 0.01)],
+        "gaf": [([2.0, 1.6], 0.28), ([2.0, 1.4], 0.33)],
+    }
+    for name, per_seed in runs.items():
+        for seed, (losses, value) in enumerate(per_seed):
+            folder = runner.run_dir(tmp_path, name, seed)
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps({
+                "epochs": [{"epoch": i + 1, "train_loss": v} for i, v in enumerate(losses)],
+                "final": {"eval_voc07_map": value}, "wall_time_s": 10.0, "global_step": 6}))
+    rows = {r["job"]: r for r in bench_spikes.summarize(tmp_path, jobs, [0, 1])}
+    assert [rows[j]["diverged"] for j in ("clean", "sgd", "gaf")] == [0, 2, 0]
+    assert rows["gaf"]["vs_baseline"]["mean"] == pytest.approx((0.28 + 0.32) / 2)
+    assert rows["gaf"]["vs_clean"]["mean"] == pytest.approx((-0.02 + 0.01) / 2)
+    assert rows["sgd"]["vs_baseline"] is None and rows["clean"]["vs_clean"] is None
+    assert rows["gaf"]["loss_vs_clean"] == pytest.approx((1.6 / 1.5 + 1.0) / 2)
+    assert math.isnan(rows["sgd"]["loss_vs_clean"])  # a non-finite final loss has no ratio
+    table = bench_spikes.markdown({"steps": [3], "scale": 100.0, "seeds": [0, 1], "minutes": 1.0,
+                                   "detectors": {"detr": {"epochs": 2, "steps": 6, "rows": list(rows.values())}}})
+    assert "| sgd | 2/2 |" in table and "| gaf | 0/2 |" in table and "x100 on optimizer steps 3" in table

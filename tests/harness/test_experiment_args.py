@@ -96,3 +96,38 @@ def test_a_bad_hf_gaf_fused_stops_the_run_when_the_flags_are_read(tmp_path, monk
     monkeypatch.setenv("HF_GAF_FUSED", "fastest")
     with pytest.raises(ValueError, match="HF_GAF_FUSED='fastest'"):
         experiment_args(tmp_path, gaf="atan")
+
+
+def test_grad_spike_multiplies_the_gradient_of_the_chosen_steps_and_keeps_the_loss(tmp_path):
+    """--grad_spike_steps 3 --grad_spike_scale 5: the 3rd optimizer step's gradient is 5 x what it was (a
+    hand-written run scaling that step's gradient), and the logged loss of that step is the unspiked one."""
+    def train(out, **spikes):
+        model = TinyRegressor()
+        trainer = SequentialExperimentTrainer(
+            model=model, train_dataset=TinyData(64),
+            args=experiment_args(out, gaf="none", weight_decay=0.0, max_grad_norm=0.0, logging_steps=1,
+                                 **spikes))
+        trainer.train()
+        return params_of(model), [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    spiked_params, spiked_losses = train(tmp_path / "spiked", grad_spike_steps=[3], grad_spike_scale=5.0)
+    plain_params, plain_losses = train(tmp_path / "plain")
+    calls = []
+
+    def scale_third_step(params):
+        calls.append(1)
+        if len(calls) == 3:
+            for p in params:
+                p.grad.mul_(5.0)
+
+    reference = hand_written_run(lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+                                 scale_third_step)
+    for name, p in reference.items():
+        scale = p.abs().max()  # float32 rounding, grown by the training's chaos: relative to the tensor's scale
+        assert (spiked_params[name] - p).abs().max() < 1e-5 * scale, name
+        assert (plain_params[name] - p).abs().max() > 1e-2 * scale, name
+    assert spiked_losses[:3] == pytest.approx(plain_losses[:3], rel=1e-6)
+    with pytest.raises(ValueError, match="grad_spike_steps"):
+        experiment_args(tmp_path, grad_spike_steps=[0])
+    with pytest.raises(ValueError, match="grad_spike_scale"):
+        experiment_args(tmp_path, grad_spike_scale=float("inf"))

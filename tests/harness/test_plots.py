@@ -2,7 +2,7 @@
 
 from PIL import Image
 
-from hf_gaf.harness.plots import plot_curves, plot_gaf, plot_gaf_stats
+from hf_gaf.harness.plots import plot_curves, plot_gaf, plot_gaf_stats, plot_gaf_stats_by_part, telemetry_parts
 
 
 def test_the_plots_write_pngs(tmp_path):
@@ -12,6 +12,10 @@ def test_the_plots_write_pngs(tmp_path):
     stats = [[{"step": s, "gaf/amplified": 0.5, "gaf/compressed": 0.1, "gaf/saturated": 0.0,
                "gaf/norm_before": 1.0, "gaf/norm_after": 1.5} for s in (2, 4)]]
     plot_gaf_stats({"gaf": stats}, str(tmp_path / "s.png"))
-    for name in ("f.png", "c.png", "s.png"):
+    by_part = [{**e, **{f"gaf/{part}/{k.removeprefix('gaf/')}": v for part in ("backbone", "decoder")
+                        for k, v in e.items() if k != "step"}} for e in stats[0]]
+    assert telemetry_parts(by_part) == ["backbone", "decoder"] and telemetry_parts(stats[0]) == []
+    plot_gaf_stats_by_part(by_part, str(tmp_path / "p.png"))
+    for name in ("f.png", "c.png", "s.png", "p.png"):
         with Image.open(tmp_path / name) as png:
             assert png.format == "PNG" and png.size[0] >= 600, name
