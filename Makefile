@@ -4,10 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUNS ?= runs
-# every benchmark and demo target refuses to replace its earlier results in $(RUNS): OVERWRITE=1 lets it (recipes/compare.py --reuse keeps finished runs instead)
+# every benchmark and demo target refuses to replace its earlier results in $(RUNS): OVERWRITE=1 lets it; on the
+# comparison targets REUSE=1 keeps the finished runs recorded with the same flags and runs the rest
 OVERWRITE_FLAG := $(if $(OVERWRITE),--overwrite)
+COMPARE_FLAGS := $(OVERWRITE_FLAG) $(if $(REUSE),--reuse)
 
-.PHONY: help install test lint test-all gpu-check study-depth bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn bench-trees demo
+.PHONY: help install test lint test-all gpu-check study-depth bench-optim bench-map bench-digits bench-cifar10 bench-cifar100 bench-imagenet demo-detr demo-frcnn bench-voc-detr bench-voc-frcnn bench-trees bench-spikes bench-trainer-map demo
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -40,18 +42,21 @@ study-depth: install  ## CPU: plain MLP/CNN (no normalisation) depth 4-16 on dig
 bench-map: install  ## mAP speed: voc_eval vs torchmetrics on 5,000 images x 100 detections x 20 classes
 	$(PY) recipes/bench_map.py --out $(RUNS)/bench_map.json $(OVERWRITE_FLAG)
 
+bench-trainer-map: install  ## mAP in a plain transformers.Trainer: DetrComputeMetrics vs the object-detection example's torchmetrics compute_metrics, peak memory and time (about 4 min on 2 cores)
+	$(PY) recipes/bench_trainer_map.py --out $(RUNS)/bench_trainer_map.json $(OVERWRITE_FLAG)
+
 # --- classification benchmarks (recipes/compare.py over presets x seeds) -------------------------------
 SEEDS ?= 0 1 2
 CLS_PRESETS ?= sgd gaf gaf-grad clip-norm clip-value sgd-gain clip-gain
 CLS := recipes/classification/train.py
 
 bench-digits: install  ## CPU, offline: digits, resnet10t, 3 seeds x 5 presets (about 8 min on 2 cores)
-	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(CLS) --presets $(CLS_PRESETS) --also-vs sgd-gain --seeds $(SEEDS) \
+	$(PY) recipes/compare.py $(COMPARE_FLAGS) --script $(CLS) --presets $(CLS_PRESETS) --also-vs sgd-gain --seeds $(SEEDS) \
 		--metric eval_accuracy --out $(RUNS)/bench-digits --title "digits (sklearn), resnet10t, 5 epochs, CPU" -- \
 		--dataset digits --model resnet10t --image_size 32 --num_train_epochs 5 --per_device_train_batch_size 64
 
 define cifar_bench
-	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(CLS) --presets $(CLS_PRESETS) --seeds $(SEEDS) --metric eval_accuracy \
+	$(PY) recipes/compare.py $(COMPARE_FLAGS) --script $(CLS) --presets $(CLS_PRESETS) --seeds $(SEEDS) --metric eval_accuracy \
 		--out $(RUNS)/bench-cifar$(1) --title "CIFAR-$(1), $(or $(MODEL),resnet18), $(or $(EPOCHS),200) epochs" -- \
 		--dataset $(or $(DATASET),cifar$(1)) --model $(or $(MODEL),resnet18) --cifar_stem true --image_size 32 \
 		--num_train_epochs $(or $(EPOCHS),200) --per_device_train_batch_size 256 --learning_rate 0.1 \
@@ -66,7 +71,7 @@ bench-cifar100: install  ## GPU: CIFAR-100, same setting; MODEL= EPOCHS= SEEDS= 
 
 bench-imagenet: install  ## GPUs: ResNet-18/50 on ImageNet, accelerate multi-GPU (lr 0.4 at 256 x 8, cosine); IMAGENET_DIR= required
 	@test -n "$(IMAGENET_DIR)" || { echo "set IMAGENET_DIR=/path/with/train/<class>/*.JPEG and val/<class>/*.JPEG"; exit 2; }
-	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(CLS) --presets $(or $(PRESETS),sgd gaf) --seeds $(or $(SEEDS_IMAGENET),0) \
+	$(PY) recipes/compare.py $(COMPARE_FLAGS) --script $(CLS) --presets $(or $(PRESETS),sgd gaf) --seeds $(or $(SEEDS_IMAGENET),0) \
 		--metric eval_accuracy --out $(RUNS)/bench-imagenet --title "ImageNet, $(or $(MODEL),resnet50)" \
 		--launcher "$(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/multi_gpu_ddp.yaml" -- \
 		--dataset $(IMAGENET_DIR) --eval_split validation --model $(or $(MODEL),resnet50) --image_size 224 \
@@ -86,7 +91,7 @@ demo-frcnn: install  ## CPU: Faster R-CNN (timm resnet18 + FPN) on synthetic VOC
 
 bench-voc-detr: install  ## GPUs: DETR-R50 on VOC 07+12, tested on VOC2007 test; VOC_ROOT= (and CHECKPOINT= a local DETR folder) required
 	@test -n "$(VOC_ROOT)" || { echo "set VOC_ROOT=/path/holding/VOCdevkit (VOC2007 + VOC2012)"; exit 2; }
-	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(DETR) --presets adamw adamw-gaf --seeds $(or $(SEEDS_VOC),0) --baseline adamw \
+	$(PY) recipes/compare.py $(COMPARE_FLAGS) --script $(DETR) --presets adamw adamw-gaf --seeds $(or $(SEEDS_VOC),0) --baseline adamw \
 		--metric eval_voc07_map --out $(RUNS)/bench-voc-detr --title "DETR-R50, VOC 07+12 -> VOC07 test" \
 		--launcher "$(ACCELERATE_MULTI)" -- --voc_root $(VOC_ROOT) --years 2007+2012 --eval_years 2007 \
 		$(if $(CHECKPOINT),--model_name_or_path $(CHECKPOINT) --ignore_mismatched_sizes true,--model_config detr-r50) \
@@ -95,7 +100,7 @@ bench-voc-detr: install  ## GPUs: DETR-R50 on VOC 07+12, tested on VOC2007 test;
 
 bench-voc-frcnn: install  ## GPUs: Faster R-CNN R50-FPN on VOC 07+12, VOC2007 test, sgd vs gaf; VOC_ROOT= (and WEIGHTS= local backbone/detector weights)
 	@test -n "$(VOC_ROOT)" || { echo "set VOC_ROOT=/path/holding/VOCdevkit (VOC2007 + VOC2012)"; exit 2; }
-	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(FRCNN) --presets sgd gaf --seeds $(or $(SEEDS_VOC),0) --metric eval_voc07_map \
+	$(PY) recipes/compare.py $(COMPARE_FLAGS) --script $(FRCNN) --presets sgd gaf --seeds $(or $(SEEDS_VOC),0) --metric eval_voc07_map \
 		--out $(RUNS)/bench-voc-frcnn --title "Faster R-CNN R50-FPN, VOC 07+12 -> VOC07 test" \
 		--launcher "$(ACCELERATE_MULTI)" -- --voc_root $(VOC_ROOT) --years 2007+2012 --eval_years 2007 \
 		--backbone resnet50_fpn $(if $(WEIGHTS),--weights_path $(WEIGHTS)) --image_size 800 \
@@ -116,14 +121,17 @@ $(TREES)/HF_GAF_TREES: | $(STAMP)
 	$(VENV)/bin/hf-gaf make-trees $(TREES)
 
 bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, the agc/zclip/gc treatments, 3 seeds (FAST=1: CPU size; 73 min without the treatments on 2 cores)
-	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain agc zclip gc --also-vs sgd-gain --seeds $(TREE_SEEDS) \
+	$(PY) recipes/compare.py $(COMPARE_FLAGS) --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain agc zclip gc --also-vs sgd-gain --seeds $(TREE_SEEDS) \
 		--out $(RUNS)/bench-trees$(if $(FAST),-fast)/faster_rcnn --title "Faster R-CNN (timm resnet18, random init), \
 		tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(FRCNN_TREES)
-	$(PY) recipes/compare.py $(OVERWRITE_FLAG) --script $(DETR) --presets adamw adamw-gaf adamw-gain adamw-clip-gain adamw-agc adamw-zclip adamw-gc --also-vs adamw-gain \
+	$(PY) recipes/compare.py $(COMPARE_FLAGS) --script $(DETR) --presets adamw adamw-gaf adamw-gain adamw-clip-gain adamw-agc adamw-zclip adamw-gc --also-vs adamw-gain \
 		--seeds $(TREE_SEEDS) --out $(RUNS)/bench-trees$(if $(FAST),-fast)/detr --title "tiny RT-DETR (random \
 		init), tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(DETR_TREES)
+
+bench-spikes: install  ## CPU: gradient spikes (x100 on 3 steps) in a tiny RT-DETR and Faster R-CNN, each treatment vs the baseline with and without spikes, 3 seeds: divergences and mAP
+	$(PY) recipes/bench_spikes.py --out $(RUNS)/bench-spikes $(COMPARE_FLAGS)
 
 # --- the newcomer's demo --------------------------------------------------------------------------------
 demo: install  ## CPU: digits, synthetic VOC (RT-DETR) and real tree crowns (Faster R-CNN), GAF vs baseline and the gain control, plots, summary (9.2 min on 2 cores from a fresh clone)

@@ -4,17 +4,16 @@ Each label dict a collator builds carries, beside the model's own targets, an :c
 under :data:`EVAL_KEY`: the ORIGINAL ground truth (boxes in original pixels, classes, difficult), the
 image index, and the canvas geometry (per-axis ``scale`` original → canvas, ``orig_size`` (h, w)).
 
-For the Trainer's cross-process gather, a batch travels as two padded float tensors whose columns are
-named by :data:`DETECTION_COLUMNS` and :data:`GROUND_TRUTH_COLUMNS` (padding rows hold ``PAD``):
-:func:`pack_detections` / :func:`pack_ground_truth` build them, :func:`unpack` turns them back into
-the per-image dicts of :class:`~hf_gaf.metrics.DetectionEvaluator`.
+For the Trainer's cross-process gather, a batch travels as two padded float tensors
+(:mod:`hf_gaf.metrics.packed`); :func:`pack_ground_truth` packs the original ground truth of label dicts.
 
 Example:
     >>> import torch
+    >>> from hf_gaf.metrics.packed import unpack
     >>> target = EvalTarget(torch.tensor([[1., 2., 3., 4.]]), torch.tensor([0]), torch.tensor([False]), 7,
     ...                     (0.5, 0.5), (20, 20))
-    >>> dets = [{"boxes": torch.tensor([[1., 2., 3., 4.]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}]
-    >>> d, t = unpack(pack_detections(dets, [7]), pack_ground_truth([{EVAL_KEY: target}]))
+    >>> dets = torch.tensor([[[1., 2., 3., 4., 0.9, 0., 7.]]])  # one image, one detection (x0..y1, score, label, id)
+    >>> d, t = unpack(dets, pack_ground_truth([{EVAL_KEY: target}]))
     >>> d[0]["image_id"], t[0]["labels"].tolist()
     (7, [0])
 """
@@ -24,19 +23,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from ..metrics.packed import pack_truths
 from .transforms import CanvasSample, DetectionTransform, canvas_to_original
 
 EVAL_KEY = "eval_target"
-PAD = -1.0
-DETECTION_COLUMNS = ("x0", "y0", "x1", "y1", "score", "label", "image_index")
-GROUND_TRUTH_COLUMNS = ("x0", "y0", "x1", "y1", "label", "difficult", "image_index")
-
-
-def _col(columns: tuple[str, ...], name: str) -> int:
-    return columns.index(name)
 
 
 @dataclass
@@ -78,58 +70,11 @@ def detections_to_original(detections: list[dict], labels: list[dict]) -> list[d
     return out
 
 
-def _pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
-    """Stack ``[n_i, width]`` tensors into ``[B, max n_i, width]`` padded with ``PAD``."""
-    longest = max([len(r) for r in rows] + [1])
-    out = torch.full((len(rows), longest, width), PAD)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
-
-
-def _rows(columns: tuple[str, ...], image_index: int, boxes: torch.Tensor, **per_box: torch.Tensor) -> torch.Tensor:
-    """One image's ``[n, len(columns)]`` float rows, each field put in its named column."""
-    boxes = boxes.reshape(-1, 4).float().cpu()
-    block = torch.empty(len(boxes), len(columns))
-    block[:, :4] = boxes
-    for name, values in per_box.items():
-        block[:, _col(columns, name)] = values.reshape(-1).float().cpu()
-    block[:, _col(columns, "image_index")] = float(image_index)
-    return block
-
-
 def pack_ground_truth(labels: list[dict]) -> torch.Tensor:
     """The original ground truth of a batch of label dicts as a padded ``[B, M, 7]`` tensor."""
     targets = [eval_target(label) for label in labels]
-    return _pad_rows([_rows(GROUND_TRUTH_COLUMNS, t.image_index, t.boxes, label=t.labels, difficult=t.difficult)
-                      for t in targets], len(GROUND_TRUTH_COLUMNS))
-
-
-def pack_detections(detections: list[dict], image_indices: list[int]) -> torch.Tensor:
-    """Per-image ``{boxes, scores, labels}`` (original pixels) as a padded ``[B, K, 7]`` tensor."""
-    return _pad_rows([_rows(DETECTION_COLUMNS, index, d["boxes"], score=d["scores"], label=d["labels"])
-                      for d, index in zip(detections, image_indices)], len(DETECTION_COLUMNS))
-
-
-def unpack(predictions, ground_truth) -> tuple[list[dict], list[dict]]:
-    """Padded tensors (or arrays, as the Trainer gathers them) back into the evaluator's per-image
-    dicts; padding rows (ours ``PAD``, the Trainer's -100) are dropped."""
-    preds = predictions.detach().cpu().numpy() if isinstance(predictions, torch.Tensor) else np.asarray(predictions)
-    gts = ground_truth.detach().cpu().numpy() if isinstance(ground_truth, torch.Tensor) else np.asarray(ground_truth)
-    d_label, d_index = _col(DETECTION_COLUMNS, "label"), _col(DETECTION_COLUMNS, "image_index")
-    g_label, g_index = _col(GROUND_TRUTH_COLUMNS, "label"), _col(GROUND_TRUTH_COLUMNS, "image_index")
-    detections, truths = [], []
-    for p, g in zip(preds, gts):
-        g = g[g[:, g_label] >= 0]
-        p = p[(p[:, d_label] >= 0) & (p[:, d_index] >= 0)]
-        if len(g) == 0 and len(p) == 0:
-            continue
-        image_id = int(g[0, g_index]) if len(g) else int(p[0, d_index])
-        truths.append({"image_id": image_id, "boxes": g[:, :4], "labels": g[:, g_label].astype(int),
-                       "difficult": g[:, _col(GROUND_TRUTH_COLUMNS, "difficult")] > 0.5})
-        detections.append({"image_id": image_id, "boxes": p[:, :4], "scores": p[:, _col(DETECTION_COLUMNS, "score")],
-                           "labels": p[:, d_label].astype(int)})
-    return detections, truths
+    return pack_truths([t.boxes for t in targets], [t.labels for t in targets], [t.difficult for t in targets],
+                       [t.image_index for t in targets])
 
 
 def with_canvas_transform(dataset, transform: DetectionTransform):

@@ -2,7 +2,7 @@
 
 Its ``prediction_step`` runs the model once, turns the outputs into detections in ORIGINAL image
 pixels with the model family's ``postprocess`` and returns them with the original ground truth, both
-packed by :mod:`hf_gaf.detection.schema` into padded tensors (so the Trainer can gather them across
+packed by :mod:`hf_gaf.metrics.packed` into padded tensors (so the Trainer can gather them across
 processes). With ``batch_eval_metrics=True`` each batch goes straight into a streaming
 :class:`~hf_gaf.metrics.DetectionEvaluator` (:func:`detection_compute_metrics`), so evaluation memory
 stays flat.
@@ -15,9 +15,10 @@ from collections.abc import Callable
 import torch
 
 from ..metrics import DetectionEvaluator, make_compute_metrics
+from ..metrics.packed import pack_detections, unpack
 from ..trainer import GAFTrainer
 from .module_groups import module_group
-from .schema import eval_target, pack_detections, pack_ground_truth, unpack
+from .schema import eval_target, pack_ground_truth
 
 
 def detection_compute_metrics(class_names, **evaluator_kwargs) -> Callable:

@@ -1,4 +1,5 @@
-"""Metrics: VOC AP (devkit and py-faster-rcnn conventions), COCO AP, a streaming evaluator, and
+"""Metrics: VOC AP (devkit and py-faster-rcnn conventions), COCO AP, a streaming evaluator, the
+``compute_metrics`` of any ``transformers.Trainer`` of a DETR-family model (:class:`DetrComputeMetrics`), and
 ``evaluate`` metric modules shipped inside the package (hub metric scripts cannot be fetched offline).
 
 :func:`metric_path` needs nothing but the standard library (the classification recipe uses it for its
@@ -15,7 +16,7 @@ from pathlib import Path
 from .._extras import require_extra
 
 _LAZY = {"DetectionEvaluator": ".detection", "make_compute_metrics": ".detection", "voc_eval": ".voc",
-         "average_precision": ".voc", "box_iou": ".voc"}
+         "average_precision": ".voc", "box_iou": ".voc", "DetrComputeMetrics": ".detr_compute_metrics"}
 
 _MODULES = Path(__file__).parent / "modules"
 
@@ -29,7 +30,8 @@ def metric_path(name: str) -> str:
     return str(path)
 
 
-__all__ = ["DetectionEvaluator", "make_compute_metrics", "voc_eval", "average_precision", "box_iou", "metric_path"]
+__all__ = ["DetectionEvaluator", "DetrComputeMetrics", "make_compute_metrics", "voc_eval", "average_precision",
+           "box_iou", "metric_path"]
 
 
 def __getattr__(name: str):

@@ -190,6 +190,8 @@ def test_claim_outputs_names_every_earlier_result_and_an_unwritable_folder(tmp_p
 BENCHMARKS = {  # script, its flags for a run that would take long, and the report it writes into the folder
     "bench_optimizer_step": (["--models", "resnet10t", "--no-schedule"], "bench_optim.json"),
     "bench_map": (["--images", "50"], "bench_map.json"),
+    "bench_trainer_map": (["--images", "8", "--repeats", "1"], "bench_trainer_map.json"),
+    "bench_spikes": (["--seeds", "0", "--detectors", "detr", "--epochs-detr", "1"], "results.json"),
     "gpu_check": (["--device", "cpu", "--quick"], "gpu_check.json"),
     "study_depth": (["--archs", "mlp", "--depths", "2", "--activations", "tanh", "--presets", "sgd",
                      "--seeds", "0", "--epochs", "1", "--workers", "1"], "results.json"),
