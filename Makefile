@@ -42,7 +42,7 @@ study-depth: install  ## CPU: plain MLP/CNN (no normalisation) depth 4-16 on dig
 bench-map: install  ## mAP speed: voc_eval vs torchmetrics on 5,000 images x 100 detections x 20 classes
 	$(PY) recipes/bench_map.py --out $(RUNS)/bench_map.json $(OVERWRITE_FLAG)
 
-bench-trainer-map: install  ## mAP in a plain transformers.Trainer: DetrComputeMetrics vs the object-detection example's torchmetrics compute_metrics, peak memory and time (about 4 min on 2 cores)
+bench-trainer-map: install  ## mAP in a plain transformers.Trainer: DetrComputeMetrics vs the object-detection example's torchmetrics compute_metrics, peak memory and time (2 min on 2 cores)
 	$(PY) recipes/bench_trainer_map.py --out $(RUNS)/bench_trainer_map.json $(OVERWRITE_FLAG)
 
 # --- classification benchmarks (recipes/compare.py over presets x seeds) -------------------------------
@@ -120,7 +120,7 @@ DETR_TREES = --model_config tiny-rt-detr --learning_rate 1e-3 --backbone_lr 1e-3
 $(TREES)/HF_GAF_TREES: | $(STAMP)
 	$(VENV)/bin/hf-gaf make-trees $(TREES)
 
-bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, the agc/zclip/gc treatments, 3 seeds (FAST=1: CPU size; 73 min without the treatments on 2 cores)
+bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection recipes: baseline, GAF, sgd-gain and clip-gain controls, the agc/zclip/gc treatments, 3 seeds (FAST=1: CPU size; about 2 h on 2 cores)
 	$(PY) recipes/compare.py $(COMPARE_FLAGS) --script $(FRCNN) --presets sgd gaf sgd-gain clip-gain agc zclip gc --also-vs sgd-gain --seeds $(TREE_SEEDS) \
 		--out $(RUNS)/bench-trees$(if $(FAST),-fast)/faster_rcnn --title "Faster R-CNN (timm resnet18, random init), \
 		tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
@@ -130,7 +130,7 @@ bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection 
 		init), tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(DETR_TREES)
 
-bench-spikes: install  ## CPU: gradient spikes (x100 on 3 steps) in a tiny RT-DETR and Faster R-CNN, each treatment vs the baseline with and without spikes, 3 seeds: divergences and mAP
+bench-spikes: install  ## CPU: gradient spikes (x100 on 3 steps) in a tiny RT-DETR and Faster R-CNN, each treatment vs the baseline with and without spikes, 3 seeds: divergences and mAP (22 min on 2 cores)
 	$(PY) recipes/bench_spikes.py --out $(RUNS)/bench-spikes $(COMPARE_FLAGS)
 
 # --- the newcomer's demo --------------------------------------------------------------------------------
