@@ -130,7 +130,7 @@ bench-trees: install $(TREES)/HF_GAF_TREES  ## real tree crowns, both detection 
 		init), tree crowns: train YELL, test OSBS+SOAP$(if $(FAST), [FAST])" -- --voc_root $(TREES) --classes tree \
 		--report_to none --save_models false $(DETR_TREES)
 
-bench-spikes: install  ## CPU: gradient spikes (x100 on 3 steps) in a tiny RT-DETR and Faster R-CNN, each treatment vs the baseline with and without spikes, 3 seeds: divergences and mAP (22 min on 2 cores)
+bench-spikes: install  ## CPU: gradient spikes (x100 on 3 steps) in a tiny RT-DETR and Faster R-CNN, each treatment vs the baseline with and without spikes, 3 seeds: divergences and mAP (26 min on 2 cores)
 	$(PY) recipes/bench_spikes.py --out $(RUNS)/bench-spikes $(COMPARE_FLAGS)
 
 # --- the newcomer's demo --------------------------------------------------------------------------------

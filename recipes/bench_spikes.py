@@ -45,7 +45,8 @@ DETECTORS = {
              ["scratch-adamw", "scratch-adamw-gain", "scratch-adamw-gaf", "scratch-adamw-agc", "scratch-adamw-zclip",
               "scratch-adamw-gc"],
              "--model_config tiny-rt-detr --image_size 96 --per_device_train_batch_size 16", 6),
-    "faster_rcnn": (RECIPES / "train_faster_rcnn.py", ["sgd", "gaf", "clip-norm", "agc", "zclip", "gc"],
+    "faster_rcnn": (RECIPES / "train_faster_rcnn.py",
+                    ["sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "agc", "zclip", "gc"],
                     "--backbone timm:resnet18 --image_size 96 --anchor_sizes 16 32 64 --timm_out_indices 2 3 "
                     "--fpn_channels 64 --rpn_pre_nms_top_n 300 --rpn_post_nms_top_n 150 --rpn_batch_size_per_image "
                     "128 --box_batch_size_per_image 128 --per_device_train_batch_size 8", 3),
