@@ -6,7 +6,8 @@ the scale, before norm clipping, GAF or a treatment sees it; the logged loss kee
 meets it where it meets a real one. Both detection recipes train on a synthetic VOC set (``hf-gaf make-voc``,
 160 training and 40 test images of 96 px, seed 0) from random init: a tiny RT-DETR (its ``scratch-`` presets:
 AdamW lr 1e-3, DETR's norm clipping 0.1 or a treatment in its place) and a Faster R-CNN (timm resnet18 + FPN;
-torchvision's SGD reference, no clipping, or a treatment). Every preset runs under the same spikes; the
+torchvision's SGD reference, no clipping, or a treatment), with the demo's flags for the synthetic set
+(:data:`hf_gaf.harness.demo.TASKS`). Every preset runs under the same spikes; the
 baseline also runs without them (``clean``). Seeds pair the runs (same initial weights, same batches).
 
 Per preset: how many runs **diverged** (a non-finite training loss, or a last epoch's training loss above the
@@ -35,21 +36,14 @@ from pathlib import Path
 from hf_gaf._outputs import claim_outputs
 from hf_gaf.detection.synthetic_voc import is_synthetic_voc, make_voc
 from hf_gaf.harness import runner
+from hf_gaf.harness.demo import RECIPES, TASKS
 from hf_gaf.harness.paired_stats import mean_ci, paired_cells, paired_difference
 
-RECIPES = Path(__file__).parent / "detection"
 CLEAN = "clean"  # the baseline without spikes
-DETECTORS = {
-    # script, the presets under spikes (the first is the baseline), recipe flags, epochs
-    "detr": (RECIPES / "train_detr.py",
-             ["scratch-adamw", "scratch-adamw-gain", "scratch-adamw-gaf", "scratch-adamw-agc", "scratch-adamw-zclip",
-              "scratch-adamw-gc"],
-             "--model_config tiny-rt-detr --image_size 96 --per_device_train_batch_size 16", 6),
-    "faster_rcnn": (RECIPES / "train_faster_rcnn.py",
-                    ["sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "agc", "zclip", "gc"],
-                    "--backbone timm:resnet18 --image_size 96 --anchor_sizes 16 32 64 --timm_out_indices 2 3 "
-                    "--fpn_channels 64 --rpn_pre_nms_top_n 300 --rpn_post_nms_top_n 150 --rpn_batch_size_per_image "
-                    "128 --box_batch_size_per_image 128 --per_device_train_batch_size 8", 3),
+DETECTORS = {  # the presets under spikes (the first is the baseline) and the epochs; script and flags: the demo's
+    "detr": (["scratch-adamw", "scratch-adamw-gain", "scratch-adamw-gaf", "scratch-adamw-agc", "scratch-adamw-zclip",
+              "scratch-adamw-gc"], 6),
+    "faster_rcnn": (["sgd", "gaf", "gaf-grad", "clip-norm", "clip-value", "agc", "zclip", "gc"], 3),
 }
 METRIC = "eval_voc07_map"
 OUTPUTS = ("results.md", "results.json")
@@ -118,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spike-steps", nargs="+", type=int, default=[30, 40, 50],
                         help="optimizer steps (from 1) whose gradient is scaled; after ZClip's 25 warm-up steps")
     parser.add_argument("--spike-scale", type=float, default=100.0)
-    parser.add_argument("--epochs-detr", type=int, default=DETECTORS["detr"][3])
-    parser.add_argument("--epochs-faster-rcnn", type=int, default=DETECTORS["faster_rcnn"][3])
+    parser.add_argument("--epochs-detr", type=int, default=DETECTORS["detr"][1])
+    parser.add_argument("--epochs-faster-rcnn", type=int, default=DETECTORS["faster_rcnn"][1])
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--reuse", action="store_true", help="keep finished runs recorded with the same flags")
     again.add_argument("--overwrite", action="store_true", help="run every run again and replace the tables")
@@ -132,12 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     epochs = {"detr": args.epochs_detr, "faster_rcnn": args.epochs_faster_rcnn}
     start, blocks = time.perf_counter(), {}
     for name in args.detectors:
-        script, presets, flags, _ = DETECTORS[name]
-        recipe_args = [*flags.split(), "--voc_root", str(voc), "--classes", "shapes", "--num_train_epochs",
-                       str(epochs[name]), "--report_to", "none", "--save_models", "false", "--draw_predictions", "0",
-                       "--logging_nan_inf_filter", "false"]
+        presets, task = DETECTORS[name][0], TASKS[name]  # the demo's synthetic-VOC task of this detector
+        recipe_args = [*task.flags.format(voc=voc).split(), "--num_train_epochs", str(epochs[name]), "--report_to",
+                       "none", "--save_models", "false", "--draw_predictions", "0", "--logging_nan_inf_filter", "false"]
         jobs = jobs_for(presets, spikes)
-        runner.run_jobs(str(script), jobs, args.seeds, out / name, recipe_args, reuse=args.reuse,
+        runner.run_jobs(str(RECIPES / task.script), jobs, args.seeds, out / name, recipe_args, reuse=args.reuse,
                         overwrite=args.overwrite, metric=METRIC, desc=name)
         steps = json.loads((runner.run_dir(out / name, CLEAN, args.seeds[0]) / "metrics.json").read_text())
         blocks[name] = {"epochs": epochs[name], "steps": steps["global_step"],

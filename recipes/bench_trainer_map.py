@@ -22,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from functools import partial
@@ -106,7 +107,8 @@ def measure(method: str, n_images: int, image_size: int) -> dict:
     else:
         compute_metrics = DetrComputeMetrics(processor, model.config.id2label)
         extra = {"preprocess_logits_for_metrics": compute_metrics.preprocess}
-    args = TrainingArguments(output_dir="/tmp/bench_trainer_map", per_device_eval_batch_size=8, report_to="none",
+    scratch = tempfile.TemporaryDirectory()  # the Trainer's output_dir: nothing of it is kept
+    args = TrainingArguments(output_dir=scratch.name, per_device_eval_batch_size=8, report_to="none",
                              use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, **settings)
     trainer = Trainer(model=model, args=args, eval_dataset=rows, data_collator=collate_fn,
                       compute_metrics=compute_metrics, **extra)

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 
 import torch
+from torchvision.ops import box_convert
 
 from .detection import DetectionEvaluator
 from .packed import DETECTION_COLUMNS, PAD, pack_detections, pack_truths, unpack
@@ -109,8 +110,8 @@ class DetrComputeMetrics:
         image_ids = [int(torch.as_tensor(_label(label, "image_id")).reshape(-1)[0]) for label in labels]
         truths = []
         for label, (h, w) in zip(labels, sizes):
-            cx, cy, bw, bh = torch.as_tensor(_label(label, "boxes"), dtype=torch.float32).reshape(-1, 4).unbind(1)
-            corners = torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], 1)
+            boxes = torch.as_tensor(_label(label, "boxes"), dtype=torch.float32).reshape(-1, 4).cpu()
+            corners = box_convert(boxes, "cxcywh", "xyxy") * torch.tensor([w, h, w, h], dtype=torch.float32)
             classes = torch.as_tensor(_label(label, "class_labels")).reshape(-1)
             crowd = torch.as_tensor(label.get("iscrowd", torch.zeros(len(classes)))).reshape(-1) > 0
             truths.append((corners, classes, crowd))
